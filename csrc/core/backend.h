@@ -1,0 +1,100 @@
+/* backend.h — the device backend: a table of function pointers for memory and
+ * the model's math, chosen once per engine ("cpu" in backend_cpu.c, "cuda" in
+ * backend_cuda.c). model.c calls only these, so the forward pass is written once.
+ *
+ * Conventions for every op:
+ *   - pointers are device memory of this backend (host memory for "cpu");
+ *   - activations and weights are in b->dtype (the compute dtype); index
+ *     buffers are int32; accumulation is fp32;
+ *   - ops are asynchronous on the backend's stream; copy_d2h synchronizes;
+ *   - a failing op returns a Status and fills err (CUDA: file:line + error string).
+ * Shape legend: T tokens in the packed batch, C n_embd, H heads, D head size,
+ * V vocab, K/N the GEMM's inner/outer sizes.
+ */
+#ifndef GPT2_BACKEND_H
+#define GPT2_BACKEND_H
+
+#include "common.h"
+#include "sampling.h"
+
+typedef struct Backend Backend;
+
+enum MatmulFlags {
+    MATMUL_W_NK = 1 << 0,       /* w is (N, K) row-major (lm_head = wte); default (K, N), Conv1D */
+    MATMUL_GELU = 1 << 1,       /* out = gelu_new(in @ w + bias) */
+    MATMUL_ACCUMULATE = 1 << 2, /* out += in @ w + bias (residual add fused in the GEMM) */
+};
+
+typedef struct BackendOps {
+    /* ---- memory ---- */
+    Status (*alloc)(Backend *b, void **ptr, size_t bytes, Error *err);
+    void (*free)(Backend *b, void *ptr);                       /* NULL-safe */
+    Status (*copy_h2d)(Backend *b, void *dst, const void *src, size_t bytes, Error *err);
+    Status (*copy_d2h)(Backend *b, void *dst, const void *src, size_t bytes, Error *err);
+    Status (*copy_d2d)(Backend *b, void *dst, const void *src, size_t bytes, Error *err);
+    Status (*memset_zero)(Backend *b, void *dst, size_t bytes, Error *err);
+    Status (*synchronize)(Backend *b, Error *err);
+    /* free and total device memory in bytes (CPU: available and total RAM) */
+    Status (*mem_info)(Backend *b, size_t *free_bytes, size_t *total_bytes, Error *err);
+
+    /* ---- model math ---- */
+    /* out(T, C) = wte[ids[t]] + wpe[pos[t]] */
+    Status (*embed)(Backend *b, void *out, const int32_t *ids, const int32_t *pos,
+                    const void *wte, const void *wpe, int T, int C, Error *err);
+    /* out(T, C) = layernorm(in(T, C)) * w + bias, statistics in fp32 */
+    Status (*layernorm)(Backend *b, void *out, const void *in, const void *w, const void *bias,
+                        int T, int C, float eps, Error *err);
+    /* out(M, N) = in(M, K) @ w + bias, see MatmulFlags; bias may be NULL;
+     * act selects the activation for MATMUL_GELU (Activation from config.h). */
+    Status (*matmul)(Backend *b, void *out, const void *in, const void *w, const void *bias,
+                     int M, int K, int N, int flags, int act, Error *err);
+    /* Writes this step's K and V into the paged cache through the slot mapping:
+     * k, v: (T, H*D) rows with row stride kv_stride elements (they live inside qkv);
+     * caches: (num_blocks, H, block_size, D); slot s -> block s / block_size, offset s % block_size.
+     * A negative slot is skipped (padding). */
+    Status (*reshape_and_cache)(Backend *b, const void *k, const void *v, int kv_stride,
+                                void *k_cache, void *v_cache, const int32_t *slot_mapping,
+                                int T, int H, int D, int block_size, Error *err);
+    /* out(n, C) = in[rows[i]] (select the rows whose logits are needed) */
+    Status (*gather_rows)(Backend *b, void *out, const void *in, const int32_t *rows, int n,
+                          int C, Error *err);
+    /* out(M, N) fp32 = in(M, N) converted from b->dtype (logits to fp32 for the sampler) */
+    Status (*to_float)(Backend *b, float *out, const void *in, size_t n, Error *err);
+
+    /* ---- sampling (see sampling.h): logits (R, V) fp32 in device memory; rows, adj
+     * and out are host memory; the call returns when out is filled. ---- */
+    Status (*sample)(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
+                     const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
+                     Error *err);
+
+    /* ---- CUDA graphs (NULL on the CPU): work issued between capture_begin and
+     * capture_end is recorded as graph `key` and replayed by graph_launch. ---- */
+    Status (*graph_capture_begin)(Backend *b, Error *err);
+    Status (*graph_capture_end)(Backend *b, int key, Error *err);
+    Status (*graph_launch)(Backend *b, int key, Error *err);
+
+    void (*destroy)(Backend *b);
+} BackendOps;
+
+struct Backend {
+    const char *name;      /* "cpu" or "cuda" */
+    DType dtype;           /* compute dtype of activations and weights */
+    const BackendOps *ops;
+    void *impl;            /* backend-private state (stream, cuBLAS handle, workspaces) */
+    int device;            /* CUDA device ordinal; 0 on the CPU */
+    int compute_capability;/* major*10+minor on CUDA, 0 on the CPU */
+};
+
+/* Creates the backend named `name` ("cpu" or "cuda") for compute dtype `dtype`.
+ * "cuda" in a CPU-only build or without a GPU -> GPT2_ERR_VALUE with the reason. */
+Status backend_create(Backend **out, const char *name, DType dtype, int device, Error *err);
+void backend_destroy(Backend *b);   /* NULL-safe */
+/* 1 when this build has CUDA and a GPU is visible (and fills *count). */
+int backend_cuda_available(int *count);
+
+/* The implementations (backend_cpu.c, backend_cuda.c). */
+Status backend_cpu_create(Backend **out, DType dtype, Error *err);
+Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err);
+int backend_cuda_device_count(void);
+
+#endif

@@ -1,0 +1,95 @@
+/* model_runner.h — owns the device side of one engine: backend, weights on the
+ * device, KV cache, activation buffers, attention backend, CUDA graphs. It runs
+ * one packed step (built by the engine from the scheduler's decisions) and
+ * leaves fp32 logits for the requested rows on the device for the sampler.
+ * It decides nothing: which tokens run, where their K/V go and which rows need
+ * logits all arrive in StepInput. */
+#ifndef GPT2_MODEL_RUNNER_H
+#define GPT2_MODEL_RUNNER_H
+
+#include "attention.h"
+#include "backend.h"
+#include "checkpoint.h"
+#include "config.h"
+
+typedef struct RunnerConfig {
+    const char *device;          /* "cpu" or "cuda" */
+    DType dtype;                 /* compute dtype */
+    int block_size;              /* 8, 16 or 32 */
+    int max_num_seqs;
+    int max_num_batched_tokens;  /* activation buffers are sized for this many tokens */
+    int max_model_len;           /* <= n_positions */
+    int num_kv_blocks;           /* 0: size from gpu_memory_utilization / cpu_kv_cache_bytes */
+    double gpu_memory_utilization;
+    size_t cpu_kv_cache_bytes;   /* CPU: KV cache budget when num_kv_blocks == 0 */
+    const char *attention_backend; /* NULL: env var, then auto */
+    int enforce_eager;           /* 1: no CUDA graphs */
+} RunnerConfig;
+
+/* One step's batch, host arrays; sequences ordered decodes first. */
+typedef struct StepInput {
+    int num_seqs;
+    int num_tokens;               /* T */
+    int num_decodes;              /* leading sequences with exactly one query token */
+    const int32_t *input_ids;     /* (T) */
+    const int32_t *positions;     /* (T) */
+    const int32_t *slot_mapping;  /* (T) where each token's K/V is written */
+    const int32_t *query_start_loc; /* (num_seqs + 1) */
+    const int32_t *seq_lens;      /* (num_seqs) context length including this step */
+    const int32_t *block_tables;  /* (num_seqs, block_table_stride) */
+    int block_table_stride;
+    int num_logits;               /* rows of logits wanted */
+    const int32_t *logits_indices;/* (num_logits) token rows (0..T-1) whose logits are wanted */
+} StepInput;
+
+typedef struct ModelRunner {
+    GPT2Config config;           /* the model's */
+    RunnerConfig rc;
+    Backend *backend;
+    GPT2Weights weights;         /* device pointers (host on the CPU) */
+    Checkpoint *checkpoint;      /* kept open while CPU weights point into its mmap */
+    const AttentionBackend *attn;
+    void *attn_state;
+    char attn_reason[256];       /* why this attention backend was chosen */
+    /* KV cache: per layer (num_blocks, H, block_size, D) for K and for V */
+    int num_kv_blocks;
+    void **key_cache, **value_cache;   /* (L) */
+    void *kv_storage;            /* one allocation holding every layer's K and V */
+    size_t kv_bytes;
+    /* activations, sized for max_num_batched_tokens (T) / logits rows (R) */
+    struct {
+        void *residual;          /* (T, C) */
+        void *ln;                /* (T, C) */
+        void *qkv;               /* (T, 3C) */
+        void *attn;              /* (T, C) */
+        void *fc;                /* (T, 4C) */
+        void *hidden;            /* (R, C) gathered rows for the lm_head */
+        void *logits;            /* (R, V) compute dtype */
+        float *logits_f32;       /* (R, V) fp32 (aliases logits when dtype is fp32) */
+        int32_t *ints;           /* every int32 input below, one buffer */
+        int32_t *input_ids, *positions, *slot_mapping, *query_start_loc, *seq_lens,
+            *block_tables, *logits_indices;
+    } act;
+    int max_logits_rows;         /* R */
+    int max_blocks_per_seq;      /* block table stride on the device */
+    int32_t *host_ints;          /* staging for one h2d copy of all int inputs */
+    size_t ints_count;
+    /* CUDA graphs for decode batches: captured_sizes[i] tokens, 0 = none */
+    int num_graphs;
+    int graph_sizes[32];
+} ModelRunner;
+
+Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfig *rc, Error *err);
+void runner_destroy(ModelRunner *r);   /* NULL-safe, frees every byte */
+/* Runs the forward pass; on success r->act.logits_f32 holds (num_logits, V) fp32 rows. */
+Status runner_execute(ModelRunner *r, const StepInput *in, Error *err);
+/* Samples from the rows left by runner_execute (see sampling.h). */
+Status runner_sample(ModelRunner *r, int R, const SamplingRow *rows, const TokenAdjust *adj,
+                     int n_adj, int max_logprobs, SamplerOutput *out, Error *err);
+/* Copies whole KV blocks src[i] -> dst[i] in every layer, K and V (copy-on-write). */
+Status runner_copy_blocks(ModelRunner *r, const int32_t *src, const int32_t *dst, int n,
+                          Error *err);
+/* Copies rows [0, n) of the last logits to host fp32 (n, V). */
+Status runner_logits_to_host(ModelRunner *r, int n, float *out, Error *err);
+
+#endif
