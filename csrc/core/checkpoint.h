@@ -45,8 +45,8 @@ typedef struct GPT2Weights {
     size_t nbytes;                   /* bytes of all tensors in `dtype` */
 } GPT2Weights;
 
-/* Fills w. Zero copy (pointers into the mmap, storage NULL; valid while ck is
- * open) when allow_zero_copy and every tensor is stored in `dtype` at an
+/* Fills w. Zero copy (pointers into the read-only mmap, storage NULL; valid
+ * while ck is open; never write through them) when allow_zero_copy and every tensor is stored in `dtype` at an
  * aligned address; otherwise one allocation of exactly nbytes holding the
  * tensors back to back in the order wte, wpe, layer 0 (ln_1_w ... mlp_proj_b),
  * ..., ln_f_w, ln_f_b, converted in one multi-threaded pass. */

@@ -258,7 +258,7 @@ static Status parse_value(Parser *p, JsonValue **out, int depth)
 {
     skip_ws(p);
     if (p->pos >= p->len) return fail(p, "expected a value");
-    if (depth > JSON_MAX_DEPTH) return fail(p, "nesting deeper than the limit of 64");
+    if (depth >= JSON_MAX_DEPTH) return fail(p, "nesting deeper than the limit of 64");
     char c = p->s[p->pos];
     JsonValue *v;
     Status st = GPT2_OK;
