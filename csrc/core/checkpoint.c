@@ -180,6 +180,12 @@ static Status resolve_tensors(Checkpoint *ck, const JsonValue *weight_map, Error
                              "missing tensor 'transformer.wte.weight' (or 'wte.weight'): "
                              "not a GPT-2 checkpoint?");
     }
+    /* Before sizing tables by n_layer, check the last layer exists at all. */
+    snprintf(name, sizeof name, "%sh.%d.ln_1.weight", ck->prefix, c->n_layer - 1);
+    if ((s = find_tensor(ck, weight_map, name, &t, &shard, err)) != GPT2_OK) return s;
+    if (!t)
+        return error_set(err, GPT2_ERR_FORMAT, "missing tensor '%s' (config.json has n_layer=%d)",
+                         name, c->n_layer);
     ck->n_tensors = 4 + (size_t)PER_LAYER * (size_t)c->n_layer;
     ck->tensors = calloc(ck->n_tensors, sizeof *ck->tensors);
     ck->tensor_shard = calloc(ck->n_tensors, sizeof *ck->tensor_shard);
