@@ -1,0 +1,107 @@
+/* kernels.h — the extern "C" launchers of every CUDA kernel in kernels/ (the .cu files),
+ * callable from the C11 host code (the csrc/core/..._cuda.c files).
+ *
+ * Conventions for every launcher:
+ *   - pointers are device memory; `dtype` is a DType (common.h) naming the
+ *     storage type of the activation/weight buffers; int buffers are int32;
+ *   - the work is queued on `stream` and the launcher returns
+ *     cudaGetLastError() (cudaSuccess when nothing was launched);
+ *   - shapes use the legend of backend.h (T tokens, C channels, H heads,
+ *     D head size, V vocab).
+ * Each kernel engineer keeps their launchers in their own section below.
+ */
+#ifndef GPT2_KERNELS_H
+#define GPT2_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "common.h"
+#include "sampling.h"
+
+/* ======================================================================
+ * Device backend kernels (backend_cuda.c): embed.cu, layernorm.cu,
+ * cache.cu, rows.cu, sampling.cu
+ * ====================================================================== */
+
+/* out(T, C) = wte[ids[t]] + wpe[pos[t]]  (sum in fp32) */
+cudaError_t embed_cuda(void *out, const int32_t *ids, const int32_t *pos, const void *wte,
+                       const void *wpe, int T, int C, int dtype, cudaStream_t stream);
+
+/* out(T, C) = (in - mean) * rstd * w + bias per row; fp32 statistics */
+cudaError_t layernorm_cuda(void *out, const void *in, const void *w, const void *bias, int T,
+                           int C, float eps, int dtype, cudaStream_t stream);
+
+/* k, v: (T, H*D) rows of stride kv_stride elements -> caches (num_blocks, H, block_size, D)
+ * at slot_mapping[t]; negative slots are skipped. */
+cudaError_t reshape_and_cache_cuda(const void *k, const void *v, int kv_stride, void *k_cache,
+                                   void *v_cache, const int32_t *slot_mapping, int T, int H,
+                                   int D, int block_size, int dtype, cudaStream_t stream);
+
+/* out(n, C) = in[rows[i]] */
+cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int n, int C,
+                             int dtype, cudaStream_t stream);
+
+/* out(n) fp32 = in(n) converted from dtype (in may equal out only for fp32) */
+cudaError_t to_float_cuda(float *out, const void *in, size_t n, int dtype, cudaStream_t stream);
+
+/* x(n) = gelu_erf(x) in place: the activation cuBLASLt has no epilogue for */
+cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
+
+/* The sampling contract of sampling.h, one 1024-thread block per row.
+ *   logits (R, V) fp32, work (R, V) fp32 scratch; rows (R), adj (n_adj) and
+ *   uniforms (R) (= sampling_uniform01(seed, step), computed on the host) on the device;
+ *   outputs on the device: tokens/logprobs/ranks (R), topk_ids/topk_logprobs
+ *   (R, max_logprobs) or NULL when max_logprobs == 0.
+ * A row whose every token is masked gets token -1 (the host reports the error).
+ * Inputs must have been validated as sample_cpu does. */
+cudaError_t sample_cuda(const float *logits, float *work, int R, int V, const SamplingRow *rows,
+                        const TokenAdjust *adj, const float *uniforms, int max_logprobs,
+                        int32_t *tokens, float *logprobs, int32_t *ranks, int32_t *topk_ids,
+                        float *topk_logprobs, cudaStream_t stream);
+
+/* ======================================================================
+ * FLASH attention backend (attention_flash_cuda.c): flash_attention.cu
+ * Tensor-core flash attention over the paged KV cache; q (T, H*D) with row
+ * stride q_stride, out (T, H*D), caches (num_blocks, H, block_size, D),
+ * block_tables (num_seqs, bt_stride). Sequences [seq_begin, seq_begin+num_seqs)
+ * of query_start_loc / seq_lens / block_tables are processed. dtype: DTYPE_F16
+ * or DTYPE_BF16; D: 64 or 128.
+ * ====================================================================== */
+
+/* 1 when flash_attention_* can serve this head size and dtype. */
+int flash_attention_supported(int head_size, int dtype);
+
+/* Split-KV count for a decode launch: enough slices to fill num_sms, each
+ * >= 128 keys of max_seq_len, at most max_splits. */
+int flash_attention_num_splits(int num_seqs, int H, int max_seq_len, int num_sms,
+                               int max_splits);
+
+/* Causal attention for sequences of any query length (prefill, chunked prefill). */
+cudaError_t flash_attention_prefill(void *out, const void *q, int q_stride, const void *k_cache,
+                                    const void *v_cache, const int32_t *query_start_loc,
+                                    const int32_t *seq_lens, const int32_t *block_tables,
+                                    int bt_stride, int seq_begin, int num_seqs,
+                                    int max_query_len, int H, int D, int block_size, float scale,
+                                    int dtype, cudaStream_t stream);
+
+/* Decode (one query token per sequence). num_splits > 1 splits the keys; then
+ * partial_o (seq_begin+num_seqs, H, num_splits, D) and partial_lse
+ * (seq_begin+num_seqs, H, num_splits) fp32 are the workspace, merged into out. */
+cudaError_t flash_attention_decode(void *out, const void *q, int q_stride, const void *k_cache,
+                                   const void *v_cache, const int32_t *query_start_loc,
+                                   const int32_t *seq_lens, const int32_t *block_tables,
+                                   int bt_stride, int seq_begin, int num_seqs, int H, int D,
+                                   int block_size, float scale, int dtype, int num_splits,
+                                   float *partial_o, float *partial_lse, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GPT2_KERNELS_H */

@@ -1,0 +1,77 @@
+/* layernorm.cu — out(T, C) = (in - mean) * rstd * w + bias, per row.
+ * Launch: one warp per row, 4 rows (warps) per 128-thread block. Statistics are
+ * fp32 and two-pass (mean, then the mean of squared deviations, so no
+ * cancellation); the row is re-read from L1/L2 for each pass. Loads are 16 bytes
+ * wide when C and every pointer allow it. */
+#include "common.cuh"
+
+#define LN_ROWS_PER_BLOCK 4
+
+template <typename T, bool VEC>
+__global__ void layernorm_kernel(T *out, const T *in, const T *w, const T *bias, int T_,
+                                 int C, float eps)
+{
+    const int row = blockIdx.x * LN_ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= T_) return;                      /* whole warp leaves together */
+    const T *x = in + (size_t)row * C;
+    T *y = out + (size_t)row * C;
+    typedef Pack16<T> P;
+
+    float sum = 0.0f;
+    if (VEC) {
+        for (int i = lane; i < C / P::N; i += 32) {
+            P p = ((const P *)x)[i];
+#pragma unroll
+            for (int j = 0; j < P::N; j++) sum += to_f32(p.v[j]);
+        }
+    } else {
+        for (int c = lane; c < C; c += 32) sum += to_f32(x[c]);
+    }
+    const float mean = warp_sum(sum) / (float)C;
+
+    float sq = 0.0f;
+    if (VEC) {
+        for (int i = lane; i < C / P::N; i += 32) {
+            P p = ((const P *)x)[i];
+#pragma unroll
+            for (int j = 0; j < P::N; j++) { float d = to_f32(p.v[j]) - mean; sq += d * d; }
+        }
+    } else {
+        for (int c = lane; c < C; c += 32) { float d = to_f32(x[c]) - mean; sq += d * d; }
+    }
+    const float rstd = rsqrtf(warp_sum(sq) / (float)C + eps);
+
+    if (VEC) {
+        for (int i = lane; i < C / P::N; i += 32) {
+            P p = ((const P *)x)[i], g = ((const P *)w)[i], b = ((const P *)bias)[i], o;
+#pragma unroll
+            for (int j = 0; j < P::N; j++)
+                o.v[j] = from_f32<T>((to_f32(p.v[j]) - mean) * rstd * to_f32(g.v[j]) +
+                                     to_f32(b.v[j]));
+            ((P *)y)[i] = o;
+        }
+    } else {
+        for (int c = lane; c < C; c += 32)
+            y[c] = from_f32<T>((to_f32(x[c]) - mean) * rstd * to_f32(w[c]) + to_f32(bias[c]));
+    }
+}
+
+extern "C" cudaError_t layernorm_cuda(void *out, const void *in, const void *w, const void *bias,
+                                      int T, int C, float eps, int dtype, cudaStream_t stream)
+{
+    if (T <= 0 || C <= 0) return cudaSuccess;
+    const unsigned int blocks = ceil_div((size_t)T, LN_ROWS_PER_BLOCK);
+    DISPATCH_DTYPE(dtype, {
+        const bool vec = C % Pack16<scalar_t>::N == 0 && aligned16(out) && aligned16(in) &&
+                         aligned16(w) && aligned16(bias);
+        if (vec)
+            layernorm_kernel<scalar_t, true><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, stream>>>(
+                (scalar_t *)out, (const scalar_t *)in, (const scalar_t *)w,
+                (const scalar_t *)bias, T, C, eps);
+        else
+            layernorm_kernel<scalar_t, false><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, stream>>>(
+                (scalar_t *)out, (const scalar_t *)in, (const scalar_t *)w,
+                (const scalar_t *)bias, T, C, eps);
+    });
+    return cudaGetLastError();
+}

@@ -1,0 +1,78 @@
+/* rows.cu — small row and element-wise kernels of the device backend:
+ * gather_rows (select the rows whose logits are needed), to_float (logits to
+ * fp32 for the sampler) and gelu_erf (the activation cuBLASLt has no epilogue
+ * for; applied in place after the GEMM). */
+#include "common.cuh"
+
+/* out(n, C) = in[rows[i]]: one 128-thread block per output row; raw copy units */
+template <typename U>
+__global__ void gather_rows_kernel(U *out, const U *in, const int32_t *rows, int C_u)
+{
+    const U *src = in + (size_t)rows[blockIdx.x] * C_u;
+    U *dst = out + (size_t)blockIdx.x * C_u;
+    for (int i = threadIdx.x; i < C_u; i += blockDim.x) dst[i] = src[i];
+}
+
+extern "C" cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int n,
+                                        int C, int dtype, cudaStream_t stream)
+{
+    if (n <= 0 || C <= 0) return cudaSuccess;
+    if (dtype != DTYPE_F32 && dtype != DTYPE_F16 && dtype != DTYPE_BF16)
+        return cudaErrorInvalidValue;
+    const size_t es = dtype == DTYPE_F32 ? 4 : 2;
+    if ((C * es) % 16 == 0 && aligned16(out) && aligned16(in))
+        gather_rows_kernel<uint4><<<n, 128, 0, stream>>>((uint4 *)out, (const uint4 *)in, rows,
+                                                         (int)(C * es / 16));
+    else if (es == 4)
+        gather_rows_kernel<uint32_t><<<n, 128, 0, stream>>>((uint32_t *)out,
+                                                            (const uint32_t *)in, rows, C);
+    else
+        gather_rows_kernel<uint16_t><<<n, 128, 0, stream>>>((uint16_t *)out,
+                                                            (const uint16_t *)in, rows, C);
+    return cudaGetLastError();
+}
+
+/* out(n) = fp32(in(n)): grid-stride, 256 threads per block */
+template <typename T>
+__global__ void to_float_kernel(float *out, const T *in, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = to_f32(in[i]);
+}
+
+extern "C" cudaError_t to_float_cuda(float *out, const void *in, size_t n, int dtype,
+                                     cudaStream_t stream)
+{
+    if (n == 0) return cudaSuccess;
+    if (dtype == DTYPE_F32) {
+        if ((const void *)out == in) return cudaSuccess;
+        return cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, stream);
+    }
+    const unsigned int blocks = ceil_div(n, 256) < 65535u ? ceil_div(n, 256) : 65535u;
+    DISPATCH_DTYPE(dtype, {
+        to_float_kernel<scalar_t><<<blocks, 256, 0, stream>>>(out, (const scalar_t *)in, n);
+    });
+    return cudaGetLastError();
+}
+
+/* x = 0.5 x (1 + erf(x / sqrt 2)) in place, fp32 math; grid-stride */
+template <typename T>
+__global__ void gelu_erf_kernel(T *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float v = to_f32(x[i]);
+        x[i] = from_f32<T>(0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
+    }
+}
+
+extern "C" cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream)
+{
+    if (n == 0) return cudaSuccess;
+    const unsigned int blocks = ceil_div(n, 256) < 65535u ? ceil_div(n, 256) : 65535u;
+    DISPATCH_DTYPE(dtype, {
+        gelu_erf_kernel<scalar_t><<<blocks, 256, 0, stream>>>((scalar_t *)x, n);
+    });
+    return cudaGetLastError();
+}
