@@ -29,13 +29,14 @@ static PyObject *default_dir(PyTypeObject *type)
     if (!module) return NULL;
     PyObject *file = PyModule_GetFilenameObject(module);
     if (!file) return NULL;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(file, &n);
     PyObject *dir = NULL;
-    if (s) {
-        const char *slash = strrchr(s, '/');
-        Py_ssize_t k = slash ? slash - s : 0;
-        dir = k ? PyUnicode_FromFormat("%.*s/data", (int)k, s) : PyUnicode_FromString("data");
+    Py_ssize_t k = PyUnicode_FindChar(file, '/', 0, PyUnicode_GET_LENGTH(file), -1);
+    if (k == -1) {
+        dir = PyUnicode_FromString("data");
+    } else if (k >= 0) {
+        PyObject *head = PyUnicode_Substring(file, 0, k);
+        if (head) dir = PyUnicode_FromFormat("%U/data", head);
+        Py_XDECREF(head);
     }
     Py_DECREF(file);
     return dir;
