@@ -100,6 +100,56 @@ cudaError_t flash_attention_decode(void *out, const void *q, int q_stride, const
                                    int block_size, float scale, int dtype, int num_splits,
                                    float *partial_o, float *partial_lse, cudaStream_t stream);
 
+/* ======================================================================
+ * PAGED attention backend (attention_paged_cuda.c): paged_attention.cu
+ * vLLM-style paged decode (v1 single pass, v2 split-KV partitions merged by
+ * log-sum-exp), causal prefill / chunked prefill, and merge_attn_states.
+ * ====================================================================== */
+
+/* One attention call over the paged KV cache. Device pointers.
+ *   q (T, H*D) row stride q_stride elements; out (T, H*D) contiguous;
+ *   k_cache, v_cache (num_blocks, H, block_size, D); block_tables (S, block_table_stride);
+ *   seq_lens (S) context length incl. this step; query_start_loc (S + 1).
+ * dtype is a DType; block_size a power of two. */
+typedef struct PagedAttnArgs {
+    void *out;
+    const void *q;
+    int q_stride;
+    const void *k_cache, *v_cache;
+    const int32_t *block_tables;
+    int block_table_stride;
+    const int32_t *seq_lens;
+    const int32_t *query_start_loc;
+    int num_heads, head_size, block_size;
+    float scale;
+    int dtype;
+} PagedAttnArgs;
+
+/* 1 for the head sizes the kernels are built for (32, 64, 80, 96, 128). */
+int paged_attention_supports_head_size(int head_size);
+/* Floats of v2 workspace for up to max_num_seqs decodes of up to max_model_len tokens:
+ * max_num_seqs * H * ceil(max_model_len / 512) * (D + 2). */
+size_t paged_attention_workspace_floats(int max_num_seqs, int num_heads, int head_size,
+                                        int max_model_len);
+/* Decode for sequences 0 .. num_decodes-1 (one query token each, at row
+ * query_start_loc[s]). max_seq_len sizes the grid (max_model_len under graph
+ * capture; the kernels loop to the device seq_lens). version: 0 auto (vLLM's rule:
+ * v1 when max_seq_len <= 8192 and (one 512-token partition or num_decodes*H > 512)),
+ * 1 single pass, 2 split-KV partitions merged by log-sum-exp (needs the workspace). */
+cudaError_t paged_attention_decode(const PagedAttnArgs *a, int num_decodes, int max_seq_len,
+                                   int version, float *workspace, size_t workspace_floats,
+                                   cudaStream_t stream);
+/* Causal prefill / chunked prefill for sequences seq_begin .. seq_begin+num_prefills-1:
+ * query i of sequence s is at position seq_lens[s] - q_len + i and attends to cache
+ * positions 0 .. that position (its own K/V already cached). */
+cudaError_t paged_attention_prefill(const PagedAttnArgs *a, int seq_begin, int num_prefills,
+                                    int max_query_len, cudaStream_t stream);
+/* vLLM merge_attn_states: out, a, b (T, H, D) in dtype; lse_* (H, T) fp32 natural log
+ * (+inf read as -inf); out_lse (H, T) may be NULL. */
+cudaError_t merge_attn_states(void *out, float *out_lse, const void *a, const float *lse_a,
+                              const void *b, const float *lse_b, int num_tokens, int num_heads,
+                              int head_size, int dtype, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif
