@@ -1,0 +1,258 @@
+/* sampling.cu — the `sample` op of the CUDA backend: sampling.h's contract,
+ * bit-for-bit the same decisions as the CPU reference sample_cpu
+ * (csrc/core/sampler_cpu.c) up to the order of floating-point sums.
+ *
+ * Launch: one 1024-thread block per row r of logits (R, V). The row is scanned a
+ * few dozen times (it stays in L1/L2); nothing is sorted:
+ *   raw max and log-sum-exp (double)            -> logprob, rank, top-k logprobs
+ *   x = raw (NaN -> -inf) in work(r), then thread 0 applies the row's
+ *     TokenAdjust entries in order (explicit _rn intrinsics: no FMA contraction,
+ *     the same float rounding as the C reference)
+ *   greedy: block argmax (lowest id on ties)
+ *   else p = expf((x - max x) / T) in place; top-k cut = the k-th largest p found
+ *     by bisection on p's bit pattern (p >= 0, so bits order like values) with
+ *     block counts; top-p cut = the largest p-value v whose mass sum(p >= v)
+ *     still reaches top_p * (top-k kept mass), bisection again with block sums
+ *     (ties at a cut are kept, as in the contract); min_p cut = min_p * max p
+ *     (max p = 1); then inverse CDF in id order: each thread owns a contiguous
+ *     chunk of ids, a block-wide exclusive scan gives each chunk's offset and the
+ *     owner of the crossing finds the first id whose running sum exceeds u * kept.
+ *   top-k logprobs: num_logprobs rounds of block argmax over the raw row, each
+ *     restricted to entries after the previous pick in (value desc, id asc) order.
+ * The uniform u = sampling_uniform01(seed, step) is computed on the host with the
+ * shared inline function of sampling.h and passed in, so no RNG is duplicated.
+ */
+#include <limits.h>
+
+#include "common.cuh"
+
+#define SAMPLE_THREADS 1024
+
+__device__ __forceinline__ float nan_to_neginf(float v) { return isnan(v) ? -INFINITY : v; }
+
+/* Exclusive prefix sum of v over the block (blockDim.x threads, in thread order);
+ * *total receives the sum of all. scratch: >= 32 doubles of shared memory. */
+__device__ double block_exclusive_scan(double v, double *scratch, double *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    double incl = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        double n = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += n;
+    }
+    __syncthreads();
+    if (lane == 31) scratch[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        double w = lane < nwarps ? scratch[lane] : 0.0, wi = w;
+        for (int o = 1; o < 32; o <<= 1) {
+            double n = __shfl_up_sync(0xffffffffu, wi, o);
+            if (lane >= o) wi += n;
+        }
+        if (lane < nwarps) scratch[lane] = wi - w;        /* exclusive warp offsets */
+        if (lane == 31) scratch[32] = wi;                 /* block total */
+    }
+    __syncthreads();
+    const double r = scratch[warp] + incl - v;
+    *total = scratch[32];
+    return r;
+}
+
+/* The row's x after its TokenAdjust entries (run by one thread, in order). */
+__device__ void adjust_row(float *x, const SamplingRow &row, const TokenAdjust *adj)
+{
+    const float rp = row.repetition_penalty;
+    for (int i = 0; i < row.adj_count; i++) {
+        const TokenAdjust a = adj[row.adj_start + i];
+        float v = x[a.token];
+        if (rp != 1.0f && (a.output_count > 0 || a.in_prompt))
+            v = v > 0 ? __fdiv_rn(v, rp) : __fmul_rn(v, rp);
+        const float pen = __fadd_rn(__fmul_rn(row.frequency_penalty, (float)a.output_count),
+                                    __fmul_rn(row.presence_penalty,
+                                              a.output_count > 0 ? 1.0f : 0.0f));
+        v = __fsub_rn(v, pen);
+        v = __fadd_rn(v, a.bias);
+        x[a.token] = isnan(v) ? -INFINITY : v;
+    }
+}
+
+/* Temperature sampling over x(V) (overwritten with p). Returns the token or -1
+ * when every token is masked. Every thread returns the same value. */
+__device__ int sample_row(float *x, int V, const SamplingRow &row, float u, float *sf,
+                          double *sd, int *si, int *s_pick)
+{
+    const int tid = threadIdx.x, nt = blockDim.x;
+    float xm = -INFINITY;
+    for (int i = tid; i < V; i += nt) xm = fmaxf(xm, x[i]);
+    xm = block_reduce(xm, sf, -INFINITY, OpMax());
+    if (xm == -INFINITY) return -1;
+    for (int i = tid; i < V; i += nt) x[i] = expf(__fdiv_rn(__fsub_rn(x[i], xm), row.temperature));
+    __syncthreads();
+
+    float cut = 0.0f;                                   /* keep p >= cut and p > 0 */
+    const int k = row.top_k > 0 && row.top_k < V ? row.top_k : 0;
+    if (k > 0) {   /* largest bit pattern b with #{p : bits(p) >= b} >= k = the k-th largest p */
+        unsigned int lo = 0, hi = 0x3f800000u;
+        while (lo < hi) {
+            const unsigned int mid = lo + (hi - lo + 1) / 2;
+            int c = 0;
+            for (int i = tid; i < V; i += nt) c += __float_as_uint(x[i]) >= mid;
+            c = block_reduce(c, si, 0, OpSumI());
+            if (c >= k) lo = mid; else hi = mid - 1;
+        }
+        cut = __uint_as_float(lo);
+    }
+    if (row.top_p < 1.0f) {   /* largest v with mass(p >= v) >= top_p * mass(kept) */
+        double tot = 0.0;
+        for (int i = tid; i < V; i += nt) if (x[i] > 0.0f && x[i] >= cut) tot += x[i];
+        tot = block_reduce(tot, sd, 0.0, OpSumD());
+        const double need = (double)row.top_p * tot;
+        unsigned int lo = __float_as_uint(cut) > 1u ? __float_as_uint(cut) : 1u, hi = 0x3f800000u;
+        while (lo < hi) {
+            const unsigned int mid = lo + (hi - lo + 1) / 2;
+            double m = 0.0;
+            for (int i = tid; i < V; i += nt)
+                if (x[i] > 0.0f && x[i] >= cut && __float_as_uint(x[i]) >= mid) m += x[i];
+            m = block_reduce(m, sd, 0.0, OpSumD());
+            if (m >= need) lo = mid; else hi = mid - 1;
+        }
+        cut = __uint_as_float(lo);
+    }
+    if (row.min_p > 0.0f) cut = fmaxf(cut, row.min_p);  /* min_p * max p, max p = 1 */
+
+    /* inverse CDF in id order: thread tid owns ids [beg, end) */
+    const int chunk = (V + nt - 1) / nt, beg = min(V, tid * chunk), end = min(V, beg + chunk);
+    double local = 0.0;
+    for (int i = beg; i < end; i++) if (x[i] >= cut && x[i] > 0.0f) local += x[i];
+    double kept;
+    double run = block_exclusive_scan(local, sd, &kept);
+    const double target = (double)u * kept;
+    if (tid == 0) { s_pick[0] = INT_MAX; s_pick[1] = -1; }
+    __syncthreads();
+    int found = -1, last = -1;
+    if (run <= target || tid == 0) {
+        for (int i = beg; i < end; i++) {
+            if (x[i] < cut || x[i] <= 0.0f) continue;
+            run += x[i];
+            last = i;
+            if (run > target) { found = i; break; }
+        }
+    } else {
+        for (int i = end - 1; i >= beg; i--)
+            if (x[i] >= cut && x[i] > 0.0f) { last = i; break; }
+    }
+    if (found >= 0) atomicMin(&s_pick[0], found);
+    if (last >= 0) atomicMax(&s_pick[1], last);
+    __syncthreads();
+    const int tok = s_pick[0] != INT_MAX ? s_pick[0] : s_pick[1];   /* rounding fallback */
+    __syncthreads();
+    return tok;
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+sample_kernel(const float *logits, float *work, int V, const SamplingRow *rows,
+              const TokenAdjust *adj, const float *uniforms, int max_logprobs, int32_t *tokens,
+              float *logprobs, int32_t *ranks, int32_t *topk_ids, float *topk_logprobs)
+{
+    __shared__ float sf[32];
+    __shared__ double sd[33];
+    __shared__ int si[32];
+    __shared__ ValId sv[32];
+    __shared__ int s_pick[2];
+    const int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const SamplingRow row = rows[r];
+    const float *raw = logits + (size_t)r * V;
+    float *x = work + (size_t)r * V;
+
+    /* 1. raw statistics: max (NaN ignored by fmaxf) and lse in double */
+    float m = -INFINITY;
+    for (int i = tid; i < V; i += nt) m = fmaxf(m, raw[i]);
+    m = block_reduce(m, sf, -INFINITY, OpMax());
+    double lse = m;
+    if (m > -INFINITY) {
+        double s = 0.0;
+        for (int i = tid; i < V; i += nt)
+            if (!isnan(raw[i])) s += exp((double)raw[i] - (double)m);
+        s = block_reduce(s, sd, 0.0, OpSumD());
+        lse = (double)m + log(s);
+    }
+
+    /* 2.-3. the token */
+    int token;
+    if (row.target_token >= 0) {
+        token = row.target_token;
+    } else {
+        for (int i = tid; i < V; i += nt) x[i] = nan_to_neginf(raw[i]);
+        __syncthreads();
+        if (tid == 0) adjust_row(x, row, adj);
+        __syncthreads();
+        if (row.temperature == 0.0f) {
+            ValId b = {-INFINITY, INT_MAX};
+            for (int i = tid; i < V; i += nt)
+                if (valid_before(x[i], i, b.v, b.id)) { b.v = x[i]; b.id = i; }
+            b = block_argmax(b, sv);
+            token = b.v == -INFINITY ? -1 : b.id;
+        } else {
+            token = sample_row(x, V, row, uniforms[r], sf, sd, si, s_pick);
+        }
+    }
+    if (token < 0) {                       /* every token masked: the host reports it */
+        if (tid == 0) { tokens[r] = -1; logprobs[r] = -INFINITY; ranks[r] = 0; }
+        for (int j = tid; j < max_logprobs; j += nt) {
+            topk_ids[(size_t)r * max_logprobs + j] = -1;
+            topk_logprobs[(size_t)r * max_logprobs + j] = -INFINITY;
+        }
+        return;
+    }
+
+    /* its raw logprob and rank = 1 + #{raw > raw[token]} */
+    const float tv = nan_to_neginf(raw[token]);
+    int c = 0;
+    for (int i = tid; i < V; i += nt) c += raw[i] > tv;
+    c = block_reduce(c, si, 0, OpSumI());
+    if (tid == 0) {
+        tokens[r] = token;
+        logprobs[r] = m > -INFINITY ? (float)((double)tv - lse) : -INFINITY;
+        ranks[r] = 1 + c;
+    }
+
+    /* top num_logprobs raw logits, (value desc, id asc); unused slots -1 / -inf */
+    if (max_logprobs > 0) {
+        const int k = min((int)row.num_logprobs, V);
+        float pv = INFINITY;
+        int pid = -1;
+        for (int j = 0; j < max_logprobs; j++) {
+            const size_t o = (size_t)r * max_logprobs + j;
+            if (j >= k) {
+                if (tid == 0) { topk_ids[o] = -1; topk_logprobs[o] = -INFINITY; }
+                continue;
+            }
+            ValId b = {-INFINITY, INT_MAX};
+            for (int i = tid; i < V; i += nt) {
+                const float v = nan_to_neginf(raw[i]);
+                const bool after = j == 0 || pv > v || (pv == v && pid < i);
+                if (after && valid_before(v, i, b.v, b.id)) { b.v = v; b.id = i; }
+            }
+            b = block_argmax(b, sv);
+            pv = b.v;
+            pid = b.id;
+            if (tid == 0) {
+                topk_ids[o] = b.id;
+                topk_logprobs[o] = m > -INFINITY ? (float)((double)b.v - lse) : -INFINITY;
+            }
+        }
+    }
+}
+
+extern "C" cudaError_t sample_cuda(const float *logits, float *work, int R, int V,
+                                   const SamplingRow *rows, const TokenAdjust *adj,
+                                   const float *uniforms, int max_logprobs, int32_t *tokens,
+                                   float *logprobs, int32_t *ranks, int32_t *topk_ids,
+                                   float *topk_logprobs, cudaStream_t stream)
+{
+    if (R <= 0 || V <= 0) return cudaSuccess;
+    sample_kernel<<<R, SAMPLE_THREADS, 0, stream>>>(logits, work, V, rows, adj, uniforms,
+                                                    max_logprobs, tokens, logprobs, ranks,
+                                                    topk_ids, topk_logprobs);
+    return cudaGetLastError();
+}
