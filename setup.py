@@ -119,6 +119,11 @@ def blas_config():
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
     def build_extension(self, ext):
         if CUDA:
             ext.extra_objects += self.compile_cuda(CUDA)
@@ -165,7 +170,7 @@ def make_extension(cuda):
     if not cuda:
         sources = [s for s in sources if not s.endswith("_cuda.c")]
     cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
-              "-Wno-missing-field-initializers", "-fvisibility=hidden"]
+              "-Wno-missing-field-initializers", "-Wno-format-truncation", "-fvisibility=hidden"]
     ldflags = [f"-L{blas_libdir}", blas_link, "-lm", "-lpthread"]
     if DEBUG:
         cflags += ["-O0", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]

@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "checkpoint.h"
 #include "config.h"
+#include "model.h"
 
 typedef struct RunnerConfig {
     const char *device;          /* "cpu" or "cuda" */
@@ -47,6 +48,7 @@ typedef struct ModelRunner {
     RunnerConfig rc;
     Backend *backend;
     GPT2Weights weights;         /* device pointers (host on the CPU) */
+    void *weights_device;        /* the device allocation behind weights (NULL on the CPU) */
     Checkpoint *checkpoint;      /* kept open while CPU weights point into its mmap */
     const AttentionBackend *attn;
     void *attn_state;
@@ -57,26 +59,18 @@ typedef struct ModelRunner {
     void *kv_storage;            /* one allocation holding every layer's K and V */
     size_t kv_bytes;
     /* activations, sized for max_num_batched_tokens (T) / logits rows (R) */
-    struct {
-        void *residual;          /* (T, C) */
-        void *ln;                /* (T, C) */
-        void *qkv;               /* (T, 3C) */
-        void *attn;              /* (T, C) */
-        void *fc;                /* (T, 4C) */
-        void *hidden;            /* (R, C) gathered rows for the lm_head */
-        void *logits;            /* (R, V) compute dtype */
-        float *logits_f32;       /* (R, V) fp32 (aliases logits when dtype is fp32) */
-        int32_t *ints;           /* every int32 input below, one buffer */
-        int32_t *input_ids, *positions, *slot_mapping, *query_start_loc, *seq_lens,
-            *block_tables, *logits_indices;
-    } act;
+    ForwardBuffers act;
+    void *act_storage;           /* one allocation behind act */
+    int32_t *dev_ints;           /* every int32 input of a step, one device buffer */
+    int32_t *host_ints;          /* host staging for the one h2d copy of a step */
+    size_t ints_capacity;        /* elements in dev_ints / host_ints */
     int max_logits_rows;         /* R */
     int max_blocks_per_seq;      /* block table stride on the device */
-    int32_t *host_ints;          /* staging for one h2d copy of all int inputs */
-    size_t ints_count;
-    /* CUDA graphs for decode batches: captured_sizes[i] tokens, 0 = none */
+    /* CUDA graphs for decode-only batches: graph i serves up to graph_sizes[i]
+     * sequences (padded); sorted ascending. */
     int num_graphs;
     int graph_sizes[32];
+    int64_t num_graph_replays, num_eager_steps;
 } ModelRunner;
 
 Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfig *rc, Error *err);

@@ -31,6 +31,10 @@ PyObject *raise_error(ModuleState *st, const Error *err)
 
 typedef int (*RegisterFn)(PyObject *, ModuleState *);
 
+int sampler_debug_register(PyObject *module, ModuleState *st);
+int ops_backend_register(PyObject *module, ModuleState *st) __attribute__((weak));
+int ops_register(PyObject *module, ModuleState *st) __attribute__((weak));
+
 static int module_exec(PyObject *module)
 {
     ModuleState *st = module_state(module);
@@ -42,10 +46,10 @@ static int module_exec(PyObject *module)
         return -1;
     static const RegisterFn registry[] = {
         tokenizer_register, sampling_params_register, kv_cache_register, llm_register,
-        ops_register,
+        sampler_debug_register, ops_register, ops_backend_register,
     };
     for (size_t i = 0; i < sizeof registry / sizeof registry[0]; i++)
-        if (registry[i](module, st) < 0) return -1;
+        if (registry[i] && registry[i](module, st) < 0) return -1;
 #ifdef GPT2_ENGINE_HAVE_CUDA
     if (PyModule_AddIntConstant(module, "built_with_cuda", 1) < 0) return -1;
 #else

@@ -1,0 +1,205 @@
+/* backend_cpu.c — the CPU device backend: host memory, float32 math, GEMMs
+ * through CBLAS (OpenBLAS). It is also the oracle the CUDA kernels are tested
+ * against, so it favours plain, obviously-correct loops. */
+#include "backend.h"
+#include "config.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static Status cpu_alloc(Backend *b, void **ptr, size_t bytes, Error *err)
+{
+    (void)b;
+    *ptr = NULL;
+    if (bytes == 0) bytes = 64;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(ptr, 64, rounded) != 0) {
+        *ptr = NULL;
+        return error_set(err, GPT2_ERR_NOMEM, "out of host memory allocating %zu bytes", bytes);
+    }
+    return GPT2_OK;
+}
+
+static void cpu_free(Backend *b, void *ptr) { (void)b; free(ptr); }
+
+static Status cpu_copy(Backend *b, void *dst, const void *src, size_t bytes, Error *err)
+{
+    (void)b; (void)err;
+    if (bytes) memmove(dst, src, bytes);
+    return GPT2_OK;
+}
+
+static Status cpu_memset_zero(Backend *b, void *dst, size_t bytes, Error *err)
+{
+    (void)b; (void)err;
+    memset(dst, 0, bytes);
+    return GPT2_OK;
+}
+
+static Status cpu_synchronize(Backend *b, Error *err) { (void)b; (void)err; return GPT2_OK; }
+
+static Status cpu_mem_info(Backend *b, size_t *free_bytes, size_t *total_bytes, Error *err)
+{
+    (void)b; (void)err;
+    long page = sysconf(_SC_PAGESIZE);
+    *free_bytes = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)page;
+    *total_bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)page;
+    return GPT2_OK;
+}
+
+static Status cpu_embed(Backend *b, void *out, const int32_t *ids, const int32_t *pos,
+                        const void *wte, const void *wpe, int T, int C, Error *err)
+{
+    (void)b; (void)err;
+    float *o = out;
+    const float *te = wte, *pe = wpe;
+    for (int t = 0; t < T; t++) {
+        const float *a = te + (size_t)ids[t] * C, *p = pe + (size_t)pos[t] * C;
+        for (int c = 0; c < C; c++) o[(size_t)t * C + c] = a[c] + p[c];
+    }
+    return GPT2_OK;
+}
+
+static Status cpu_layernorm(Backend *b, void *out, const void *in, const void *w,
+                            const void *bias, int T, int C, float eps, Error *err)
+{
+    (void)b; (void)err;
+    const float *x = in, *g = w, *bb = bias;
+    float *y = out;
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * C;
+        double mean = 0, var = 0;
+        for (int c = 0; c < C; c++) mean += xr[c];
+        mean /= C;
+        for (int c = 0; c < C; c++) { double d = xr[c] - mean; var += d * d; }
+        var /= C;
+        float rstd = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        float *yr = y + (size_t)t * C;
+        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * rstd * g[c] + bb[c];
+    }
+    return GPT2_OK;
+}
+
+static float activation_apply(float x, int act)
+{
+    switch (act) {
+    case ACT_GELU_ERF: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case ACT_RELU: return x > 0 ? x : 0;
+    default: {                         /* gelu_new: tanh approximation */
+        float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+        return 0.5f * x * (1.0f + tanhf(u));
+    }
+    }
+}
+
+static Status cpu_matmul(Backend *b, void *out, const void *in, const void *w, const void *bias,
+                         int M, int K, int N, int flags, int act, Error *err)
+{
+    (void)b; (void)err;
+    float *o = out;
+    const float *x = in, *wt = w, *bs = bias;
+    float beta = (flags & MATMUL_ACCUMULATE) ? 1.0f : 0.0f;
+    if (bs) {   /* fold the bias into C and let the GEMM accumulate on top of it */
+        for (int m = 0; m < M; m++) {
+            float *row = o + (size_t)m * N;
+            if (beta != 0.0f) for (int n = 0; n < N; n++) row[n] += bs[n];
+            else memcpy(row, bs, (size_t)N * sizeof(float));
+        }
+        beta = 1.0f;
+    }
+    if (flags & MATMUL_W_NK)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, wt, K, beta, o, N);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x, K, wt, N, beta, o, N);
+    if (flags & MATMUL_GELU)
+        for (size_t i = 0; i < (size_t)M * N; i++) o[i] = activation_apply(o[i], act);
+    return GPT2_OK;
+}
+
+static Status cpu_reshape_and_cache(Backend *b, const void *k, const void *v, int kv_stride,
+                                    void *k_cache, void *v_cache, const int32_t *slot_mapping,
+                                    int T, int H, int D, int block_size, Error *err)
+{
+    (void)b; (void)err;
+    const float *kk = k, *vv = v;
+    float *kc = k_cache, *vc = v_cache;
+    for (int t = 0; t < T; t++) {
+        int32_t slot = slot_mapping[t];
+        if (slot < 0) continue;
+        size_t blk = (size_t)(slot / block_size), off = (size_t)(slot % block_size);
+        for (int h = 0; h < H; h++) {
+            size_t dst = ((blk * H + h) * block_size + off) * D;
+            memcpy(kc + dst, kk + (size_t)t * kv_stride + (size_t)h * D, (size_t)D * 4);
+            memcpy(vc + dst, vv + (size_t)t * kv_stride + (size_t)h * D, (size_t)D * 4);
+        }
+    }
+    return GPT2_OK;
+}
+
+static Status cpu_gather_rows(Backend *b, void *out, const void *in, const int32_t *rows, int n,
+                              int C, Error *err)
+{
+    (void)b; (void)err;
+    for (int i = 0; i < n; i++)
+        memcpy((float *)out + (size_t)i * C, (const float *)in + (size_t)rows[i] * C,
+               (size_t)C * sizeof(float));
+    return GPT2_OK;
+}
+
+static Status cpu_to_float(Backend *b, float *out, const void *in, size_t n, Error *err)
+{
+    (void)b; (void)err;
+    if ((const void *)out != in) memmove(out, in, n * sizeof(float));
+    return GPT2_OK;
+}
+
+static Status cpu_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
+                         const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
+                         Error *err)
+{
+    (void)b;
+    return sample_cpu(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
+}
+
+static void cpu_destroy(Backend *b) { free(b); }
+
+static const BackendOps cpu_ops = {
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy_h2d = cpu_copy,
+    .copy_d2h = cpu_copy,
+    .copy_d2d = cpu_copy,
+    .memset_zero = cpu_memset_zero,
+    .synchronize = cpu_synchronize,
+    .mem_info = cpu_mem_info,
+    .embed = cpu_embed,
+    .layernorm = cpu_layernorm,
+    .matmul = cpu_matmul,
+    .reshape_and_cache = cpu_reshape_and_cache,
+    .gather_rows = cpu_gather_rows,
+    .to_float = cpu_to_float,
+    .sample = cpu_sample,
+    .graph_capture_begin = NULL,
+    .graph_capture_end = NULL,
+    .graph_launch = NULL,
+    .destroy = cpu_destroy,
+};
+
+Status backend_cpu_create(Backend **out, DType dtype, Error *err)
+{
+    *out = NULL;
+    if (dtype != DTYPE_F32)
+        return error_set(err, GPT2_ERR_VALUE,
+                         "the CPU backend computes in float32 only (dtype='%s' needs "
+                         "device='cuda'); use dtype='float32' or 'auto'", dtype_name(dtype));
+    Backend *b = calloc(1, sizeof *b);
+    if (!b) return error_set(err, GPT2_ERR_NOMEM, "out of memory creating the CPU backend");
+    b->name = "cpu";
+    b->dtype = dtype;
+    b->ops = &cpu_ops;
+    *out = b;
+    return GPT2_OK;
+}

@@ -1,0 +1,568 @@
+/* llm.c — gpt2_engine._C.Engine: the binding over csrc/core/engine.h. The
+ * Python class gpt2_engine.LLM (gpt2_engine/llm.py) wraps it; this file only
+ * converts arguments and results. The GIL is released around every call that
+ * runs the model, and a busy flag refuses re-entry from another thread. */
+#include "pyutil.h"
+#include "llm.h"
+#include "sampling_params.h"
+
+#define NPY_NO_DEPRECATED_API NPY_1_20_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <string.h>
+
+static ModuleState *state_of(PyObject *self) { return module_state_from_type(Py_TYPE(self)); }
+
+static int engine_ready(EngineObject *self)
+{
+    ModuleState *st = state_of((PyObject *)self);
+    if (!self->engine) {
+        PyErr_SetString(st->EngineError, "the engine is closed");
+        return 0;
+    }
+    if (self->busy) {
+        PyErr_SetString(st->EngineError, "the engine is busy in another thread");
+        return 0;
+    }
+    return 1;
+}
+
+/* list[int] (or any sequence of ints) -> malloc'ed int32 array. */
+static int32_t *ids_from_sequence(PyObject *seq, int *n_out, const char *what)
+{
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    int32_t *ids = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
+    if (!ids) { Py_DECREF(fast); PyErr_NoMemory(); return NULL; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyLong_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "%s must contain ints, got %.80s at index %zd", what,
+                         Py_TYPE(item)->tp_name, i);
+            goto fail;
+        }
+        long long v = PyLong_AsLongLong(item);
+        if (v == -1 && PyErr_Occurred()) goto fail;
+        if (v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s: token id %lld at index %zd is out of range",
+                         what, v, i);
+            goto fail;
+        }
+        ids[i] = (int32_t)v;
+    }
+    Py_DECREF(fast);
+    *n_out = (int)n;
+    return ids;
+fail:
+    Py_DECREF(fast);
+    free(ids);
+    return NULL;
+}
+
+/* ---- construction ---- */
+
+static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"model", "tokenizer", "dtype", "device", "block_size",
+                             "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+                             "enable_prefix_caching", "gpu_memory_utilization", "num_kv_blocks",
+                             "seed", "attention_backend", "enforce_eager", "cpu_kv_cache_bytes",
+                             NULL};
+    const char *model, *tokenizer, *dtype = "float32", *device = "cpu", *attn = NULL;
+    int block_size = 16, max_num_seqs = 256, max_tokens = 2048, max_model_len = 0;
+    int prefix = 1, num_blocks = 0, eager = 0;
+    double util = 0.9;
+    unsigned long long seed = 0, cpu_kv = 2ull << 30;
+    ModuleState *st = state_of((PyObject *)self);
+    if (self->engine) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|$ssiiiipdiKzpK", kwlist, &model,
+                                     &tokenizer, &dtype, &device, &block_size, &max_num_seqs,
+                                     &max_tokens, &max_model_len, &prefix, &util, &num_blocks,
+                                     &seed, &attn, &eager, &cpu_kv))
+        return -1;
+    DType dt;
+    if (!dtype_from_name(dtype, &dt)) {
+        PyErr_Format(PyExc_ValueError, "dtype must be 'float32', 'float16' or 'bfloat16', got "
+                     "'%s'", dtype);
+        return -1;
+    }
+    EngineConfig cfg = {
+        .model_dir = model, .tokenizer_dir = tokenizer,
+        .runner = {
+            .device = device, .dtype = dt, .block_size = block_size,
+            .max_num_seqs = max_num_seqs, .max_num_batched_tokens = max_tokens,
+            .max_model_len = max_model_len, .num_kv_blocks = num_blocks,
+            .gpu_memory_utilization = util, .cpu_kv_cache_bytes = (size_t)cpu_kv,
+            .attention_backend = attn, .enforce_eager = eager,
+        },
+        .enable_prefix_caching = prefix, .seed = (uint64_t)seed,
+    };
+    Error err = {0};
+    Engine *e = NULL;
+    Status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = engine_create(&e, &cfg, &err);
+    Py_END_ALLOW_THREADS
+    if (s != GPT2_OK) {
+        raise_error(st, &err);
+        return -1;
+    }
+    self->engine = e;
+    return 0;
+}
+
+static void Engine_close_impl(EngineObject *self)
+{
+    if (self->engine) {
+        engine_destroy(self->engine);
+        self->engine = NULL;
+    }
+    Py_CLEAR(self->tokenizer);
+    Py_CLEAR(self->tokenizer_dir);
+}
+
+static PyObject *Engine_close(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->busy) {
+        PyErr_SetString(state_of((PyObject *)self)->EngineError,
+                        "the engine is busy in another thread");
+        return NULL;
+    }
+    if (self->num_views > 0) {
+        PyErr_Format(state_of((PyObject *)self)->EngineError,
+                     "%d KV-cache array view(s) are still alive; delete them before close()",
+                     self->num_views);
+        return NULL;
+    }
+    Engine_close_impl(self);
+    Py_RETURN_NONE;
+}
+
+static void Engine_dealloc(EngineObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Engine_close_impl(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int Engine_traverse(EngineObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->tokenizer);
+    Py_VISIT(self->tokenizer_dir);
+    return 0;
+}
+
+static int Engine_clear(EngineObject *self)
+{
+    Py_CLEAR(self->tokenizer);
+    Py_CLEAR(self->tokenizer_dir);
+    return 0;
+}
+
+/* ---- requests ---- */
+
+static PyObject *Engine_add_request(EngineObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"request_id", "prompt_token_ids", "params", NULL};
+    const char *rid;
+    PyObject *ids_obj, *params_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sOO", kwlist, &rid, &ids_obj, &params_obj))
+        return NULL;
+    if (!engine_ready(self)) return NULL;
+    ModuleState *st = state_of((PyObject *)self);
+    const SamplingParamsC *params = sampling_params_get(params_obj, st);
+    if (!params) return NULL;
+    int n = 0;
+    int32_t *ids = ids_from_sequence(ids_obj, &n, "prompt_token_ids");
+    if (!ids) return NULL;
+    Error err = {0};
+    Status s = engine_add_request(self->engine, rid, ids, n, params, &err);
+    free(ids);
+    if (s != GPT2_OK) return raise_error(st, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_abort_request(EngineObject *self, PyObject *arg)
+{
+    if (!engine_ready(self)) return NULL;
+    const char *rid = PyUnicode_AsUTF8(arg);
+    if (!rid) return NULL;
+    engine_abort_request(self->engine, rid);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_has_unfinished(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->engine) Py_RETURN_FALSE;
+    return PyBool_FromLong(engine_has_unfinished(self->engine));
+}
+
+static PyObject *Engine_num_unfinished(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->engine) return PyLong_FromLong(0);
+    return PyLong_FromLong(engine_num_unfinished(self->engine));
+}
+
+/* ---- results ---- */
+
+static PyObject *int_list(const int32_t *v, int n)
+{
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromLong(v[i]);
+        if (!x) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, x);
+    }
+    return list;
+}
+
+static PyObject *float_list(const float *v, int n)
+{
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *x = PyFloat_FromDouble(v[i]);
+        if (!x) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, x);
+    }
+    return list;
+}
+
+/* (lps, ranks, top_ids, top_lps) for n entries with k top entries each. */
+static PyObject *logprob_tuple(const float *lps, const int32_t *ranks, const int32_t *top_ids,
+                               const float *top_lps, int n, int k)
+{
+    PyObject *a = float_list(lps, n), *b = int_list(ranks, n);
+    PyObject *c = PyList_New(n), *d = PyList_New(n);
+    if (!a || !b || !c || !d) goto fail;
+    for (int i = 0; i < n; i++) {
+        PyObject *ci = int_list(top_ids ? top_ids + (size_t)i * k : NULL, top_ids ? k : 0);
+        PyObject *di = float_list(top_lps ? top_lps + (size_t)i * k : NULL, top_lps ? k : 0);
+        if (!ci || !di) { Py_XDECREF(ci); Py_XDECREF(di); goto fail; }
+        PyList_SET_ITEM(c, i, ci);
+        PyList_SET_ITEM(d, i, di);
+    }
+    return Py_BuildValue("(NNNN)", a, b, c, d);
+fail:
+    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c); Py_XDECREF(d);
+    return NULL;
+}
+
+static const char *finish_name(FinishReason r)
+{
+    switch (r) {
+    case FINISH_STOP: return "stop";
+    case FINISH_LENGTH: return "length";
+    case FINISH_ABORT: return "abort";
+    default: return NULL;
+    }
+}
+
+static PyObject *seq_tuple(const SeqOutput *s)
+{
+    PyObject *text = PyUnicode_DecodeUTF8(s->text ? s->text : "", (Py_ssize_t)s->text_len,
+                                          "replace");
+    PyObject *ids = int_list(s->token_ids, s->num_tokens);
+    PyObject *lp = NULL, *reason = NULL, *stop = NULL;
+    if (!text || !ids) goto fail;
+    if (s->logprobs) {
+        lp = logprob_tuple(s->logprobs, s->ranks, s->top_ids, s->top_logprobs, s->num_tokens,
+                           s->num_top);
+        if (!lp) goto fail;
+    } else {
+        lp = Py_NewRef(Py_None);
+    }
+    const char *fr = finish_name(s->finish_reason);
+    reason = fr ? PyUnicode_FromString(fr) : Py_NewRef(Py_None);
+    if (s->stop_reason_kind == 1) stop = PyLong_FromLong(s->stop_token);
+    else if (s->stop_reason_kind == 2 && s->stop_str) stop = PyUnicode_FromString(s->stop_str);
+    else stop = Py_NewRef(Py_None);
+    if (!reason || !stop) goto fail;
+    return Py_BuildValue("(iNNdNNN)", s->index, text, ids, s->cumulative_logprob, lp, reason,
+                         stop);
+fail:
+    Py_XDECREF(text); Py_XDECREF(ids); Py_XDECREF(lp); Py_XDECREF(reason); Py_XDECREF(stop);
+    return NULL;
+}
+
+static PyObject *request_tuple(const RequestOutputC *o)
+{
+    PyObject *prompt = int_list(o->prompt_ids, o->num_prompt), *plp = NULL, *metrics = NULL;
+    PyObject *seqs = PyList_New(o->num_seqs);
+    if (!prompt || !seqs) goto fail;
+    if (o->prompt_logprobs && o->num_prompt > 0) {
+        const int k = o->prompt_num_top;
+        plp = logprob_tuple(o->prompt_logprobs + 1, o->prompt_ranks + 1,
+                            o->prompt_top_ids ? o->prompt_top_ids + k : NULL,
+                            o->prompt_top_logprobs ? o->prompt_top_logprobs + k : NULL,
+                            o->num_prompt - 1, k);
+        if (!plp) goto fail;
+    } else {
+        plp = Py_NewRef(Py_None);
+    }
+    metrics = Py_BuildValue("{sdsdsdsdsi}", "arrival_time", o->arrival_time,
+                            "first_scheduled_time", o->first_scheduled_time,
+                            "first_token_time", o->first_token_time,
+                            "finished_time", o->finished_time,
+                            "num_cached_tokens", o->num_cached_tokens);
+    if (!metrics) goto fail;
+    for (int i = 0; i < o->num_seqs; i++) {
+        PyObject *t = seq_tuple(&o->seqs[i]);
+        if (!t) goto fail;
+        PyList_SET_ITEM(seqs, i, t);
+    }
+    return Py_BuildValue("(sNNONN)", o->request_id, prompt, plp,
+                         o->finished ? Py_True : Py_False, metrics, seqs);
+fail:
+    Py_XDECREF(prompt); Py_XDECREF(plp); Py_XDECREF(metrics); Py_XDECREF(seqs);
+    return NULL;
+}
+
+static PyObject *Engine_step(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!engine_ready(self)) return NULL;
+    Error err = {0};
+    int n = 0;
+    Status s;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    s = engine_step(self->engine, &n, &err);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *t = request_tuple(engine_output(self->engine, i));
+        if (!t) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, t);
+    }
+    return list;
+}
+
+static PyObject *Engine_compute_logits(EngineObject *self, PyObject *arg)
+{
+    if (!engine_ready(self)) return NULL;
+    int n = 0;
+    int32_t *ids = ids_from_sequence(arg, &n, "prompt_token_ids");
+    if (!ids) return NULL;
+    const int V = engine_runner(self->engine)->config.vocab_size;
+    npy_intp dims[2] = {n, V};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) { free(ids); return NULL; }
+    Error err = {0};
+    Status s;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    s = engine_compute_logits(self->engine, ids, n, PyArray_DATA(out), &err);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    free(ids);
+    if (s != GPT2_OK) {
+        Py_DECREF(out);
+        return raise_error(state_of((PyObject *)self), &err);
+    }
+    return (PyObject *)out;
+}
+
+/* ---- properties ---- */
+
+static PyObject *Engine_get_attention_backend(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyUnicode_FromString(engine_runner(self->engine)->attn->name);
+}
+
+static PyObject *Engine_get_attention_reason(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyUnicode_FromString(engine_runner(self->engine)->attn_reason);
+}
+
+static PyObject *Engine_get_device(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyUnicode_FromString(engine_runner(self->engine)->backend->name);
+}
+
+static PyObject *Engine_get_dtype(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyUnicode_FromString(dtype_name(engine_runner(self->engine)->backend->dtype));
+}
+
+static PyObject *Engine_get_max_model_len(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyLong_FromLong(engine_runner(self->engine)->rc.max_model_len);
+}
+
+static PyObject *Engine_get_model_config(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    const GPT2Config *c = &engine_runner(self->engine)->config;
+    return Py_BuildValue("{sisisisisisisdss}", "n_embd", c->n_embd, "n_layer", c->n_layer,
+                         "n_head", c->n_head, "head_size", c->head_size,
+                         "n_positions", c->n_positions, "vocab_size", c->vocab_size,
+                         "layer_norm_epsilon", (double)c->layer_norm_epsilon,
+                         "activation_function", activation_name(c->activation));
+}
+
+static PyObject *Engine_get_stats(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    const EngineStats *s = engine_stats(self->engine);
+    const ModelRunner *r = engine_runner(self->engine);
+    return Py_BuildValue("{sLsLsLsLsLsLsLsLsi}", "num_steps", (long long)s->num_steps,
+                         "num_preemptions", (long long)s->num_preemptions,
+                         "prefix_cache_queries", (long long)s->prefix_cache_queries,
+                         "prefix_cache_hits", (long long)s->prefix_cache_hits,
+                         "prompt_tokens", (long long)s->prompt_tokens,
+                         "generation_tokens", (long long)s->generation_tokens,
+                         "graph_replays", (long long)r->num_graph_replays,
+                         "eager_steps", (long long)r->num_eager_steps,
+                         "num_cuda_graphs", r->num_graphs);
+}
+
+static PyObject *Engine_get_tokenizer(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!self->tokenizer) {
+        if (!engine_ready(self)) return NULL;
+        ModuleState *st = state_of((PyObject *)self);
+        self->tokenizer = PyObject_CallFunctionObjArgs(st->TokenizerType, self->tokenizer_dir,
+                                                       NULL);
+        if (!self->tokenizer) return NULL;
+    }
+    return Py_NewRef(self->tokenizer);
+}
+
+static PyObject *Engine_get_kv_cache(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    ModuleState *st = state_of((PyObject *)self);
+    return PyObject_CallFunctionObjArgs(st->KVCacheType, (PyObject *)self, NULL);
+}
+
+static PyObject *Engine_get_closed(EngineObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->engine == NULL);
+}
+
+static PyGetSetDef Engine_getset[] = {
+    {"attention_backend", (getter)Engine_get_attention_backend, NULL,
+     "Name of the attention backend in use (CPU, PAGED, FLASH).", NULL},
+    {"attention_backend_reason", (getter)Engine_get_attention_reason, NULL,
+     "Why that backend was chosen.", NULL},
+    {"device", (getter)Engine_get_device, NULL, "'cpu' or 'cuda'.", NULL},
+    {"dtype", (getter)Engine_get_dtype, NULL, "Compute dtype.", NULL},
+    {"max_model_len", (getter)Engine_get_max_model_len, NULL, "Longest sequence served.", NULL},
+    {"model_config", (getter)Engine_get_model_config, NULL, "The model's GPT2Config.", NULL},
+    {"stats", (getter)Engine_get_stats, NULL, "Counters: steps, preemptions, prefix cache.",
+     NULL},
+    {"tokenizer", (getter)Engine_get_tokenizer, NULL, "The model's Tokenizer.", NULL},
+    {"kv_cache", (getter)Engine_get_kv_cache, NULL, "The paged KV cache (KVCache).", NULL},
+    {"closed", (getter)Engine_get_closed, NULL, "True after close().", NULL},
+    {NULL},
+};
+
+static PyMethodDef Engine_methods[] = {
+    {"add_request", (PyCFunction)(void (*)(void))Engine_add_request,
+     METH_VARARGS | METH_KEYWORDS, "add_request(request_id, prompt_token_ids, params)"},
+    {"abort_request", (PyCFunction)Engine_abort_request, METH_O, "abort_request(request_id)"},
+    {"has_unfinished_requests", (PyCFunction)Engine_has_unfinished, METH_NOARGS, NULL},
+    {"num_unfinished_requests", (PyCFunction)Engine_num_unfinished, METH_NOARGS, NULL},
+    {"step", (PyCFunction)Engine_step, METH_NOARGS,
+     "Runs one scheduler step; returns the requests that progressed."},
+    {"compute_logits", (PyCFunction)Engine_compute_logits, METH_O,
+     "compute_logits(prompt_token_ids) -> float32 array (n, vocab_size)"},
+    {"close", (PyCFunction)Engine_close, METH_NOARGS, "Frees every byte the engine holds."},
+    {NULL},
+};
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    (void)kwargs;
+    EngineObject *self = (EngineObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    /* the tokenizer dir is the second positional argument or the keyword */
+    PyObject *tok = NULL;
+    if (PyTuple_Size(args) >= 2) tok = PyTuple_GetItem(args, 1);
+    else if (kwargs) tok = PyDict_GetItemString(kwargs, "tokenizer");
+    if (tok) self->tokenizer_dir = Py_NewRef(tok);
+    return (PyObject *)self;
+}
+
+static PyType_Slot Engine_slots[] = {
+    {Py_tp_new, Engine_new},
+    {Py_tp_init, Engine_init},
+    {Py_tp_dealloc, Engine_dealloc},
+    {Py_tp_traverse, Engine_traverse},
+    {Py_tp_clear, Engine_clear},
+    {Py_tp_methods, Engine_methods},
+    {Py_tp_getset, Engine_getset},
+    {Py_tp_doc, "Engine(model_dir, tokenizer_dir, *, dtype, device, ...): the C engine "
+                "behind gpt2_engine.LLM."},
+    {0, NULL},
+};
+
+static PyType_Spec Engine_spec = {
+    .name = "gpt2_engine._C.Engine",
+    .basicsize = sizeof(EngineObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Engine_slots,
+};
+
+static PyObject *py_checkpoint_dtype(PyObject *module, PyObject *arg)
+{
+    const char *dir = PyUnicode_AsUTF8(arg);
+    if (!dir) return NULL;
+    Checkpoint *ck = NULL;
+    Error err = {0};
+    if (checkpoint_open(&ck, dir, &err) != GPT2_OK) return raise_error(module_state(module), &err);
+    DType dt = checkpoint_dtype(ck);
+    checkpoint_close(ck);
+    return PyUnicode_FromString(dtype_name(dt));
+}
+
+static PyObject *py_cuda_device_count(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    int n = 0;
+    backend_cuda_available(&n);
+    return PyLong_FromLong(n);
+}
+
+static PyMethodDef module_functions[] = {
+    {"checkpoint_dtype", py_checkpoint_dtype, METH_O,
+     "checkpoint_dtype(model_dir) -> stored dtype name of the checkpoint's weights"},
+    {"cuda_device_count", py_cuda_device_count, METH_NOARGS,
+     "Number of CUDA GPUs visible (0 in a CPU-only build)."},
+    {NULL},
+};
+
+int llm_register(PyObject *module, ModuleState *st)
+{
+    if (PyArray_ImportNumPyAPI() < 0) return -1;
+    st->LLMType = PyType_FromModuleAndSpec(module, &Engine_spec, NULL);
+    if (!st->LLMType) return -1;
+    if (PyModule_AddObjectRef(module, "Engine", st->LLMType) < 0) return -1;
+    return PyModule_AddFunctions(module, module_functions);
+}
