@@ -22,7 +22,7 @@
 #define TOKF_SELF 2u    /* BPE of this token's bytes is exactly this token           */
 #define EOS_TEXT "<|endoftext|>"
 #define CACHE_MAX_WORD 128     /* longer pre-tokens are not cached                */
-#define CACHE_MAX_ENTRIES (1u << 20)
+#define CACHE_MAX_ENTRIES (1u << 16) /* then the cache starts over: bounded memory */
 #define BPE_SMALL 64           /* words up to this many bytes use the O(n^2) merge  */
 
 typedef struct VocabSlot { uint32_t hash; int32_t id; } VocabSlot;            /* id -1: empty */
@@ -319,9 +319,12 @@ static const CacheEntry *cache_find(const TokenizerCache *c, const uint8_t *p, s
 static void cache_insert(TokenizerCache *c, const uint8_t *p, size_t n, uint32_t h,
                          const int32_t *ids, size_t n_ids)
 {
-    if (c->count >= CACHE_MAX_ENTRIES) return;
+    if (c->count >= CACHE_MAX_ENTRIES) {
+        memset(c->slots, 0, ((size_t)c->mask + 1) * sizeof *c->slots);
+        c->count = 0; c->n_entries = 1; c->n_bytes = 0; c->n_ids = 0;
+    }
     if (!c->slots || 2 * (c->count + 1) > c->mask + 1) {
-        uint32_t cap = c->slots ? 2 * (c->mask + 1) : 4096;
+        uint32_t cap = c->slots ? 2 * (c->mask + 1) : 256;
         CacheSlot *ns = calloc(cap, sizeof *ns);
         if (!ns) return;
         for (uint32_t i = 0; c->slots && i <= c->mask; i++) {

@@ -15,6 +15,11 @@ typedef struct TokenizerObject {
     PyObject_HEAD
     Tokenizer *tok;
     PyObject *path;   /* str: the directory the files came from */
+    /* A word cache kept across encode calls (many short prompts). Whoever
+     * holds cache_lock uses it; a concurrent caller takes a private one. */
+    TokenizerCache *cache;
+    pthread_mutex_t cache_lock;
+    int lock_ready;
 } TokenizerObject;
 
 static PyObject *raise_for(PyObject *self, const Error *err)
@@ -68,6 +73,14 @@ static int Tokenizer_init(PyObject *op, PyObject *args, PyObject *kwds)
     Py_END_ALLOW_THREADS
     Py_DECREF(bytes);
     if (st) { Py_DECREF(dir); raise_for(op, &err); return -1; }
+    if (!self->lock_ready) {
+        pthread_mutex_init(&self->cache_lock, NULL);
+        self->lock_ready = 1;
+    }
+    pthread_mutex_lock(&self->cache_lock);   /* re-init: no encode is running (GIL held) */
+    tokenizer_cache_free(self->cache);
+    self->cache = tokenizer_cache_create();  /* NULL is fine: encode then uses a temporary */
+    pthread_mutex_unlock(&self->cache_lock);
     tokenizer_free(self->tok);
     self->tok = tok;
     Py_XSETREF(self->path, dir);
@@ -79,6 +92,8 @@ static void Tokenizer_dealloc(PyObject *op)
     TokenizerObject *self = (TokenizerObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
     tokenizer_free(self->tok);
+    tokenizer_cache_free(self->cache);
+    if (self->lock_ready) pthread_mutex_destroy(&self->cache_lock);
     Py_XDECREF(self->path);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -120,7 +135,13 @@ static PyObject *Tokenizer_encode(PyObject *op, PyObject *args, PyObject *kwds)
     Error err = {0};
     Status st;
     Py_BEGIN_ALLOW_THREADS
-    st = tokenizer_encode(self->tok, s, (size_t)n, allow_special, &ids, &n_ids, &err);
+    if (self->cache && pthread_mutex_trylock(&self->cache_lock) == 0) {
+        st = tokenizer_encode_cached(self->tok, self->cache, s, (size_t)n, allow_special, &ids,
+                                     &n_ids, &err);
+        pthread_mutex_unlock(&self->cache_lock);
+    } else {
+        st = tokenizer_encode(self->tok, s, (size_t)n, allow_special, &ids, &n_ids, &err);
+    }
     Py_END_ALLOW_THREADS
     if (st) return raise_for(op, &err);
     PyObject *list = ids_to_list(ids, n_ids);
