@@ -1,0 +1,208 @@
+"""bench_flash.py — FLASH attention backend benchmark (GPU only).
+
+Times the FLASH kernels (kernels/flash_attention.cu) reading K/V through a
+paged cache (block_size 16, scattered block tables) against, in the same run:
+  * prefill: torch.nn.functional.scaled_dot_product_attention(is_causal=True)
+    on the same data laid out densely (B, H, S, D);
+    TFLOP/s counts half the square: flops = 4*B*H*S*S*D/2;
+  * decode: GB/s of K+V bytes read, vs a device-to-device copy (bytes read +
+    written) and vs the PAGED backend when its launcher is in the library.
+
+The kernels are called through a small shared library built from
+kernels/flash_attention.cu with nvcc (ctypes), on torch's current stream, so the
+timing sees the kernel and nothing of the engine's Python layer.
+
+    python benchmarks/bench_flash.py [--lib path/to/libflash.so] [--arch 90]
+"""
+import argparse
+import ctypes
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DTYPE_CODE = {"float16": 1, "bfloat16": 2}
+
+
+def build_lib(out_path, arch="90"):
+    """nvcc kernels/flash_attention.cu -> a shared library with the extern "C" launchers."""
+    nvcc = os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc")
+    cmd = [nvcc, "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-O3", "-lineinfo",
+           "--expt-relaxed-constexpr", f"-gencode=arch=compute_{arch},code=sm_{arch}",
+           "-I" + os.path.join(ROOT, "kernels"), "-I" + os.path.join(ROOT, "csrc", "core"),
+           os.path.join(ROOT, "kernels", "flash_attention.cu"), "-o", out_path]
+    subprocess.check_call(cmd)
+    return out_path
+
+
+class FlashLib:
+    """ctypes view of the FLASH launchers declared in kernels/kernels.h."""
+
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        P, I, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+        self.lib.flash_attention_prefill.argtypes = [P, P, I, P, P, P, P, P, I, I, I, I, I, I, I,
+                                                     F, I, P]
+        self.lib.flash_attention_prefill.restype = I
+        self.lib.flash_attention_decode.argtypes = [P, P, I, P, P, P, P, P, I, I, I, I, I, I, F,
+                                                    I, I, P, P, P]
+        self.lib.flash_attention_decode.restype = I
+        self.lib.flash_attention_num_splits.argtypes = [I, I, I, I, I]
+        self.lib.flash_attention_num_splits.restype = I
+
+    @staticmethod
+    def _stream():
+        import torch
+        return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+    def prefill(self, out, q, q_stride, kc, vc, qsl, sl, bt, seq_begin, num_seqs, max_q, H, D,
+                bs, scale):
+        e = self.lib.flash_attention_prefill(
+            out.data_ptr(), q.data_ptr(), q_stride, kc.data_ptr(), vc.data_ptr(), qsl.data_ptr(),
+            sl.data_ptr(), bt.data_ptr(), bt.shape[1], seq_begin, num_seqs, max_q, H, D, bs,
+            scale, DTYPE_CODE[str(out.dtype).split(".")[1]], self._stream())
+        if e != 0:
+            raise RuntimeError(f"flash_attention_prefill: cudaError {e}")
+
+    def decode(self, out, q, q_stride, kc, vc, qsl, sl, bt, seq_begin, num_seqs, H, D, bs, scale,
+               splits, po=None, plse=None):
+        e = self.lib.flash_attention_decode(
+            out.data_ptr(), q.data_ptr(), q_stride, kc.data_ptr(), vc.data_ptr(), qsl.data_ptr(),
+            sl.data_ptr(), bt.data_ptr(), bt.shape[1], seq_begin, num_seqs, H, D, bs, scale,
+            DTYPE_CODE[str(out.dtype).split(".")[1]], splits,
+            po.data_ptr() if po is not None else None,
+            plse.data_ptr() if plse is not None else None, self._stream())
+        if e != 0:
+            raise RuntimeError(f"flash_attention_decode: cudaError {e}")
+
+
+def make_paged(torch, seq_lens, H, D, bs, dtype, gen, extra_blocks=7):
+    """Random K/V in a paged cache (num_blocks, H, bs, D) with scattered block tables,
+    plus the dense (B, H, L, D) view of each sequence's keys for references."""
+    nb_per = [(L + bs - 1) // bs for L in seq_lens]
+    total = sum(nb_per) + extra_blocks
+    perm = torch.randperm(total, generator=gen).to(torch.int32)
+    width = max(nb_per)
+    bt = torch.full((len(seq_lens), width), -1, dtype=torch.int32)
+    k = 0
+    for i, n in enumerate(nb_per):
+        bt[i, :n] = perm[k:k + n]
+        k += n
+    kc = torch.randn(total, H, bs, D, generator=gen).to(dtype)
+    vc = torch.randn(total, H, bs, D, generator=gen).to(dtype)
+    return kc.cuda(), vc.cuda(), bt.cuda()
+
+
+def time_ms(torch, fn, reps=20, warmup=3):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+
+def bench_prefill(torch, lib, B, S, D, dtype, bs=16):
+    import torch.nn.functional as Fn
+    H = 2048 // D
+    gen = torch.Generator().manual_seed(B * S + D)
+    kc, vc, bt = make_paged(torch, [S] * B, H, D, bs, dtype, gen)
+    qkv = torch.randn(B * S, 3 * H * D, device="cuda", dtype=dtype)
+    q = qkv[:, :H * D]
+    qsl = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device="cuda")
+    sl = torch.full((B,), S, dtype=torch.int32, device="cuda")
+    out = torch.empty(B * S, H * D, device="cuda", dtype=dtype)
+    scale = D ** -0.5
+    # dense copies of the same data for SDPA
+    pos = torch.arange(S, device="cuda")
+    blk = bt.long()[:, pos // bs]                                # (B, S)
+    kd = kc[blk, :, pos % bs, :].permute(0, 2, 1, 3).contiguous()  # (B, H, S, D)
+    vd = vc[blk, :, pos % bs, :].permute(0, 2, 1, 3).contiguous()
+    qd = q.reshape(B, S, H, D).permute(0, 2, 1, 3).contiguous()
+
+    def flash():
+        lib.prefill(out, q, 3 * H * D, kc, vc, qsl, sl, bt, 0, B, S, H, D, bs, scale)
+
+    def sdpa():
+        return Fn.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
+
+    ref = sdpa()
+    flash()
+    torch.cuda.synchronize()
+    err = ((out.reshape(B, S, H, D).permute(0, 2, 1, 3).float() - ref.float()).abs().max()
+           / ref.float().abs().max()).item()
+    flops = 4 * B * H * S * S * D / 2
+    tf = time_ms(torch, flash)
+    ts = time_ms(torch, sdpa)
+    return {"B": B, "S": S, "D": D, "H": H, "flash_ms": tf, "sdpa_ms": ts,
+            "flash_tflops": flops / tf / 1e9, "sdpa_tflops": flops / ts / 1e9, "max_rel_err": err}
+
+
+def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132):
+    H = 2048 // D
+    gen = torch.Generator().manual_seed(B * L + D + 1)
+    kc, vc, bt = make_paged(torch, [L] * B, H, D, bs, dtype, gen)
+    q = torch.randn(B, 3 * H * D, device="cuda", dtype=dtype)
+    qsl = torch.arange(B + 1, dtype=torch.int32, device="cuda")
+    sl = torch.full((B,), L, dtype=torch.int32, device="cuda")
+    out = torch.empty(B, H * D, device="cuda", dtype=dtype)
+    splits = lib.lib.flash_attention_num_splits(B, H, L, num_sms, 64)
+    po = torch.empty(B, H, splits, D, device="cuda", dtype=torch.float32)
+    plse = torch.empty(B, H, splits, device="cuda", dtype=torch.float32)
+
+    def flash():
+        lib.decode(out, q, 3 * H * D, kc, vc, qsl, sl, bt, 0, B, H, D, bs, D ** -0.5, splits,
+                   po, plse)
+
+    t = time_ms(torch, flash, reps=50)
+    nbytes = 2 * B * H * L * D * kc.element_size()
+    return {"B": B, "L": L, "D": D, "splits": splits, "ms": t, "GBps": nbytes / t / 1e6}
+
+
+def copy_bandwidth(torch):
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    t = time_ms(torch, lambda: y.copy_(x), reps=10)
+    return 2 * x.numel() / t / 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lib", help="prebuilt libflash.so (default: build one in /tmp)")
+    ap.add_argument("--arch", default="90")
+    ap.add_argument("--dtype", default="float16", choices=list(DTYPE_CODE))
+    args = ap.parse_args()
+    import torch
+    if not torch.cuda.is_available():
+        print("no GPU visible: nothing to benchmark")
+        return 0
+    lib = FlashLib(args.lib or build_lib("/tmp/libflash_bench.so", args.arch))
+    dtype = getattr(torch, args.dtype)
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}")
+    print("prefill (causal, paged K/V block_size 16 for FLASH, dense for SDPA)")
+    print(f"{'B':>3} {'S':>5} {'D':>4} {'FLASH TF/s':>11} {'SDPA TF/s':>10} {'ratio':>6} {'err':>8}")
+    for B, S in ((8, 2048), (16, 1024)):
+        for D in (64, 128):
+            r = bench_prefill(torch, lib, B, S, D, dtype)
+            print(f"{B:>3} {S:>5} {D:>4} {r['flash_tflops']:>11.1f} {r['sdpa_tflops']:>10.1f} "
+                  f"{r['flash_tflops'] / r['sdpa_tflops']:>6.2f} {r['max_rel_err']:>8.1e}")
+    cb = copy_bandwidth(torch)
+    print(f"decode (K+V bytes read); device-to-device copy {cb:.0f} GB/s (read+write)")
+    print(f"{'B':>3} {'L':>5} {'D':>4} {'splits':>6} {'ms':>8} {'GB/s':>7} {'of copy':>8}")
+    for B, L in ((1, 4096), (8, 2048), (64, 1024), (256, 512)):
+        for D in (64, 128):
+            r = bench_decode(torch, lib, B, L, D, dtype, num_sms=num_sms)
+            print(f"{B:>3} {L:>5} {D:>4} {r['splits']:>6} {r['ms']:>8.4f} {r['GBps']:>7.0f} "
+                  f"{r['GBps'] / cb:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
