@@ -1,0 +1,86 @@
+/* backend_cuda.h — private to the CUDA device backend (backend_cuda.c,
+ * matmul_cuda.c, sample_cuda.c): the impl struct behind Backend.impl and the
+ * CUDA_CHECK / CUBLAS_CHECK macros. CUDA builds only. Not a public interface:
+ * other modules see the backend through backend.h; attention backends rely only
+ * on `stream` being the first member (they launch on *(cudaStream_t *)b->impl). */
+#ifndef GPT2_BACKEND_CUDA_H
+#define GPT2_BACKEND_CUDA_H
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "backend.h"
+
+/* Record file:line, the failing call and the library's message, then `goto fail`
+ * (the enclosing function declares `Error *err` and a `fail:` label). */
+#define CUDA_CHECK(call)                                                                  \
+    do {                                                                                  \
+        cudaError_t cuda_e_ = (call);                                                     \
+        if (cuda_e_ != cudaSuccess) {                                                     \
+            error_set(err, cuda_e_ == cudaErrorMemoryAllocation ? GPT2_ERR_NOMEM          \
+                                                                : GPT2_ERR_DEVICE,        \
+                      "%s:%d: %s: %s", __FILE__, __LINE__, #call,                         \
+                      cudaGetErrorString(cuda_e_));                                       \
+            goto fail;                                                                    \
+        }                                                                                 \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                \
+    do {                                                                                  \
+        cublasStatus_t cublas_s_ = (call);                                                \
+        if (cublas_s_ != CUBLAS_STATUS_SUCCESS) {                                         \
+            error_set(err, GPT2_ERR_DEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,   \
+                      cublasGetStatusString(cublas_s_));                                  \
+            goto fail;                                                                    \
+        }                                                                                 \
+    } while (0)
+
+#define CUDA_MAX_GRAPHS 64
+#define MATMUL_PLAN_SLOTS 256
+#define MATMUL_WORKSPACE_BYTES ((size_t)32 << 20)
+
+/* One cached cuBLASLt plan: descriptors, layouts and the chosen algorithm for a
+ * (M, K, N, flags, act, bias?, pointer alignments) key. */
+typedef struct MatmulPlan {
+    int used;
+    int M, K, N, flags, act, has_bias;
+    int align;                        /* packed log2 alignments of A, B, C and bias */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;   /* w, in, out in cuBLAS's column-major view */
+    cublasLtMatmulAlgo_t algo;
+} MatmulPlan;
+
+typedef struct CudaImpl {
+    cudaStream_t stream;              /* FIRST member: attention backends read it */
+    cublasLtHandle_t lt;
+    void *workspace;                  /* MATMUL_WORKSPACE_BYTES, for every GEMM (capturable) */
+    MatmulPlan plans[MATMUL_PLAN_SLOTS];
+    int next_evict;                   /* round-robin victim when the table is full */
+    /* CUDA graphs by key */
+    int capturing;
+    int graph_keys[CUDA_MAX_GRAPHS];
+    cudaGraphExec_t graphs[CUDA_MAX_GRAPHS];
+    int n_graphs;
+    /* sampler staging, grown on demand, never shrunk */
+    void *sample_in;  size_t sample_in_bytes;   /* device: rows, adj, uniforms */
+    void *sample_out; size_t sample_out_bytes;  /* device: tokens, logprobs, ranks, top-k */
+    float *sample_work; size_t sample_work_bytes; /* device: (R, V) adjusted logits / p */
+    void *host_stage; size_t host_stage_bytes;  /* pinned host staging for both copies */
+} CudaImpl;
+
+static inline CudaImpl *cuda_impl(Backend *b) { return (CudaImpl *)b->impl; }
+
+/* matmul_cuda.c */
+Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const void *bias,
+                   int M, int K, int N, int flags, int act, Error *err);
+void cuda_matmul_plans_free(CudaImpl *im);
+/* sample_cuda.c */
+Status cuda_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
+                   const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
+                   Error *err);
+void cuda_sample_buffers_free(CudaImpl *im);
+/* Grows a device buffer to at least `bytes` (contents are not kept). */
+Status cuda_buffer_reserve(void **buf, size_t *cap, size_t bytes, Error *err);
+
+#endif /* GPT2_BACKEND_CUDA_H */
