@@ -145,7 +145,8 @@ class BuildExt(build_ext):
                 else gencode
             cmd = [cuda["nvcc"], "-c", src, "-o", obj, "-std=c++17", "-Xcompiler", "-fPIC",
                    "-I" + os.path.join(ROOT, "kernels"), "-I" + os.path.join(ROOT, "csrc", "core"),
-                   "--expt-relaxed-constexpr", "-Xcompiler", "-Wall", "-Werror=all-warnings"]
+                   "--expt-relaxed-constexpr", "--threads", "0", "-Xcompiler", "-Wall",
+                   "-Werror=all-warnings"]
             cmd += ["-O0", "-g", "-lineinfo"] if DEBUG else ["-O3", "-lineinfo"]
             cmd += codes + [f"-I{d}" for d in cuda["include"]]
             stale = not os.path.exists(obj) or \
