@@ -53,6 +53,10 @@ static int Tokenizer_init(PyObject *op, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"path", NULL};
     PyObject *path = Py_None, *dir = NULL, *bytes = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:Tokenizer", kwlist, &path)) return -1;
+    if (self->tok) {   /* another thread may be encoding with it, GIL released */
+        PyErr_SetString(PyExc_RuntimeError, "Tokenizer is already initialised");
+        return -1;
+    }
     if (path == Py_None) {
         if (!(dir = default_dir(Py_TYPE(op)))) return -1;
     } else {
@@ -77,11 +81,7 @@ static int Tokenizer_init(PyObject *op, PyObject *args, PyObject *kwds)
         pthread_mutex_init(&self->cache_lock, NULL);
         self->lock_ready = 1;
     }
-    pthread_mutex_lock(&self->cache_lock);   /* re-init: no encode is running (GIL held) */
-    tokenizer_cache_free(self->cache);
     self->cache = tokenizer_cache_create();  /* NULL is fine: encode then uses a temporary */
-    pthread_mutex_unlock(&self->cache_lock);
-    tokenizer_free(self->tok);
     self->tok = tok;
     Py_XSETREF(self->path, dir);
     return 0;
