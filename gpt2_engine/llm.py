@@ -479,10 +479,12 @@ class LLM:
 
     def close(self) -> None:
         """Frees every byte the engine holds; the LLM is unusable afterwards."""
-        engine, self._engine = self._engine, None
+        engine = self._engine
+        if engine is None:
+            return
+        engine.close()          # raises while KV-cache views are alive; then retry later
+        self._engine = None
         self._prompts.clear()
-        if engine is not None:
-            engine.close()
 
     def __enter__(self):
         return self
@@ -494,7 +496,7 @@ class LLM:
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:       # the engine's own dealloc frees it anyway
             pass
 
     def __repr__(self) -> str:
