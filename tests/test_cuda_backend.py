@@ -1,0 +1,391 @@
+"""The device backends' ops (BackendOps, csrc/core/backend.h) against NumPy float64
+references on fresh random data, through the test entry points
+_C._backend_op_<name>(device, dtype, ...) of csrc/python/ops_backend.c.
+
+Every op runs on "cpu" (float32 only) and on "cuda" (float32, float16, bfloat16;
+skipped without a GPU). Inputs are drawn in float32 and rounded to the compute
+dtype first, so the reference sees exactly what the device sees. Tolerance per
+element: |out - ref| <= atol + rtol * |ref| (fp32 1e-5, fp16/bf16 1e-2).
+The CUDA sampler is compared row by row with the CPU reference sample_cpu.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import gpt2_engine
+from gpt2_engine import _C
+
+MATMUL_W_NK, MATMUL_GELU, MATMUL_ACCUMULATE = 1, 2, 4
+ACT_GELU_TANH, ACT_GELU_ERF, ACT_RELU = 0, 1, 2
+
+
+def _cuda_ok():
+    try:
+        return bool(_C.built_with_cuda) and bool(gpt2_engine.cuda_available())
+    except Exception:
+        return False
+
+
+HAVE_CUDA = _cuda_ok()
+gpu = pytest.mark.skipif(not HAVE_CUDA, reason="needs a CUDA build and a visible GPU")
+
+CASES = [
+    pytest.param("cpu", "float32", id="cpu-fp32"),
+    pytest.param("cuda", "float32", id="cuda-fp32", marks=gpu),
+    pytest.param("cuda", "float16", id="cuda-fp16", marks=gpu),
+    pytest.param("cuda", "bfloat16", id="cuda-bf16", marks=gpu),
+]
+TOL = {"float32": (1e-5, 1e-5), "float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
+
+
+def rnd(a, dtype):
+    """a rounded to dtype (round to nearest even), as float32."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if dtype == "float32":
+        return a
+    if dtype == "float16":
+        return a.astype(np.float16).astype(np.float32)
+    u = a.view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def check(out, ref, dtype, atol=None, rtol=None):
+    a, r = TOL[dtype]
+    atol = a if atol is None else atol
+    rtol = r if rtol is None else rtol
+    out = np.asarray(out, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert out.shape == ref.shape
+    assert np.all(np.isfinite(out)), "non-finite output"
+    excess = np.abs(out - ref) - (atol + rtol * np.abs(ref))
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    assert excess[worst] <= 0, (
+        f"worst element {worst}: out {out[worst]!r} ref {ref[worst]!r} "
+        f"(|diff| {abs(out[worst] - ref[worst]):.3g}, atol {atol}, rtol {rtol})")
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % (2**32))
+
+
+# ---------------------------------------------------------------- memory
+
+@pytest.mark.parametrize("device,dtype", CASES)
+def test_mem_info(device, dtype):
+    free, total = _C._backend_op_mem_info(device, dtype)
+    assert 0 < free <= total
+
+
+def test_cpu_rejects_half():
+    with pytest.raises(ValueError):
+        _C._backend_op_to_float("cpu", "float16", np.zeros(4, np.float32))
+
+
+# ---------------------------------------------------------------- embed
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("T,C", [(1, 48), (3, 64), (17, 768), (128, 50), (5, 777)])
+def test_embed(device, dtype, T, C, rng):
+    V, P = 97, 130
+    wte = rnd(rng.standard_normal((V, C)), dtype)
+    wpe = rnd(rng.standard_normal((P, C)), dtype)
+    ids = rng.integers(0, V, T).astype(np.int32)
+    pos = rng.integers(0, P, T).astype(np.int32)
+    out = _C._backend_op_embed(device, dtype, ids, pos, wte, wpe)
+    ref = wte[ids].astype(np.float64) + wpe[pos]
+    check(out, ref, dtype)
+
+
+# ---------------------------------------------------------------- layernorm
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("T,C", [(1, 48), (3, 64), (17, 768), (128, 50), (4, 1600), (2, 777)])
+def test_layernorm(device, dtype, T, C, rng):
+    x = rnd(rng.standard_normal((T, C)) * 2 + 0.5, dtype)
+    w = rnd(1 + 0.1 * rng.standard_normal(C), dtype)
+    b = rnd(0.1 * rng.standard_normal(C), dtype)
+    out = _C._backend_op_layernorm(device, dtype, x, w, b, 1e-5)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(1, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(1, keepdims=True)
+    ref = (x64 - mean) / np.sqrt(var + 1e-5) * w + b
+    check(out, ref, dtype)
+
+
+# ---------------------------------------------------------------- matmul
+
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def gelu_erf(x):
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)).astype(np.float64))
+
+
+FLAG_SETS = [
+    pytest.param(0, ACT_GELU_TANH, True, id="bias"),
+    pytest.param(0, ACT_GELU_TANH, False, id="nobias"),
+    pytest.param(MATMUL_GELU, ACT_GELU_TANH, True, id="gelu_tanh"),
+    pytest.param(MATMUL_GELU, ACT_GELU_ERF, True, id="gelu_erf"),
+    pytest.param(MATMUL_GELU, ACT_RELU, True, id="relu"),
+    pytest.param(MATMUL_ACCUMULATE, ACT_GELU_TANH, True, id="accumulate"),
+    pytest.param(MATMUL_W_NK, ACT_GELU_TANH, False, id="w_nk"),
+    pytest.param(MATMUL_W_NK | MATMUL_GELU, ACT_GELU_TANH, True, id="w_nk_gelu"),
+]
+
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("flags,act,with_bias", FLAG_SETS)
+@pytest.mark.parametrize("M,K,N", [(1, 48, 48), (3, 64, 192), (17, 768, 777), (128, 777, 64),
+                                   (5, 50, 33)])
+def test_matmul(device, dtype, flags, act, with_bias, M, K, N, rng):
+    x = rnd(rng.standard_normal((M, K)), dtype)
+    wshape = (N, K) if flags & MATMUL_W_NK else (K, N)
+    w = rnd(rng.standard_normal(wshape) / math.sqrt(K), dtype)
+    bias = rnd(0.5 * rng.standard_normal(N), dtype) if with_bias else None
+    init = rnd(rng.standard_normal((M, N)), dtype) if flags & MATMUL_ACCUMULATE else None
+    out = _C._backend_op_matmul(device, dtype, x, w, bias, flags, act, init)
+    w64 = w.astype(np.float64)
+    ref = x.astype(np.float64) @ (w64.T if flags & MATMUL_W_NK else w64)
+    if bias is not None:
+        ref = ref + bias
+    if init is not None:
+        ref = ref + init
+    if flags & MATMUL_GELU:
+        ref = {ACT_GELU_TANH: gelu_tanh, ACT_GELU_ERF: gelu_erf,
+               ACT_RELU: lambda v: np.maximum(v, 0)}[act](ref)
+    # fp32: the K-term dot products round at ~sqrt(K) * 6e-8 of O(1) values
+    check(out, ref, dtype, atol=2e-5 if dtype == "float32" else None)
+
+
+def test_matmul_bad_shape():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError):
+        _C._backend_op_matmul("cpu", "float32", x, np.zeros((5, 6), np.float32), None, 0, 0, None)
+
+
+# ---------------------------------------------------------------- reshape_and_cache
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("T,H,D,BS,NB", [(1, 2, 64, 16, 4), (17, 12, 64, 16, 8),
+                                         (3, 3, 5, 8, 2), (128, 4, 32, 32, 6)])
+def test_reshape_and_cache(device, dtype, T, H, D, BS, NB, rng):
+    S = 3 * H * D + (1 if D % 2 else 0)         # rows live inside a wider qkv row
+    k = rnd(rng.standard_normal((T, S)), dtype)
+    v = rnd(rng.standard_normal((T, S)), dtype)
+    kc = rnd(rng.standard_normal((NB, H, BS, D)), dtype)
+    vc = rnd(rng.standard_normal((NB, H, BS, D)), dtype)
+    slots = rng.permutation(NB * BS)[:T].astype(np.int32)
+    slots[rng.random(T) < 0.2] = -1              # padding tokens are skipped
+    ok, ov = _C._backend_op_reshape_and_cache(device, dtype, k, v, kc, vc, slots, H, D)
+    rk, rv = kc.copy(), vc.copy()
+    for t, s in enumerate(slots):
+        if s < 0:
+            continue
+        rk[s // BS, :, s % BS, :] = k[t, :H * D].reshape(H, D)
+        rv[s // BS, :, s % BS, :] = v[t, :H * D].reshape(H, D)
+    np.testing.assert_array_equal(ok, rk)       # a pure copy: exact
+    np.testing.assert_array_equal(ov, rv)
+
+
+# ---------------------------------------------------------------- gather_rows, to_float
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("R,n,C", [(1, 1, 48), (17, 3, 64), (128, 17, 768), (9, 9, 777)])
+def test_gather_rows(device, dtype, R, n, C, rng):
+    x = rnd(rng.standard_normal((R, C)), dtype)
+    rows = rng.integers(0, R, n).astype(np.int32)
+    out = _C._backend_op_gather_rows(device, dtype, x, rows)
+    np.testing.assert_array_equal(out, x[rows])
+
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("shape", [(1,), (3, 17), (128, 777), (5, 50257)])
+def test_to_float(device, dtype, shape, rng):
+    x = rnd(rng.standard_normal(shape) * 10, dtype)
+    out = _C._backend_op_to_float(device, dtype, x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, x)
+
+
+# ---------------------------------------------------------------- CUDA graphs
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("M,K,N", [(3, 64, 48), (17, 768, 777)])
+def test_graph_replay(dtype, M, K, N, rng):
+    x1 = rnd(rng.standard_normal((M, K)), dtype)
+    x2 = rnd(rng.standard_normal((M, K)), dtype)
+    w = rnd(rng.standard_normal((K, N)) / math.sqrt(K), dtype)
+    b = rnd(0.5 * rng.standard_normal(N), dtype)
+    gw = rnd(1 + 0.1 * rng.standard_normal(N), dtype)
+    gb = rnd(0.1 * rng.standard_normal(N), dtype)
+    y1, y2 = _C._backend_op_graph("cuda", dtype, x1, x2, w, b, gw, gb, 1e-5)
+    for x, y in ((x1, y1), (x2, y2)):
+        h = rnd(gelu_tanh(x.astype(np.float64) @ w + b), dtype).astype(np.float64)
+        mean = h.mean(1, keepdims=True)
+        var = ((h - mean) ** 2).mean(1, keepdims=True)
+        ref = (h - mean) / np.sqrt(var + 1e-5) * gw + gb
+        # fp32: the GEMM's rounding is amplified by 1/std of the row in layernorm
+        check(y, ref, dtype, atol=1e-4 if dtype == "float32" else 3e-2)
+
+
+def test_cpu_has_no_graphs():
+    z = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError):
+        _C._backend_op_graph("cpu", "float32", z, z, np.zeros((4, 4), np.float32),
+                             np.zeros(4, np.float32), np.ones(4, np.float32),
+                             np.zeros(4, np.float32), 1e-5)
+
+
+# ---------------------------------------------------------------- sampling
+
+def row(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, presence=0.0, frequency=0.0,
+        repetition=1.0, seed=0, step=0, target=-1, num_logprobs=0, adj_start=0, adj_count=0):
+    return (temperature, top_k, top_p, min_p, presence, frequency, repetition, seed, step,
+            target, num_logprobs, adj_start, adj_count)
+
+
+SAMPLE_CONFIGS = {
+    "greedy": dict(temperature=0.0),
+    "plain": dict(temperature=1.0),
+    "hot": dict(temperature=1.7),
+    "top_k1": dict(temperature=0.8, top_k=1),
+    "top_k": dict(temperature=0.8, top_k=7),
+    "top_p": dict(temperature=0.9, top_p=0.85),
+    "top_p_small": dict(temperature=1.0, top_p=0.05),
+    "min_p": dict(temperature=1.0, min_p=0.2),
+    "combined": dict(temperature=0.7, top_k=40, top_p=0.8, min_p=0.02),
+}
+
+
+def numpy_raw_stats(logits):
+    """log_softmax(raw) in float64, ranks helper."""
+    x = logits.astype(np.float64)
+    m = x.max(1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(1, keepdims=True)))
+
+
+def run_sample(device, logits, rows, adj, max_logprobs):
+    return _C._backend_op_sample(device, "float32", logits, rows, adj, max_logprobs)
+
+
+@pytest.mark.parametrize("V", [7, 1000, 50257])
+@pytest.mark.parametrize("name", sorted(SAMPLE_CONFIGS))
+def test_sample_cpu_matches_numpy(name, V, rng):
+    """The CPU reference's raw logprobs, ranks, top-k and greedy tokens vs NumPy."""
+    R, ML = 5, 20
+    logits = (rng.standard_normal((R, V)) * 3).astype(np.float32)
+    rows = [row(seed=int(rng.integers(2**63)), step=r, num_logprobs=min(ML, r * 5),
+                **SAMPLE_CONFIGS[name]) for r in range(R)]
+    tok, lp, rk, ti, tl = run_sample("cpu", logits, rows, [], ML)
+    ls = numpy_raw_stats(logits)
+    for r in range(R):
+        assert 0 <= tok[r] < V
+        assert abs(lp[r] - ls[r, tok[r]]) < 1e-4
+        assert rk[r] == 1 + np.sum(logits[r] > logits[r, tok[r]])
+        if name == "greedy":
+            assert tok[r] == np.argmax(logits[r])
+        if name == "top_k1":
+            assert tok[r] == np.argmax(logits[r])
+        k = min(rows[r][10], V)
+        order = np.lexsort((np.arange(V), -logits[r]))[:k]
+        np.testing.assert_array_equal(ti[r, :k], order)
+        np.testing.assert_allclose(tl[r, :k], ls[r, order], atol=1e-4)
+        assert np.all(ti[r, k:] == -1)
+
+
+def assert_same_samples(a, b, max_logprobs, rows):
+    tok_a, lp_a, rk_a, ti_a, tl_a = a
+    tok_b, lp_b, rk_b, ti_b, tl_b = b
+    np.testing.assert_array_equal(tok_a, tok_b)
+    np.testing.assert_allclose(lp_a, lp_b, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(rk_a, rk_b)
+    for r, rw in enumerate(rows):
+        k = rw[10]
+        np.testing.assert_array_equal(ti_a[r], ti_b[r])
+        np.testing.assert_allclose(tl_a[r, :k], tl_b[r, :k], atol=1e-4, rtol=0)
+
+
+@gpu
+@pytest.mark.parametrize("V", [7, 1000, 50257])
+@pytest.mark.parametrize("name", sorted(SAMPLE_CONFIGS))
+def test_sample_cuda_matches_cpu(name, V, rng):
+    R, ML = 16, 20
+    logits = (rng.standard_normal((R, V)) * 3).astype(np.float32)
+    rows = [row(seed=int(rng.integers(2**63)), step=int(rng.integers(1000)),
+                num_logprobs=int(rng.integers(0, ML + 1)), **SAMPLE_CONFIGS[name])
+            for r in range(R)]
+    cpu = run_sample("cpu", logits, rows, [], ML)
+    cuda = run_sample("cuda", logits, rows, [], ML)
+    assert_same_samples(cuda, cpu, ML, rows)
+
+
+@gpu
+@pytest.mark.parametrize("name", ["greedy", "plain", "top_p", "combined"])
+def test_sample_cuda_adjustments(name, rng):
+    """Penalties, logit bias and -inf masks (sparse TokenAdjust lists), target tokens."""
+    R, V, ML = 12, 3001, 5
+    logits = (rng.standard_normal((R, V)) * 2).astype(np.float32)
+    rows, adj = [], []
+    for r in range(R):
+        n = int(rng.integers(0, 30))
+        start = len(adj)
+        for _ in range(n):
+            adj.append((int(rng.integers(V)), int(rng.integers(0, 4)), int(rng.integers(0, 2)),
+                        float(rng.choice([0.0, 0.0, 1.5, -2.0, -np.inf]))))
+        if r == 0:          # mask row 0's favourite, so the bias decides
+            adj.append((int(np.argmax(logits[0])), 0, 0, float("-inf")))
+            n += 1
+        target = int(rng.integers(V)) if r % 5 == 4 else -1
+        rows.append(row(seed=int(rng.integers(2**63)), step=r, target=target,
+                        num_logprobs=ML if r % 2 else 0, presence=0.3 * (r % 3),
+                        frequency=0.2 * (r % 2), repetition=[1.0, 1.3, 0.8][r % 3],
+                        adj_start=start, adj_count=n, **SAMPLE_CONFIGS[name]))
+    cpu = run_sample("cpu", logits, rows, adj, ML)
+    cuda = run_sample("cuda", logits, rows, adj, ML)
+    assert_same_samples(cuda, cpu, ML, rows)
+    for r, rw in enumerate(rows):
+        if rw[9] >= 0:
+            assert cuda[0][r] == rw[9]
+
+
+@gpu
+def test_sample_cuda_seeded_is_batch_independent(rng):
+    V = 1000
+    logits = (rng.standard_normal((8, V)) * 2).astype(np.float32)
+    rows = [row(temperature=1.0, seed=1234 + r, step=7) for r in range(8)]
+    full = run_sample("cuda", logits, rows, [], 0)[0]
+    for r in (0, 5):
+        alone = run_sample("cuda", logits[r:r + 1], rows[r:r + 1], [], 0)[0]
+        assert alone[0] == full[r]
+
+
+@gpu
+def test_sample_cuda_distribution(rng):
+    """Tokens drawn over many seeds follow softmax(logits / T) restricted to top_k."""
+    V, n = 6, 4000
+    base = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], np.float32)
+    logits = np.tile(base, (n, 1))
+    rows = [row(temperature=0.8, top_k=4, seed=s, step=0) for s in range(n)]
+    tok = run_sample("cuda", logits, rows, [], 0)[0]
+    p = np.exp(base[:4] / 0.8)
+    p /= p.sum()
+    freq = np.bincount(tok, minlength=V) / n
+    assert np.all(freq[4:] == 0)
+    assert np.all(np.abs(freq[:4] - p) < 0.03), (freq, p)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=gpu)])
+def test_sample_all_masked_raises(device):
+    V = 5
+    logits = np.zeros((1, V), np.float32)
+    adj = [(t, 0, 0, float("-inf")) for t in range(V)]
+    with pytest.raises(ValueError):
+        run_sample(device, logits, [row(temperature=0.0, adj_count=V)], adj, 0)
