@@ -8,7 +8,8 @@
  * Kernels (templated on element type T and head size D):
  *   decode   one query token per sequence. Grid (H, num_decodes, partitions),
  *            128 threads. v1: one partition = the whole context, written straight
- *            to out. v2 (flash-decoding): partitions of 512 tokens write a
+ *            to out. v2 (flash-decoding): partitions of 512 tokens (fewer when
+ *            the grid would not fill the chip) write a
  *            normalised partial output + (max, sum) of their logits, and
  *            reduce merges the partitions through their log-sum-exp.
  *            Every loop is bounded by the device seq_lens, so a graph captured
@@ -32,7 +33,8 @@ namespace {
 
 constexpr int kThreads = 128;            /* every kernel here: 4 warps */
 constexpr int kWarps = kThreads / 32;
-constexpr int kPartition = 512;          /* v2 partition size (tokens) */
+constexpr int kPartition = 512;          /* v2 partition size (tokens), at most */
+constexpr int kMinPartition = 128;       /* ... and at least (small grids) */
 constexpr int kV1MaxLen = 8192;          /* vLLM: v1 only up to this context */
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -471,6 +473,10 @@ int ilog2_exact(int x)
     return k;
 }
 
+/* The partition weights, rounded up to whole 16-byte words: the compiler reads
+ * sw[] with vector loads (compute-sanitizer flagged a 12-byte read past 3 floats). */
+size_t reduce_smem_bytes(int max_parts) { return ((size_t)max_parts + 7) / 4 * 4 * sizeof(float); }
+
 template <typename T, int D>
 cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_len, int version,
                           float *ws, size_t ws_floats, cudaStream_t stream)
@@ -478,7 +484,25 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
     const int bs_log2 = ilog2_exact(a->block_size);
     if (bs_log2 < 0) return cudaErrorInvalidValue;
     const float sl2 = a->scale * kLog2e;
-    const int max_parts = (max_seq_len + kPartition - 1) / kPartition;
+    /* Partition size: vLLM's 512, halved (down to 128) while the grid would fill
+     * fewer than two waves of the SMs and the workspace still fits, so a small
+     * batch with a long context still spreads over the chip. */
+    int P = kPartition;
+    if (version != 1) {
+        int dev = 0, sms = 132;
+        if (cudaGetDevice(&dev) == cudaSuccess)
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        const int64_t heads = (int64_t)num_decodes * a->num_heads;
+        while (P > kMinPartition) {
+            const int64_t parts = (max_seq_len + P - 1) / P;
+            const int64_t half_parts = (max_seq_len + P / 2 - 1) / (P / 2);
+            if (heads * parts >= 2 * (int64_t)sms ||
+                (size_t)(heads * half_parts) * (D + 2) > ws_floats)
+                break;
+            P /= 2;
+        }
+    }
+    const int max_parts = (max_seq_len + P - 1) / P;
     if (version == 0)
         version = (max_seq_len <= kV1MaxLen &&
                    (max_parts <= 1 || (int64_t)num_decodes * a->num_heads > 512)) ? 1 : 2;
@@ -499,13 +523,13 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
                                           0, stream>>>(
         (T *)a->out, part_out, part_max, part_sum, (const T *)a->q, a->q_stride,
         (const T *)a->k_cache, (const T *)a->v_cache, a->block_tables, a->block_table_stride,
-        a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, kPartition, max_parts);
+        a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, P, max_parts);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     paged_attention_reduce_kernel<T, D><<<dim3(a->num_heads, num_decodes), threads,
-                                          max_parts * sizeof(float), stream>>>(
+                                          reduce_smem_bytes(max_parts), stream>>>(
         (T *)a->out, part_out, part_max, part_sum, a->seq_lens, a->query_start_loc,
-        a->num_heads, kPartition, max_parts);
+        a->num_heads, P, max_parts);
     return cudaGetLastError();
 }
 
