@@ -96,10 +96,14 @@ static void request_free(Request *req)
     free(req);
 }
 
+/* The unfinished request with this id (a finished one may linger until the next
+ * step releases it; its id is free for reuse already). */
 static Request *find_request(const Engine *e, const char *id)
 {
     for (int i = 0; i < e->n_reqs; i++)
-        if (!e->reqs[i]->compute_logits && strcmp(e->reqs[i]->id, id) == 0) return e->reqs[i];
+        if (!e->reqs[i]->compute_logits && e->reqs[i]->state != REQ_FINISHED &&
+            strcmp(e->reqs[i]->id, id) == 0)
+            return e->reqs[i];
     return NULL;
 }
 
