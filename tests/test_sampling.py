@@ -152,6 +152,27 @@ def test_sampler_matches_contract_random(V):
 
 
 @needs_sampler
+@pytest.mark.parametrize("scale", [1e-3, 0.05, 1.0, 12.0])
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.93])
+def test_top_p_cut_matches_sorted_definition(scale, top_p):
+    """The radix-selected top_p cut-off equals the sorted-cumsum definition, for
+    near-flat rows (every p in one float bucket), peaked rows, and quantised rows
+    with many exact ties."""
+    rng = np.random.default_rng(int(scale * 1000) + int(top_p * 100))
+    V, R = 5003, 60
+    logits = (rng.standard_normal((R, V)) * scale).astype(np.float32)
+    logits[R // 2:] = np.round(logits[R // 2:] * 4) / 4           # ties
+    rows = [{"top_p": top_p, "seed": s, "temperature": 1.0} for s in range(R)]
+    tokens = run(logits, rows)[0]
+    for r in range(R):
+        kept = ref_kept(logits[r], rows[r])
+        assert kept[tokens[r]] > 0, (r, tokens[r])
+        want, margin = ref_sample(logits[r], rows[r], [])
+        if margin > 1e-5:
+            assert tokens[r] == want
+
+
+@needs_sampler
 def test_greedy_lowest_id_on_ties_and_masking():
     logits = np.array([[1, 3, 3, 2], [5, 5, 5, 5], [0, 1, 2, 3]], dtype=np.float32)
     rows = [{"temperature": 0.0}] * 3

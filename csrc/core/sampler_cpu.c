@@ -15,11 +15,13 @@
  *      softmax(x / T) up to rounding, but never inf - inf); sums in double;
  *      top_k keeps p >= the k-th largest p; top_p keeps p >= p_c where p_c is the
  *      last p (in descending order) needed for the running mass of the top-k-kept
- *      p to reach top_p * their sum; min_p keeps p >= min_p * max p. Ties at every
+ *      p to reach top_p * their sum (found by radix selection, no sort; the masses
+ *      are double sums whose order may differ from a sorted cumsum by rounding);
+ *      min_p keeps p >= min_p * max p. Ties at every
  *      cut-off are kept. u = sampling_uniform01(seed, step); the token is the first
  *      id, in id order, whose running sum of kept p exceeds u * (sum of kept p).
- * Cost: O(V) per row, plus O(V log V) when top_p < 1 (a sort of the candidates)
- * and O(V log k) for the top-k selections.
+ * Cost: O(V) per row (three extra passes for top_p), plus O(V log k) for the top-k
+ * selections (top_k, logprobs).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -75,6 +77,61 @@ static void topk_select(const float *v, int V, int k, Cand *best)
     qsort(best, (size_t)n, sizeof(Cand), cand_cmp);
 }
 
+#define RADIX_BUCKETS 2048
+
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* The top_p cut-off among the candidates p[t] >= lo, p[t] > 0: the value p_c at
+ * which the running mass, taken from the largest p down, first reaches
+ * top_p * (their total); every p >= p_c is kept (ties included). Found without a
+ * sort by radix selection on the float bits (positive floats order like their
+ * bit patterns): three passes over 11 + 10 + 10 bits narrow the candidates to the
+ * one bucket, then the one value, where the mass crosses. O(V). Returns lo when
+ * rounding keeps the total from reaching the target (keep everything). */
+static float top_p_cut(const float *p, int V, float lo, double top_p, Cand *cand, double *mass,
+                       int *count)
+{
+    static const int shift[3] = {20, 10, 0};
+    static const uint32_t buckets[3] = {2048, 1024, 1024};
+    int n = 0;
+    double total = 0.0;
+    for (int t = 0; t < V; t++)
+        if (p[t] > 0.0f && p[t] >= lo) {
+            cand[n++].id = t;
+            total += p[t];
+        }
+    const double need = top_p * total;
+    double acc = 0.0;                      /* mass of the values above the current bucket */
+    for (int level = 0; level < 3; level++) {
+        const uint32_t nb = buckets[level];
+        memset(mass, 0, nb * sizeof *mass);
+        memset(count, 0, nb * sizeof *count);
+        for (int i = 0; i < n; i++) {
+            uint32_t key = (float_bits(p[cand[i].id]) >> shift[level]) & (nb - 1);
+            mass[key] += p[cand[i].id];
+            count[key]++;
+        }
+        int k = (int)nb - 1;
+        for (; k >= 0; k--) {
+            if (count[k] == 0) continue;
+            if (acc + mass[k] >= need) break;
+            acc += mass[k];
+        }
+        if (k < 0) return lo;
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (((float_bits(p[cand[i].id]) >> shift[level]) & (nb - 1)) == (uint32_t)k)
+                cand[m++] = cand[i];
+        n = m;
+    }
+    return p[cand[0].id];                  /* the last bucket holds one value */
+}
+
 static Status row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
                            const TokenAdjust *adj, Error *err)
 {
@@ -128,9 +185,10 @@ static void row_adjust(float *x, const float *raw, int V, const SamplingRow *row
     }
 }
 
-/* Step 3 with temperature > 0. p(V) and cand(V) are scratch. Returns the token,
+/* Step 3 with temperature > 0. p(V), cand(V), mass/count(RADIX_BUCKETS) are scratch. Returns the token,
  * or -1 when every token is masked (-inf). */
-static int32_t row_sample(const float *x, int V, const SamplingRow *row, float *p, Cand *cand)
+static int32_t row_sample(const float *x, int V, const SamplingRow *row, float *p, Cand *cand,
+                          double *mass, int *count)
 {
     float xmax = -INFINITY;
     for (int t = 0; t < V; t++) xmax = x[t] > xmax ? x[t] : xmax;
@@ -144,21 +202,7 @@ static int32_t row_sample(const float *x, int V, const SamplingRow *row, float *
         topk_select(p, V, k, cand);
         cut = cand[k - 1].v;
     }
-    if (row->top_p < 1.0f) {
-        int n = 0;
-        double total = 0.0;
-        for (int t = 0; t < V; t++)
-            if (p[t] > 0.0f && p[t] >= cut) {
-                cand[n].v = p[t]; cand[n].id = t; n++;
-                total += p[t];
-            }
-        qsort(cand, (size_t)n, sizeof(Cand), cand_cmp);
-        double need = (double)row->top_p * total, mass = 0.0;
-        for (int i = 0; i < n; i++) {
-            mass += cand[i].v;
-            if (mass >= need) { cut = cand[i].v; break; }
-        }
-    }
+    if (row->top_p < 1.0f) cut = top_p_cut(p, V, cut, (double)row->top_p, cand, mass, count);
     if (row->min_p > 0.0f) {               /* max p is exactly 1 (x == xmax) */
         float mp = row->min_p * 1.0f;
         cut = mp > cut ? mp : cut;
@@ -195,11 +239,14 @@ Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
         if (s != GPT2_OK) return s;
     }
 
-    /* scratch: x(V) floats, p(V) floats, cand(V) candidates */
-    float *x = malloc((size_t)V * (2 * sizeof(float) + sizeof(Cand)));
-    if (!x) return error_set(err, GPT2_ERR_NOMEM, "sample: out of memory for V=%d scratch", V);
+    /* scratch: cand(V) candidates, mass(RADIX_BUCKETS), x(V), p(V), count(RADIX_BUCKETS) */
+    Cand *cand = malloc((size_t)V * sizeof(Cand) + RADIX_BUCKETS * sizeof(double) +
+                        (size_t)V * 2 * sizeof(float) + RADIX_BUCKETS * sizeof(int));
+    if (!cand) return error_set(err, GPT2_ERR_NOMEM, "sample: out of memory for V=%d scratch", V);
+    double *mass = (double *)(cand + V);
+    float *x = (float *)(mass + RADIX_BUCKETS);
     float *p = x + V;
-    Cand *cand = (Cand *)(p + V);
+    int *count = (int *)(p + V);
 
     Status status = GPT2_OK;
     for (int r = 0; r < R; r++) {
@@ -229,7 +276,7 @@ Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
                     if (x[t] > x[token]) token = t;
                 if (x[token] == -INFINITY) token = -1;
             } else {
-                token = row_sample(x, V, row, p, cand);
+                token = row_sample(x, V, row, p, cand, mass, count);
             }
             if (token < 0) {
                 status = error_set(err, GPT2_ERR_VALUE,
@@ -260,6 +307,6 @@ Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
         }
     }
 done:
-    free(x);
+    free(cand);
     return status;
 }
