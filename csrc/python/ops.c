@@ -512,6 +512,7 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
     PyObject *ao, *lao, *bo, *lbo, *res = NULL, *ro = NULL, *rl = NULL;
     PyArrayObject *a = NULL, *la = NULL, *b = NULL, *lb = NULL;
     OpsCtx c = {0};
+    (void)self;                       /* used only by the CUDA path */
     if (!PyArg_ParseTuple(args, "sOOOO|s", &device, &ao, &lao, &bo, &lbo, &dtype)) return NULL;
     if (!(a = as_f32(ao)) || !(la = as_f32(lao)) || !(b = as_f32(bo)) || !(lb = as_f32(lbo)))
         goto done;
@@ -526,11 +527,15 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
     for (int i = 0; i < 3; i++) same = same && PyArray_DIM(b, i) == PyArray_DIM(a, i);
     if (!same) { bad("merge_attn_states: shapes disagree"); goto done; }
     npy_intp odims[3] = {T, H, D}, ldims[2] = {H, T};
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
-    const DType dt = c.b->dtype;
+    DType dt;
+    if (!dtype_from_name(dtype, &dt)) {
+        PyErr_Format(PyExc_ValueError, "dtype '%s' is not float32, float16 or bfloat16", dtype);
+        goto done;
+    }
     const size_t n = (size_t)T * H * D;
-    if (strcmp(c.b->name, "cpu") == 0) {
-        /* round the inputs to dtype, merge in fp32, round the output */
+    if (strcmp(device, "cpu") == 0) {
+        /* no backend needed (the CPU backend is fp32-only): round the inputs to
+         * dtype, merge in fp32, round the output */
         float *ra = PyMem_Malloc(n * 4 + 4), *rb = PyMem_Malloc(n * 4 + 4);
         void *tmp = PyMem_Malloc(n * 4 + 4);
         if (!(ro = PyArray_SimpleNew(3, odims, NPY_FLOAT32)) ||
@@ -551,6 +556,7 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
         PyMem_Free(ra); PyMem_Free(rb); PyMem_Free(tmp);
     } else {
 #ifdef GPT2_ENGINE_HAVE_CUDA
+        if (ctx_open(&c, self, device, dtype) < 0) goto done;
         void *da = upload_arr(&c, a, dt), *db = da ? upload_arr(&c, b, dt) : NULL;
         float *dla = db ? upload_raw32(&c, la) : NULL, *dlb = dla ? upload_raw32(&c, lb) : NULL;
         void *dout = dlb ? ctx_alloc(&c, n * dtype_size(dt)) : NULL;
@@ -565,7 +571,8 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
         if (!(ro = download(&c, dout, dt, 3, odims)) || !(rl = download(&c, dlse, DTYPE_F32, 2, ldims)))
             goto done;
 #else
-        bad("merge_attn_states: device 'cuda' needs a CUDA build");
+        PyErr_Format(PyExc_ValueError, "merge_attn_states: device '%s' is not 'cpu' and this "
+                     "build has no CUDA", device);
         goto done;
 #endif
     }
