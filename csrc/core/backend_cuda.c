@@ -13,8 +13,8 @@
 
 static Status cuda_alloc(Backend *b, void **ptr, size_t bytes, Error *err)
 {
-    (void)b;
     *ptr = NULL;
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(cudaMalloc(ptr, bytes ? bytes : 256));
     return GPT2_OK;
 fail:
@@ -32,6 +32,7 @@ static Status cuda_copy(Backend *b, void *dst, const void *src, size_t bytes,
                         enum cudaMemcpyKind kind, Error *err)
 {
     if (bytes == 0) return GPT2_OK;
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, cuda_impl(b)->stream));
     if (kind == cudaMemcpyDeviceToHost) CUDA_CHECK(cudaStreamSynchronize(cuda_impl(b)->stream));
     return GPT2_OK;
@@ -54,6 +55,7 @@ static Status cuda_copy_d2d(Backend *b, void *dst, const void *src, size_t bytes
 
 static Status cuda_memset_zero(Backend *b, void *dst, size_t bytes, Error *err)
 {
+    CUDA_CHECK(cuda_use_device(b));
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cuda_impl(b)->stream));
     return GPT2_OK;
 fail:
@@ -70,7 +72,7 @@ fail:
 
 static Status cuda_mem_info(Backend *b, size_t *free_bytes, size_t *total_bytes, Error *err)
 {
-    (void)b;
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
     return GPT2_OK;
 fail:
@@ -96,6 +98,7 @@ fail:
 static Status cuda_embed(Backend *b, void *out, const int32_t *ids, const int32_t *pos,
                          const void *wte, const void *wpe, int T, int C, Error *err)
 {
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(embed_cuda(out, ids, pos, wte, wpe, T, C, b->dtype, cuda_impl(b)->stream));
     return GPT2_OK;
 fail:
@@ -105,6 +108,7 @@ fail:
 static Status cuda_layernorm(Backend *b, void *out, const void *in, const void *w,
                              const void *bias, int T, int C, float eps, Error *err)
 {
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(layernorm_cuda(out, in, w, bias, T, C, eps, b->dtype, cuda_impl(b)->stream));
     return GPT2_OK;
 fail:
@@ -115,6 +119,7 @@ static Status cuda_reshape_and_cache(Backend *b, const void *k, const void *v, i
                                      void *k_cache, void *v_cache, const int32_t *slot_mapping,
                                      int T, int H, int D, int block_size, Error *err)
 {
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(reshape_and_cache_cuda(k, v, kv_stride, k_cache, v_cache, slot_mapping, T, H, D,
                                       block_size, b->dtype, cuda_impl(b)->stream));
     return GPT2_OK;
@@ -125,6 +130,7 @@ fail:
 static Status cuda_gather_rows(Backend *b, void *out, const void *in, const int32_t *rows, int n,
                                int C, Error *err)
 {
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(gather_rows_cuda(out, in, rows, n, C, b->dtype, cuda_impl(b)->stream));
     return GPT2_OK;
 fail:
@@ -133,6 +139,7 @@ fail:
 
 static Status cuda_to_float(Backend *b, float *out, const void *in, size_t n, Error *err)
 {
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(to_float_cuda(out, in, n, b->dtype, cuda_impl(b)->stream));
     return GPT2_OK;
 fail:
@@ -153,6 +160,7 @@ static Status cuda_graph_capture_begin(Backend *b, Error *err)
     CudaImpl *im = cuda_impl(b);
     if (im->capturing)
         return error_set(err, GPT2_ERR_INTERNAL, "graph_capture_begin: already capturing");
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(cudaStreamBeginCapture(im->stream, cudaStreamCaptureModeRelaxed));
     im->capturing = 1;
     return GPT2_OK;
@@ -198,6 +206,7 @@ static Status cuda_graph_launch(Backend *b, int key, Error *err)
     CudaImpl *im = cuda_impl(b);
     int slot = graph_find(im, key);
     if (slot < 0) return error_set(err, GPT2_ERR_INTERNAL, "graph_launch: no graph with key %d", key);
+    CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(cudaGraphLaunch(im->graphs[slot], im->stream));
     return GPT2_OK;
 fail:

@@ -71,6 +71,16 @@ typedef struct CudaImpl {
 
 static inline CudaImpl *cuda_impl(Backend *b) { return (CudaImpl *)b->impl; }
 
+/* Makes b's GPU current for this thread (engines on two GPUs may share a thread);
+ * a cheap thread-local query when it already is. Used as CUDA_CHECK(cuda_use_device(b)). */
+static inline cudaError_t cuda_use_device(const Backend *b)
+{
+    int cur = -1;
+    cudaError_t e = cudaGetDevice(&cur);
+    if (e != cudaSuccess || cur == b->device) return e;
+    return cudaSetDevice(b->device);
+}
+
 /* matmul_cuda.c */
 Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const void *bias,
                    int M, int K, int N, int flags, int act, Error *err);

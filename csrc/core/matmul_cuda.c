@@ -147,6 +147,7 @@ Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const v
     if (M < 0 || K <= 0 || N <= 0)
         return error_set(err, GPT2_ERR_VALUE, "matmul: bad shape M=%d K=%d N=%d", M, K, N);
     if (M == 0) return GPT2_OK;
+    CUDA_CHECK(cuda_use_device(b));
     if (!(flags & MATMUL_GELU)) act = 0;   /* act only matters with MATMUL_GELU */
     const int align = align_log2(w) | align_log2(in) << 4 | align_log2(out) << 8 |
                       (bias ? align_log2(bias) : 0) << 12;

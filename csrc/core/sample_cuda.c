@@ -90,6 +90,7 @@ Status cuda_sample(Backend *b, const float *logits, int R, int V, const Sampling
     const size_t o_lp = r4, o_rk = 2 * r4, o_ti = 3 * r4, o_tl = 3 * r4 + k4;
     const size_t out_bytes = 3 * r4 + 2 * k4;
     const size_t stage = in_bytes > out_bytes ? in_bytes : out_bytes;
+    CUDA_CHECK(cuda_use_device(b));
     if (im->host_stage_bytes < stage) {
         if (im->host_stage) cudaFreeHost(im->host_stage);
         im->host_stage = NULL;
