@@ -424,7 +424,15 @@ class LLM:
 
     def generate(self, prompts, sampling_params=None, use_tqdm: bool = True
                  ) -> List[RequestOutput]:
-        """Generates for every prompt; returns RequestOutputs in input order."""
+        """Generates for every prompt; returns RequestOutputs in input order.
+
+        prompts: a str, a list of str, a list of token ids, a list of those, or
+        dicts {"prompt_token_ids": [...]} / {"prompt": str}. sampling_params: one
+        SamplingParams for all, or a list with one per prompt (None: defaults).
+        Runs the engine until these requests finish; requests queued through
+        add_request progress too, but their outputs are not returned here.
+        KeyboardInterrupt (or any error) aborts this call's requests and re-raises;
+        the engine stays usable."""
         engine = self._live()
         requests = self._normalize_prompts(prompts)
         params = self._normalize_params(sampling_params, len(requests))

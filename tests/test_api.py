@@ -480,10 +480,21 @@ def test_outputs_in_input_order_and_dataclasses(llm):
     assert llm.generate([], use_tqdm=False) == []
 
 
-def test_progress_bar(llm, capsys):
-    llm.generate([[1, 2, 3], [4, 5]], greedy(3), use_tqdm=True)
+@pytest.mark.parametrize("have_tqdm", [True, False])
+def test_progress_bar(llm, capsys, monkeypatch, have_tqdm):
+    if have_tqdm:
+        pytest.importorskip("tqdm")
+    else:                                   # the one-line fallback bar
+        monkeypatch.setitem(__import__("sys").modules, "tqdm", None)
+        monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)
+    outs = llm.generate([[1, 2, 3], [4, 5]], greedy(3), use_tqdm=True)
+    assert len(outs) == 2
     err = capsys.readouterr().err
-    assert "toks/s" in err
+    assert "toks/s" in err and "input:" in err and "output:" in err
+    if not have_tqdm:
+        assert "Processed prompts 2/2" in err
+    llm.generate([[1, 2]], greedy(2), use_tqdm=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_invalid_requests_raise(llm):
