@@ -5,7 +5,8 @@
  * Choices worth knowing:
  *   - engine_compute_logits needs an idle engine (GPT2_ERR_VALUE otherwise): it
  *     runs an internal request alone, chunked by the token budget and the
- *     logits-row cap, without prefix-cache hits.
+ *     logits-row cap, without prefix-cache hits; an abort not yet reported is
+ *     still reported by the next engine_step.
  *   - a finished (or aborted) request is reported once by engine_step and its
  *     memory released at the start of the following step (or engine_destroy).
  *   - several stop strings in one step: the earliest match in the text wins
@@ -63,6 +64,7 @@ struct Engine {
     const RequestOutputC **outputs;
     int n_outputs, cap_outputs;
     EngineStats stats;
+    int in_compute_logits;  /* internal steps report nothing (kept for the user's next step) */
 };
 
 static double now_s(void)
@@ -677,6 +679,7 @@ Status engine_step(Engine *e, int *num_outputs, Error *err)
 static Status collect_outputs(Engine *e, Error *err)
 {
     e->n_outputs = 0;
+    if (e->in_compute_logits) return GPT2_OK;
     for (int i = 0; i < e->n_reqs; i++) {
         Request *req = e->reqs[i];
         int finished_unreported = req->state == REQ_FINISHED && !req->reported_finished;
@@ -760,10 +763,12 @@ Status engine_compute_logits(Engine *e, const int32_t *prompt_ids, int num_promp
         request_free(req);
         return s;
     }
+    e->in_compute_logits = 1;
     while (req->state != REQ_FINISHED) {
         int n;
         if ((s = engine_step(e, &n, err))) break;
     }
+    e->in_compute_logits = 0;
     if (req->state != REQ_FINISHED) request_finish(e, req, FINISH_ABORT);
     for (int i = 0; i < e->n_reqs; i++)      /* the internal request goes away now */
         if (e->reqs[i] == req) {
