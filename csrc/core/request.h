@@ -58,6 +58,7 @@ typedef struct Request {
     int compute_logits;           /* internal engine_compute_logits request */
     float *logits_out;            /* (num_prompt, V) for compute_logits */
     int ever_scheduled, ever_sampled;
+    uint64_t sched_stamp;         /* scheduler step that last scheduled it */
     int num_cached_tokens;        /* prefix-cache hits at first admission */
     /* prompt logprobs (num_prompt [, num_top]); entry j is filled once position j-1 ran */
     float *prompt_logprobs;

@@ -224,6 +224,17 @@ static Status preempt(Scheduler *s, BlockManager *bm, Request *victim, Error *er
     return GPT2_OK;
 }
 
+/* 1 if every live sequence of a running request has exactly one token to run. */
+static int is_decode(const Request *req)
+{
+    if (req->shared) return 0;
+    for (int k = 0; k < req->n; k++) {
+        const Sequence *sq = &req->seqs[k];
+        if (!sq->finished && sq->num_tokens - sq->num_computed != 1) return 0;
+    }
+    return 1;
+}
+
 /* Sets up a request leaving the waiting queue: shared phase and prefix hits.
  * Returns the hit tokens (already in the leader's table). */
 static int admit_prepare(const Scheduler *s, BlockManager *bm, Request *req)
@@ -254,21 +265,29 @@ Status scheduler_schedule(Scheduler *s, BlockManager *bm, Error *err)
         return error_set(err, GPT2_ERR_NOMEM, "scheduler: out of memory");
     Status st = GPT2_OK;
 
-    /* 1. running requests, admission order */
-    for (int i = 0; i < s->n_running; i++) {
-        Request *req = s->running[i];
-        int t0 = tok, r0 = rows, s0 = seqs, need;
-        int np = plan_request(s, bm, req, &tok, &rows, &seqs, plan, &need);
-        if (np == 0) continue;
-        int self_preempted = 0;
-        while (block_manager_num_free(bm) < need) {
-            Request *victim = s->running[s->n_running - 1];
-            if ((st = preempt(s, bm, victim, err))) goto done;
-            if (victim == req) { self_preempted = 1; break; }
+    /* 1. running requests: decodes, then prefill chunks; admission order in each */
+    s->step_id++;
+    int stop = 0;
+    for (int pass = 0; pass < 2 && !stop; pass++) {
+        for (int i = 0; i < s->n_running && !stop; i++) {
+            Request *req = s->running[i];
+            if (req->sched_stamp == s->step_id || is_decode(req) != (pass == 0)) continue;
+            int t0 = tok, r0 = rows, s0 = seqs, need;
+            int np = plan_request(s, bm, req, &tok, &rows, &seqs, plan, &need);
+            if (np == 0) continue;
+            while (block_manager_num_free(bm) < need) {
+                Request *victim = NULL;   /* newest request not scheduled in this step */
+                for (int j = s->n_running - 1; j >= 0 && !victim; j--)
+                    if (s->running[j]->sched_stamp != s->step_id) victim = s->running[j];
+                if ((st = preempt(s, bm, victim, err))) goto done;
+                if (victim == req) { stop = 1; break; }
+            }
+            if (stop) { tok = t0; rows = r0; seqs = s0; break; }
+            if ((st = commit_plan(s, bm, req, plan, np, err))) goto done;
+            req->sched_stamp = s->step_id;
+            req->ever_scheduled = 1;
+            while (s->running[i] != req) i--;     /* preemptions may have shifted it */
         }
-        if (self_preempted) { tok = t0; rows = r0; seqs = s0; break; }
-        if ((st = commit_plan(s, bm, req, plan, np, err))) goto done;
-        if (!req->ever_scheduled) req->ever_scheduled = 1;
     }
 
     /* 2. waiting requests, FCFS; none in a step that preempted */
@@ -293,6 +312,7 @@ Status scheduler_schedule(Scheduler *s, BlockManager *bm, Error *err)
         }
         if (!req->ever_scheduled) req->num_cached_tokens = hit;
         req->ever_scheduled = 1;
+        req->sched_stamp = s->step_id;
         if ((st = commit_plan(s, bm, req, plan, np, err))) goto done;
     }
 done:

@@ -2,12 +2,12 @@
  * tokens each. Pure C over request.h and block_manager.h (no runner, no tokenizer).
  *
  * Each step has a token budget (max_num_batched_tokens), a sequence cap
- * (max_num_seqs) and a logits-row cap (max_logits_rows). Running requests go
- * first, in admission order (decodes and unfinished prefill chunks alike), then
- * waiting requests FCFS; a prompt longer than the remaining budget is chunked
+ * (max_num_seqs) and a logits-row cap (max_logits_rows). Running decodes go
+ * first, then running prefills (unfinished chunks, resumed requests), each in
+ * admission order, then waiting requests FCFS; a prompt longer than the remaining budget is chunked
  * (chunked prefill), so one step mixes decode tokens and prefill chunks. When a
  * running request needs blocks and none are free, the most recently admitted
- * running request is preempted by recompute (blocks freed, put back at the
+ * running request not yet scheduled in this step is preempted by recompute (blocks freed, put back at the
  * front of the waiting queue, generated tokens kept); if that is the request
  * itself, it is preempted and the step stops there. No waiting request is
  * admitted in a step that preempted. Blocks (and copy-on-write targets) for
@@ -52,6 +52,7 @@ typedef struct Scheduler {
     int n_cow, cap_cow;
     int num_tokens, num_rows;   /* this step's totals */
     int num_preempted_step;
+    uint64_t step_id;           /* stamps the requests scheduled in this step */
     int64_t num_preemptions;
     int64_t prefix_queries, prefix_hits;  /* tokens */
 } Scheduler;

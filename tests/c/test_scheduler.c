@@ -59,6 +59,20 @@ static int sim_step(Scheduler *s, BlockManager *bm)
         failed++;
         return -1;
     }
+    int total = 0;
+    for (int i = 0; i < s->n_entries; i++) {   /* invariants of every plan */
+        SchedEntry *e = &s->entries[i];
+        if (e->req->state != REQ_RUNNING) { failed++; fprintf(stderr, "FAIL entry of a preempted request\n"); }
+        if (e->start != e->req->seqs[e->seq].num_computed) { failed++; fprintf(stderr, "FAIL start\n"); }
+        if (e->req->seqs[e->seq].blocks.n * bm->block_size < e->start + e->len) {
+            failed++; fprintf(stderr, "FAIL blocks do not cover the chunk\n");
+        }
+        total += e->len;
+    }
+    if (total != s->num_tokens || total > s->cfg.max_num_batched_tokens ||
+        s->n_entries > s->cfg.max_num_seqs || s->num_rows > s->cfg.max_logits_rows) {
+        failed++; fprintf(stderr, "FAIL budgets\n");
+    }
     for (int i = 0; i < s->n_entries; i++) {
         SchedEntry *e = &s->entries[i];
         Request *r = e->req;
