@@ -307,8 +307,75 @@ static void test_shared_prompt(void)
     scheduler_free(&s); block_manager_free(&bm);
 }
 
+static int rnd(uint64_t *x, int n)
+{
+    *x = *x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (int)((*x >> 33) % (uint64_t)n);
+}
+
+/* Random workloads: every request finishes, ref counts always equal the table
+ * entries of live sequences, and every block is free at the end. */
+static void test_random(void)
+{
+    uint64_t x = 12345;
+    for (int round = 0; round < 20; round++) {
+#define RND(n) rnd(&x, n)
+        int bs = 4 << RND(3), blocks = 12 + RND(40);
+        Scheduler s; BlockManager bm;
+        int max_seqs = 1 + RND(8), max_tok = 8 + RND(64), max_rows = 4 + RND(16);
+        setup(&s, &bm, blocks, bs, max_seqs, max_tok, max_rows, RND(2));
+        Request *reqs[60];
+        int nreq = 0, steps = 0;
+        while ((nreq < 60 || s.n_running || s.n_waiting) && steps < 20000) {
+            if (nreq < 60 && RND(2)) {
+                int P = 1 + RND(40);
+                int M = 1 + RND(20);
+                int n = 1 + RND(3);
+                if (scheduler_max_blocks(P, M, n, bs) <= blocks && n <= s.cfg.max_num_seqs &&
+                    n <= s.cfg.max_logits_rows) {
+                    Request *r = req_new(nreq % 5, P, M, n, bs);   /* shared prefixes */
+                    if (RND(5) == 0) { r->params.prompt_logprobs = 1; r->no_prefix_hits = 1;
+                                       r->prompt_lp_filled = 1; }
+                    reqs[nreq++] = r;
+                    scheduler_add(&s, r, NULL);
+                } else {
+                    reqs[nreq++] = NULL;
+                }
+            }
+            if (s.n_running || s.n_waiting) {
+                if (sim_step(&s, &bm) < 0) break;
+                for (int i = 0; i < s.n_entries; i++) {
+                    Request *r = s.entries[i].req;
+                    if (r->params.prompt_logprobs >= 0) {
+                        int j = s.entries[i].lp_to + 1;
+                        if (j > r->prompt_lp_filled) r->prompt_lp_filled = j;
+                    }
+                }
+            }
+            steps++;
+            int64_t refs = 0, held = 0;
+            for (int b = 0; b < blocks; b++) refs += bm.ref[b];
+            for (int i = 0; i < nreq; i++)
+                if (reqs[i])
+                    for (int k = 0; k < reqs[i]->n; k++) held += reqs[i]->seqs[k].blocks.n;
+            if (refs != held) { failed++; fprintf(stderr, "FAIL refs %lld held %lld\n",
+                                                  (long long)refs, (long long)held); break; }
+        }
+        CHECK(steps < 20000);
+        CHECK(block_manager_num_free(&bm) == blocks);
+        for (int i = 0; i < nreq; i++)
+            if (reqs[i]) {
+                CHECK(reqs[i]->state == REQ_FINISHED);
+                req_free(reqs[i]);
+            }
+        scheduler_free(&s); block_manager_free(&bm);
+#undef RND
+    }
+}
+
 int main(void)
 {
+    test_random();
     test_chunked_prefill();
     test_seq_cap_and_fcfs();
     test_preemption();
