@@ -239,3 +239,22 @@ def test_compute_logits_needs_idle_engine(small_model):
     run_all(llm, [])
     x = llm.compute_logits([[1, 2, 3]])[0]
     assert x.shape == (3, V)
+
+
+def test_prefix_cache_hits_skip_prefill(small_model, ref):
+    llm = LLM(model=small_model.path, device="cpu", num_kv_blocks=64, block_size=8)
+    prompt = list(range(1, 30))
+    a = run_all(llm, [("a", prompt, SamplingParams(temperature=0, max_tokens=5, logprobs=0))])
+    b = run_all(llm, [("b", prompt + [40, 41], SamplingParams(temperature=0, max_tokens=5,
+                                                               logprobs=0))])
+    assert b["b"].metrics.num_cached_tokens == 24
+    assert llm.stats["prefix_cache_hits"] == 24
+    check_logprobs(ref, [("b", prompt + [40, 41], SamplingParams(n=1))], b)
+    assert a["a"].outputs[0].token_ids  # sanity
+    assert llm.kv_cache.num_free_blocks == 64
+
+
+def test_stress_small():
+    """The scripted stress run (tools/stress_engine.py) at a CI-friendly size."""
+    from tools import stress_engine
+    assert stress_engine.main(["--requests", "150", "--num-kv-blocks", "40"]) == 0
