@@ -126,7 +126,7 @@ static Status request_build(Engine *e, Request **out, const char *id, const int3
     req->num_live = req->n;
     req->compute_logits = compute_logits;
     req->no_prefix_hits = compute_logits || p->prompt_logprobs >= 0;
-    req->arrival_index = e->arrival_counter++;
+    req->arrival_index = compute_logits ? e->arrival_counter : e->arrival_counter++;
     req->arrival_time = now_s();
     uint64_t rseed = p->has_seed ? p->seed : sampler_request_seed(e->seed, req->arrival_index);
     int M = compute_logits ? 0 : p->max_tokens;
