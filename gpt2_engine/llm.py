@@ -7,6 +7,7 @@ engine returns into RequestOutput / CompletionOutput dataclasses (outputs.py).
 Everything that decides or computes (tokenizing, scheduling, sampling) is C.
 """
 import itertools
+import logging
 import numbers
 import os
 import sys
@@ -17,6 +18,8 @@ from . import _C
 from .outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
 
 SamplingParams = _C.SamplingParams
+
+logger = logging.getLogger("gpt2_engine")
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _DATA_DIR = os.path.join(_PKG_DIR, "data")
@@ -184,6 +187,10 @@ class LLM:
             seed=seed, attention_backend=attention_backend, enforce_eager=bool(enforce_eager))
         self.model = model
         self.tokenizer_dir = tokenizer
+        logger.info("gpt2_engine: %s on %s (%s), attention backend %s (%s), %d KV blocks",
+                    model, self._engine.device, self._engine.dtype,
+                    self._engine.attention_backend, self._engine.attention_backend_reason,
+                    self._engine.kv_cache.num_blocks)
 
     # ---- argument resolution ----
 
@@ -248,6 +255,11 @@ class LLM:
     @property
     def attention_backend(self) -> str:
         return self._live().attention_backend
+
+    @property
+    def attention_backend_reason(self) -> str:
+        """Why the attention backend was chosen (forced, environment, or auto-detection)."""
+        return self._live().attention_backend_reason
 
     @property
     def device(self) -> str:

@@ -54,3 +54,11 @@ def test_engine_usable_after_selection_error(small_model):
 def test_cuda_device_without_gpu_is_clear(small_model):
     with pytest.raises(ValueError, match="cuda"):
         LLM(model=small_model.path, device="cuda")
+
+
+def test_choice_is_logged_and_explained(small_model, caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="gpt2_engine"):
+        with LLM(model=small_model.path, device="cpu") as llm:
+            assert "auto" in llm.attention_backend_reason
+    assert any("attention backend CPU" in r.getMessage() for r in caplog.records)
