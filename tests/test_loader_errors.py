@@ -2,16 +2,11 @@
 the file / tensor), never crash, and leave the engine usable: every test loads a
 good model right after the failure.
 
-Written against gpt2_engine.LLM(model=dir, device="cpu"). Until LLM exists in the
-build, the same C loader (csrc/core/{json,safetensors,config,checkpoint}.c) is
-compiled into a small shared library and driven through ctypes, with the same
-Status -> exception mapping as csrc/python/module.c.
+Written against gpt2_engine.LLM(model=dir, device="cpu").
 """
-import ctypes
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -21,63 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tools.make_random_model import make_random_model, write_safetensors  # noqa: E402
 
-try:
-    from gpt2_engine import LLM  # noqa: F401
-    HAVE_LLM = True
-except Exception:
-    HAVE_LLM = False
+from gpt2_engine import LLM  # noqa: E402
 
 SMALL = dict(n_embd=48, n_layer=2, n_head=4, n_positions=16, vocab_size=64)
 
 
-# ------------------------------------------------------------------ loaders
-
-class _Error(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_int), ("msg", ctypes.c_char * 1024)]
-
-
-_EXC = {1: ValueError, 2: FileNotFoundError, 3: OSError, 4: ValueError, 5: MemoryError}
-
+# ------------------------------------------------------------------ loader
 
 @pytest.fixture(scope="session")
-def loader(tmp_path_factory):
-    if HAVE_LLM:
-        import gpt2_engine
-
-        def load(path):
-            llm = gpt2_engine.LLM(model=str(path), device="cpu")
-            close = getattr(llm, "close", None)
-            if close:
-                close()
-        return load
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        pytest.skip("gpt2_engine.LLM not built and no C compiler for the ctypes fallback")
-    so = str(tmp_path_factory.mktemp("loader") / "libloader.so")
-    core = os.path.join(ROOT, "csrc", "core")
-    srcs = [os.path.join(core, f) for f in
-            ("json.c", "safetensors.c", "config.c", "checkpoint.c", "common.c")]
-    subprocess.check_call([cc, "-shared", "-fPIC", "-O1", "-std=c11", "-D_GNU_SOURCE", "-I" + core,
-                           *srcs, "-o", so, "-lpthread", "-lm"])
-    lib = ctypes.CDLL(so)
-    lib.checkpoint_open.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p,
-                                    ctypes.POINTER(_Error)]
-    lib.checkpoint_load_weights.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                            ctypes.c_void_p, ctypes.POINTER(_Error)]
-    lib.checkpoint_close.argtypes = [ctypes.c_void_p]
-    lib.gpt2_weights_free.argtypes = [ctypes.c_void_p]
-
+def loader():
     def load(path):
-        ck, err = ctypes.c_void_p(), _Error()
-        if lib.checkpoint_open(ctypes.byref(ck), str(path).encode(), ctypes.byref(err)) != 0:
-            raise _EXC.get(err.code, RuntimeError)(err.msg.decode())
-        weights = ctypes.create_string_buffer(256)     # >= sizeof(GPT2Weights)
-        try:
-            if lib.checkpoint_load_weights(ck, 0, 0, weights, ctypes.byref(err)) != 0:
-                raise _EXC.get(err.code, RuntimeError)(err.msg.decode())
-            lib.gpt2_weights_free(weights)
-        finally:
-            lib.checkpoint_close(ck)
+        LLM(model=str(path), device="cpu").close()
     return load
 
 

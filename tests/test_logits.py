@@ -110,3 +110,17 @@ def test_compute_logits_accepts_strings(tmp_path):
 
 def test_engine_error_is_runtime_error():
     assert issubclass(gpt2_engine.EngineError, RuntimeError)
+
+
+@pytest.mark.parametrize("prompt, match", [
+    ([], "at least one token"),
+    ([1, 512], "out of range"),
+    ([-1], "out of range"),
+    (list(range(129)), "128"),                 # longer than n_positions = 128
+], ids=["empty", "id-too-large", "id-negative", "too-long"])
+def test_compute_logits_bad_prompts(small_model, prompt, match):
+    with LLM(model=small_model.path, device="cpu") as llm:
+        with pytest.raises(ValueError, match=match):
+            llm.compute_logits([prompt])
+        assert llm.compute_logits([[1, 2]])[0].shape == (2, 512)     # still usable
+        assert llm.kv_cache.num_free_blocks == llm.kv_cache.num_blocks
