@@ -296,7 +296,10 @@ Status scheduler_schedule(Scheduler *s, BlockManager *bm, Error *err)
         int hit = admit_prepare(s, bm, req);
         int t0 = tok, r0 = rows, s0 = seqs, need;
         int np = plan_request(s, bm, req, &tok, &rows, &seqs, plan, &need);
-        if (np == 0 || block_manager_num_free(bm) < need) {
+        /* keep a small watermark for the running requests' growth (less preemption
+         * churn), unless nothing runs: then anything that fits is admitted */
+        int watermark = s->n_running > 0 ? GPT2_MAX(1, bm->num_blocks / 100) : 0;
+        if (np == 0 || block_manager_num_free(bm) < need + watermark) {
             release_all(bm, req);
             req->shared = 0;
             tok = t0; rows = r0; seqs = s0;

@@ -10,7 +10,8 @@
  * running request not yet scheduled in this step is preempted by recompute (blocks freed, put back at the
  * front of the waiting queue, generated tokens kept); if that is the request
  * itself, it is preempted and the step stops there. No waiting request is
- * admitted in a step that preempted. Blocks (and copy-on-write targets) for
+ * admitted in a step that preempted, nor while admitting it would leave fewer
+ * than 1% of the blocks free for the running requests (unless none runs). Blocks (and copy-on-write targets) for
  * every scheduled token are allocated here; the engine runs the step and then
  * advances num_computed.
  *
