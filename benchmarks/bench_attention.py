@@ -15,10 +15,13 @@ several disjoint sets are rotated so the timings measure DRAM, not L2.
 """
 import argparse
 import math
+import os
 import statistics
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 
 
 def parse():
