@@ -3,7 +3,7 @@
  * AttentionBackend interface of attention.h.
  *
  * Serves: device "cuda", compute capability >= 8.0 (mma.sync), head size 64 or
- * 128, float16 or bfloat16. A float32 model is refused with a reason naming
+ * 128, float16 or bfloat16, power-of-two block size. A float32 model is refused with a reason naming
  * PAGED (the selector's auto mode then picks PAGED and logs that reason).
  *
  * forward() launches on the device backend's stream (first member of the CUDA
@@ -51,9 +51,12 @@ static Status flash_check(const AttentionConfig *cfg, Error *err)
     if (!flash_attention_supported(cfg->head_size, (int)cfg->dtype))
         return error_set(err, GPT2_ERR_VALUE, "FLASH supports head sizes 64 and 128 (got %d; "
                          "use PAGED)", cfg->head_size);
-    if (cfg->block_size <= 0 || cfg->num_heads <= 0 || cfg->max_num_seqs <= 0)
-        return error_set(err, GPT2_ERR_VALUE, "FLASH: block_size, num_heads and max_num_seqs "
-                         "must be positive");
+    if (cfg->block_size <= 0 || (cfg->block_size & (cfg->block_size - 1)) != 0)
+        return error_set(err, GPT2_ERR_VALUE, "FLASH needs a power-of-two block size (got %d)",
+                         cfg->block_size);
+    if (cfg->num_heads <= 0 || cfg->max_num_seqs <= 0)
+        return error_set(err, GPT2_ERR_VALUE, "FLASH: num_heads and max_num_seqs must be "
+                         "positive");
     return GPT2_OK;
 }
 

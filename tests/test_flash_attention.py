@@ -1,0 +1,152 @@
+"""FLASH attention backend (kernels/flash_attention.cu) against PAGED, the CPU backend
+and a NumPy float64 reference, through gpt2_engine.ops.paged_attention.
+
+Fresh random data per case: ragged batches, prompt lengths 1 .. n_positions,
+lengths that are not a multiple of block_size, scattered block tables, decode-only
+(split-KV and not), prefill-only and mixed batches, chunked prefill equal to one-shot
+prefill, head sizes 64 and 128, float16 and bfloat16 (tolerance 1e-2). A float32
+request is refused with a reason. Skipped without a CUDA build and a visible GPU.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import gpt2_engine
+from gpt2_engine import ops
+
+HAVE_GPU = bool(gpt2_engine._C.built_with_cuda) and gpt2_engine.cuda_available()
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs a CUDA build and a visible GPU")
+TOL = 1e-2
+
+
+def round_to(x, dtype):
+    """x rounded to dtype (round to nearest even) and back to float32."""
+    x = np.asarray(x, np.float32)
+    if dtype == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    u = x.view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def reference(q, kc, vc, bt, seq_lens, qsl, scale):
+    """NumPy float64 causal attention over the paged cache: out (T, H, D)."""
+    T, H, D = q.shape
+    BS = kc.shape[2]
+    out = np.zeros((T, H, D))
+    for s in range(len(seq_lens)):
+        L, a, b = int(seq_lens[s]), int(qsl[s]), int(qsl[s + 1])
+        pos = np.arange(L)
+        blk = bt[s][pos // BS]
+        k = kc[blk, :, pos % BS, :].astype(np.float64)
+        v = vc[blk, :, pos % BS, :].astype(np.float64)
+        logits = np.einsum("nhd,lhd->hnl", q[a:b].astype(np.float64), k) * scale
+        qpos = L - (b - a) + np.arange(b - a)
+        logits = np.where(pos[None, None, :] <= qpos[None, :, None], logits, -np.inf)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        out[a:b] = np.einsum("hnl,lhd->nhd", p / p.sum(-1, keepdims=True), v)
+    return out
+
+
+def make_batch(rng, q_lens, ctx_lens, H, D, BS, dtype, spare_blocks=5):
+    """Random q and paged K/V (already rounded to dtype) with scattered block tables."""
+    seq_lens = np.array([c + n for c, n in zip(ctx_lens, q_lens)], np.int32)
+    nblk = [(int(L) + BS - 1) // BS for L in seq_lens]
+    NB = sum(nblk) + spare_blocks
+    perm = rng.permutation(NB).astype(np.int32)
+    bt = np.full((len(q_lens), max(nblk)), -1, np.int32)
+    k = 0
+    for s, n in enumerate(nblk):
+        bt[s, :n] = perm[k:k + n]
+        k += n
+    kc = round_to(rng.standard_normal((NB, H, BS, D)), dtype)
+    vc = round_to(rng.standard_normal((NB, H, BS, D)), dtype)
+    T = int(sum(q_lens))
+    q = round_to(rng.standard_normal((T, H, D)), dtype)
+    qsl = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+    return q, kc, vc, bt, seq_lens, qsl
+
+
+def rel_err(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+CASES = {
+    # name: (query lengths, cached context lengths); decodes lead, as the engine orders them
+    "ragged prefill": ([3, 37, 200, 129, 1000], [0, 0, 0, 0, 0]),
+    "lengths 1 and 2": ([1, 2, 1], [0, 0, 0]),
+    "decode only": ([1] * 7, [0, 15, 16, 17, 100, 999, 2047]),
+    "mixed": ([1, 1, 1, 55, 300], [10, 500, 63, 0, 0]),
+    "chunked prefill over cache": ([64, 17, 300], [100, 33, 700]),
+    "n_positions": ([1024], [0]),
+}
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("BS", [16, 32])
+@pytest.mark.parametrize("case", list(CASES))
+def test_flash_matches_reference_and_paged(case, BS, D, dtype):
+    rng = np.random.default_rng(abs(hash((case, BS, D, dtype))) % 2**32)
+    q_lens, ctx = CASES[case]
+    H = 3
+    q, kc, vc, bt, sl, qsl = make_batch(rng, q_lens, ctx, H, D, BS, dtype)
+    scale = 1.0 / math.sqrt(D)
+    ref = reference(q, kc, vc, bt, sl, qsl, scale)
+    flash = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype=dtype)
+    assert np.all(np.isfinite(flash)), "FLASH left unwritten (NaN) elements"
+    assert rel_err(flash, ref) < TOL
+    paged = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="PAGED", dtype=dtype)
+    assert rel_err(flash, paged) < TOL
+
+
+@gpu
+@pytest.mark.parametrize("D", [64, 128])
+def test_flash_matches_cpu_backend(D):
+    rng = np.random.default_rng(7 + D)
+    q, kc, vc, bt, sl, qsl = make_batch(rng, [1, 1, 5, 77, 130], [40, 300, 11, 0, 21], 2, D, 16,
+                                        "float16")
+    cpu = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="CPU", dtype="float32")
+    flash = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype="float16")
+    assert rel_err(flash, cpu) < TOL
+
+
+@gpu
+@pytest.mark.parametrize("D", [64, 128])
+def test_chunked_prefill_equals_one_shot(D):
+    """A prompt prefilled in chunks (each attending to the cached earlier chunks)
+    gives the rows of the one-shot prefill."""
+    rng = np.random.default_rng(11 + D)
+    L, H, BS = 777, 2, 16
+    q, kc, vc, bt, sl, qsl = make_batch(rng, [L], [0], H, D, BS, "float16")
+    one = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype="float16")
+    rows, done = [], 0
+    for c in (100, 256, 1, 300, 120):
+        part = ops.paged_attention(q[done:done + c], kc, vc, bt, [done + c], [0, c],
+                                   backend="FLASH", dtype="float16", num_decodes=0)
+        rows.append(part)
+        done += c
+    assert np.max(np.abs(np.concatenate(rows) - one)) < 1e-3
+
+
+@gpu
+def test_long_decode_split_kv():
+    """Few sequences with long contexts: the split-KV path merged by log-sum-exp."""
+    rng = np.random.default_rng(3)
+    q, kc, vc, bt, sl, qsl = make_batch(rng, [1, 1], [4095, 2500], 2, 64, 16, "bfloat16")
+    ref = reference(q, kc, vc, bt, sl, qsl, 1 / 8)
+    flash = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype="bfloat16")
+    assert rel_err(flash, ref) < TOL
+
+
+@gpu
+def test_flash_refuses_float32_and_odd_head_size():
+    rng = np.random.default_rng(0)
+    q, kc, vc, bt, sl, qsl = make_batch(rng, [4], [0], 2, 64, 16, "float16")
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype="float32")
+    q, kc, vc, bt, sl, qsl = make_batch(rng, [4], [0], 2, 80, 16, "float16")
+    with pytest.raises(ValueError, match="head sizes"):
+        ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype="float16")
