@@ -463,10 +463,8 @@ class LLM:
                     raise RuntimeError("the engine stopped with requests unfinished: "
                                        f"{sorted(pending)[:5]}")
                 done, new_prompt, new_out = 0, 0, 0
-                for t in engine.step():
-                    rid, finished = t[0], t[3]
-                    if not finished:
-                        continue
+                for t in engine.step(finished_only=True):
+                    rid = t[0]
                     out = self._make_output(t)
                     self._prompts.pop(rid, None)
                     if rid in pending:

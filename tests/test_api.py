@@ -246,11 +246,11 @@ def test_keyboard_interrupt_aborts_and_engine_stays_usable(llm):
         def __init__(self):
             self.calls = 0
 
-        def step(self):
+        def step(self, **kw):
             self.calls += 1
             if self.calls == 3:
                 raise KeyboardInterrupt
-            return real.step()
+            return real.step(**kw)
 
         def __getattr__(self, name):
             return getattr(real, name)

@@ -29,6 +29,9 @@ typedef struct BackendOps {
     /* ---- memory ---- */
     Status (*alloc)(Backend *b, void **ptr, size_t bytes, Error *err);
     void (*free)(Backend *b, void *ptr);                       /* NULL-safe */
+    /* host staging memory for fast, truly asynchronous copies (pinned on CUDA) */
+    Status (*alloc_host)(Backend *b, void **ptr, size_t bytes, Error *err);
+    void (*free_host)(Backend *b, void *ptr);                  /* NULL-safe */
     Status (*copy_h2d)(Backend *b, void *dst, const void *src, size_t bytes, Error *err);
     Status (*copy_d2h)(Backend *b, void *dst, const void *src, size_t bytes, Error *err);
     Status (*copy_d2d)(Backend *b, void *dst, const void *src, size_t bytes, Error *err);

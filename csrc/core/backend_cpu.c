@@ -169,6 +169,8 @@ static void cpu_destroy(Backend *b) { free(b); }
 static const BackendOps cpu_ops = {
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .alloc_host = cpu_alloc,
+    .free_host = cpu_free,
     .copy_h2d = cpu_copy,
     .copy_d2h = cpu_copy,
     .copy_d2d = cpu_copy,

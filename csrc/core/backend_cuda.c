@@ -28,6 +28,23 @@ static void cuda_free(Backend *b, void *ptr)
     if (ptr) cudaFree(ptr);
 }
 
+static Status cuda_alloc_host(Backend *b, void **ptr, size_t bytes, Error *err)
+{
+    *ptr = NULL;
+    CUDA_CHECK(cuda_use_device(b));
+    CUDA_CHECK(cudaHostAlloc(ptr, bytes ? bytes : 64, cudaHostAllocDefault));
+    return GPT2_OK;
+fail:
+    *ptr = NULL;
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
+static void cuda_free_host(Backend *b, void *ptr)
+{
+    (void)b;
+    if (ptr) cudaFreeHost(ptr);
+}
+
 static Status cuda_copy(Backend *b, void *dst, const void *src, size_t bytes,
                         enum cudaMemcpyKind kind, Error *err)
 {
@@ -241,6 +258,8 @@ static void cuda_destroy(Backend *b)
 static const BackendOps cuda_ops = {
     .alloc = cuda_alloc,
     .free = cuda_free,
+    .alloc_host = cuda_alloc_host,
+    .free_host = cuda_free_host,
     .copy_h2d = cuda_copy_h2d,
     .copy_d2h = cuda_copy_d2h,
     .copy_d2d = cuda_copy_d2d,

@@ -107,8 +107,7 @@ static Status alloc_activations(ModelRunner *r, Error *err)
     IntLayout L = int_layout((int)T, r->rc.max_num_seqs, r->max_blocks_per_seq, (int)R);
     r->ints_capacity = L.total;
     CHECK(b->ops->alloc(b, (void **)&r->dev_ints, L.total * sizeof(int32_t), err));
-    r->host_ints = malloc(L.total * sizeof(int32_t));
-    if (!r->host_ints) return error_set(err, GPT2_ERR_NOMEM, "out of host memory");
+    CHECK(b->ops->alloc_host(b, (void **)&r->host_ints, L.total * sizeof(int32_t), err));
     return GPT2_OK;
 fail:
     return err->code;
@@ -225,16 +224,18 @@ static ModelContext model_context(const ModelRunner *r)
     };
 }
 
-/* The graph serving a decode-only batch of n sequences, or -1. */
-static int graph_for(const ModelRunner *r, const StepInput *in)
+/* The bucket serving a decode-only batch of n sequences, or -1 (not decode-only,
+ * or no buckets on this backend). */
+static int decode_bucket(const ModelRunner *r, const StepInput *in)
 {
-    if (r->num_graphs == 0 || in->num_decodes != in->num_seqs || in->num_tokens != in->num_seqs ||
-        in->num_logits != in->num_seqs || in->block_table_stride != r->max_blocks_per_seq)
+    if (r->num_buckets == 0 || in->num_decodes != in->num_seqs ||
+        in->num_tokens != in->num_seqs || in->num_logits != in->num_seqs ||
+        in->block_table_stride != r->max_blocks_per_seq)
         return -1;
     for (int i = 0; i < in->num_logits; i++)
         if (in->logits_indices[i] != i) return -1;
-    for (int g = 0; g < r->num_graphs; g++)
-        if (r->graph_sizes[g] >= in->num_seqs) return g;
+    for (int g = 0; g < r->num_buckets; g++)
+        if (r->bucket_sizes[g] >= in->num_seqs) return g;
     return -1;
 }
 
@@ -277,14 +278,18 @@ Status runner_execute(ModelRunner *r, const StepInput *in, Error *err)
 {
     CHECK(validate_step(r, in, err));
     Backend *b = r->backend;
-    int g = graph_for(r, in);
+    int g = decode_bucket(r, in);
     int T = in->num_tokens, S = in->num_seqs, B = in->block_table_stride, R = in->num_logits;
-    if (g >= 0) T = S = R = r->graph_sizes[g], B = r->max_blocks_per_seq;
+    if (g >= 0) T = S = R = r->bucket_sizes[g], B = r->max_blocks_per_seq;
     IntLayout L = int_layout(T, S, B, R);
     ForwardBatch fb;
     pack_step(r, in, &L, T, S, B, R, &fb);
+    if (g >= 0) {              /* the launch shapes the graph was captured with */
+        fb.attn.graph_capture = 1;
+        fb.attn.max_seq_len = r->rc.max_model_len;
+    }
     CHECK(b->ops->copy_h2d(b, r->dev_ints, r->host_ints, L.total * sizeof(int32_t), err));
-    if (g >= 0) {
+    if (g >= 0 && g < r->num_graphs) {
         CHECK(b->ops->graph_launch(b, g, err));
         r->num_graph_replays++;
     } else {
@@ -299,19 +304,24 @@ fail:
 
 /* ---- CUDA graphs ---- */
 
-static Status capture_graphs(ModelRunner *r, Error *err)
+static void make_buckets(ModelRunner *r)
 {
-    Backend *b = r->backend;
     int cap = GPT2_MIN(r->rc.max_num_seqs, GPT2_MIN(r->rc.max_num_batched_tokens,
                                                       r->max_logits_rows));
     static const int ladder[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256,
                                  320, 384, 448, 512, 640, 768, 896, 1024};
     int n = 0;
     for (size_t i = 0; i < sizeof ladder / sizeof ladder[0] && ladder[i] <= cap; i++)
-        r->graph_sizes[n++] = ladder[i];
-    if (n < 32 && (n == 0 || r->graph_sizes[n - 1] < cap)) r->graph_sizes[n++] = cap;
+        r->bucket_sizes[n++] = ladder[i];
+    if (n < 32 && (n == 0 || r->bucket_sizes[n - 1] < cap)) r->bucket_sizes[n++] = cap;
+    r->num_buckets = n;
+}
 
-    int max_b = r->graph_sizes[n - 1];
+static Status capture_graphs(ModelRunner *r, Error *err)
+{
+    Backend *b = r->backend;
+    const int n = r->num_buckets;
+    int max_b = r->bucket_sizes[n - 1];
     int32_t *zeros = calloc((size_t)max_b * (size_t)(r->max_blocks_per_seq + 1) + 1, 4);
     int32_t *iota = malloc(((size_t)max_b + 1) * 4), *ones = malloc((size_t)max_b * 4);
     int32_t *neg = malloc((size_t)max_b * 4);
@@ -323,7 +333,7 @@ static Status capture_graphs(ModelRunner *r, Error *err)
     for (int i = 0; i < max_b; i++) ones[i] = 1, neg[i] = -1;
     ModelContext m = model_context(r);
     for (int g = 0; g < n; g++) {
-        int bs = r->graph_sizes[g];
+        int bs = r->bucket_sizes[g];
         StepInput in = {
             .num_seqs = bs, .num_tokens = bs, .num_decodes = bs, .input_ids = zeros,
             .positions = zeros, .slot_mapping = neg, .query_start_loc = iota, .seq_lens = ones,
@@ -409,8 +419,10 @@ Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfi
     CHECK(r->attn->create(&r->attn_state, r->backend, &acfg, err));
     CHECK(alloc_activations(r, err));
     CHECK(alloc_kv_cache(r, err));
-    if (!r->rc.enforce_eager && r->backend->ops->graph_capture_begin)
-        CHECK(capture_graphs(r, err));
+    if (r->backend->ops->graph_capture_begin) {
+        make_buckets(r);
+        if (!r->rc.enforce_eager) CHECK(capture_graphs(r, err));
+    }
     CHECK(r->backend->ops->synchronize(r->backend, err));
     *out = r;
     return GPT2_OK;
@@ -428,6 +440,7 @@ void runner_destroy(ModelRunner *r)
         b->ops->free(b, r->kv_storage);
         b->ops->free(b, r->act_storage);
         b->ops->free(b, r->dev_ints);
+        b->ops->free_host(b, r->host_ints);
         if (r->weights_device) {
             b->ops->free(b, r->weights_device);
             free(r->weights.layers);
@@ -440,7 +453,6 @@ void runner_destroy(ModelRunner *r)
     }
     free(r->key_cache);
     free(r->value_cache);
-    free(r->host_ints);
     checkpoint_close(r->checkpoint);
     free(r);
 }

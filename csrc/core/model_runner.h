@@ -66,10 +66,12 @@ typedef struct ModelRunner {
     size_t ints_capacity;        /* elements in dev_ints / host_ints */
     int max_logits_rows;         /* R */
     int max_blocks_per_seq;      /* block table stride on the device */
-    /* CUDA graphs for decode-only batches: graph i serves up to graph_sizes[i]
-     * sequences (padded); sorted ascending. */
+    /* Decode-only batches on a graph-capable backend are padded to the next
+     * bucket size, so eager steps and graph replays run identical kernels;
+     * graph i (when captured: num_graphs = num_buckets) serves bucket i. */
+    int num_buckets;
+    int bucket_sizes[32];
     int num_graphs;
-    int graph_sizes[32];
     int64_t num_graph_replays, num_eager_steps;
 } ModelRunner;
 

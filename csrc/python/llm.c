@@ -326,8 +326,11 @@ fail:
     return NULL;
 }
 
-static PyObject *Engine_step(EngineObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"finished_only", NULL};
+    int finished_only = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$p", kwlist, &finished_only)) return NULL;
     if (!engine_ready(self)) return NULL;
     Error err = {0};
     int n = 0;
@@ -338,12 +341,18 @@ static PyObject *Engine_step(EngineObject *self, PyObject *Py_UNUSED(ignored))
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
-    PyObject *list = PyList_New(n);
+    PyObject *list = PyList_New(0);
     if (!list) return NULL;
     for (int i = 0; i < n; i++) {
-        PyObject *t = request_tuple(engine_output(self->engine, i));
-        if (!t) { Py_DECREF(list); return NULL; }
-        PyList_SET_ITEM(list, i, t);
+        const RequestOutputC *o = engine_output(self->engine, i);
+        if (finished_only && !o->finished) continue;     /* generate() needs only these */
+        PyObject *t = request_tuple(o);
+        if (!t || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(t);
     }
     return list;
 }
@@ -489,8 +498,9 @@ static PyMethodDef Engine_methods[] = {
     {"abort_request", (PyCFunction)Engine_abort_request, METH_O, "abort_request(request_id)"},
     {"has_unfinished_requests", (PyCFunction)Engine_has_unfinished, METH_NOARGS, NULL},
     {"num_unfinished_requests", (PyCFunction)Engine_num_unfinished, METH_NOARGS, NULL},
-    {"step", (PyCFunction)Engine_step, METH_NOARGS,
-     "Runs one scheduler step; returns the requests that progressed."},
+    {"step", (PyCFunction)(void (*)(void))Engine_step, METH_VARARGS | METH_KEYWORDS,
+     "step(*, finished_only=False): runs one scheduler step; returns the requests that "
+     "progressed (only those that finished, with finished_only)."},
     {"compute_logits", (PyCFunction)Engine_compute_logits, METH_O,
      "compute_logits(prompt_token_ids) -> float32 array (n, vocab_size)"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "Frees every byte the engine holds."},
