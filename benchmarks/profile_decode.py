@@ -37,15 +37,16 @@ def main():
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         llm.generate(prompts, sp, use_tqdm=False)
         torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total > 0]
-    events.sort(key=lambda e: -e.device_time_total)
-    total_gpu = sum(e.device_time_total for e in events)
+    dt = lambda e: getattr(e, "device_time_total", 0) or getattr(e, "cuda_time_total", 0)
+    events = [e for e in prof.key_averages() if dt(e) > 0]
+    events.sort(key=lambda e: -dt(e))
+    total_gpu = sum(dt(e) for e in events)
     print(f"{args.shape} batch {args.batch}: wall {wall * 1e3:.3f} ms/step; GPU busy "
           f"{total_gpu / args.steps / 1e3:.3f} ms/step ({llm.attention_backend}, "
           f"graphs {llm.stats['num_cuda_graphs']}, replays {llm.stats['graph_replays']})")
     print(f"{'kernel':70s} {'calls':>6s} {'us/step':>9s}")
     for e in events[:25]:
-        print(f"{e.key[:70]:70s} {e.count:6d} {e.device_time_total / args.steps:9.1f}")
+        print(f"{e.key[:70]:70s} {e.count:6d} {dt(e) / args.steps:9.1f}")
     llm.close()
 
 
