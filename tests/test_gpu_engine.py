@@ -32,8 +32,14 @@ def model_f16(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_bf16(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("gpu_model_bf16"), dtype="bfloat16", std=0.2, **CFG)
+def half_models(tmp_path_factory):
+    """fp16 and bf16 checkpoints at std 0.05 (2.5x GPT-2's init). At std 0.2 the
+    random network is chaotic: simulating bf16's 8-bit mantissa alone in NumPy
+    (every activation rounded where the engine stores it) already moves the
+    logits 3% of their range, so no bf16 engine could meet 1e-2 there; at 0.05
+    that simulation gives 0.6% (bf16) and 0.07% (fp16)."""
+    return {dt: make_model(tmp_path_factory.mktemp(f"gpu_model_{dt}"), dtype=dt, std=0.05,
+                           **CFG) for dt in ("float16", "bfloat16")}
 
 
 def prompts(n=6, seed=0, V=1000):
@@ -65,11 +71,11 @@ def test_fp32_greedy_matches_cpu(model):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("backend", ["PAGED", "FLASH"])
-def test_half_logits_close_to_cpu(model_f16, model_bf16, dtype, backend):
+def test_half_logits_close_to_cpu(half_models, dtype, backend):
     """Same stored weights on both sides (a checkpoint saved in `dtype`, which the
     CPU computes with in float32), so the difference is the GPU's half-precision
     activations alone."""
-    model = model_f16 if dtype == "float16" else model_bf16
+    model = half_models[dtype]
     ps = prompts(seed=1) + [list(range(CFG["n_positions"]))]
     with LLM(model=model.path, device="cpu") as cpu:
         want = cpu.compute_logits(ps)
