@@ -164,22 +164,41 @@ sample_kernel(const float *logits, float *work, int V, const SamplingRow *rows,
     const float *raw = logits + (size_t)r * V;
     float *x = work + (size_t)r * V;
 
-    /* 1. raw statistics: max (NaN ignored by fmaxf) and lse in double */
+    /* Greedy with nothing to adjust (the common decode case): one pass finds the
+     * max and the argmax together, the rank is 1 by definition, and the row is
+     * never copied to work. */
+    const bool plain_greedy = row.target_token < 0 && row.temperature == 0.0f &&
+                              row.adj_count == 0;
+    int token = -1;
     float m = -INFINITY;
-    for (int i = tid; i < V; i += nt) m = fmaxf(m, raw[i]);
-    m = block_reduce(m, sf, -INFINITY, OpMax());
+    if (plain_greedy) {
+        ValId b = {-INFINITY, INT_MAX};
+        for (int i = tid; i < V; i += nt) {
+            const float v = nan_to_neginf(raw[i]);
+            if (valid_before(v, i, b.v, b.id)) { b.v = v; b.id = i; }
+        }
+        b = block_argmax(b, sv);
+        m = b.v;
+        token = b.v == -INFINITY ? -1 : b.id;
+    } else {
+        /* 1. raw statistics: max (NaN ignored by fmaxf) */
+        for (int i = tid; i < V; i += nt) m = fmaxf(m, raw[i]);
+        m = block_reduce(m, sf, -INFINITY, OpMax());
+    }
+    /* log-sum-exp of the raw row, terms in float, sum in double */
     double lse = m;
     if (m > -INFINITY) {
         double s = 0.0;
         for (int i = tid; i < V; i += nt)
-            if (!isnan(raw[i])) s += exp((double)raw[i] - (double)m);
+            if (!isnan(raw[i])) s += (double)expf(raw[i] - m);
         s = block_reduce(s, sd, 0.0, OpSumD());
         lse = (double)m + log(s);
     }
 
     /* 2.-3. the token */
-    int token;
-    if (row.target_token >= 0) {
+    if (plain_greedy) {
+        /* found above */
+    } else if (row.target_token >= 0) {
         token = row.target_token;
     } else {
         for (int i = tid; i < V; i += nt) x[i] = nan_to_neginf(raw[i]);
@@ -208,8 +227,10 @@ sample_kernel(const float *logits, float *work, int V, const SamplingRow *rows,
     /* its raw logprob and rank = 1 + #{raw > raw[token]} */
     const float tv = nan_to_neginf(raw[token]);
     int c = 0;
-    for (int i = tid; i < V; i += nt) c += raw[i] > tv;
-    c = block_reduce(c, si, 0, OpSumI());
+    if (!plain_greedy) {                   /* the argmax has nothing above it */
+        for (int i = tid; i < V; i += nt) c += raw[i] > tv;
+        c = block_reduce(c, si, 0, OpSumI());
+    }
     if (tid == 0) {
         tokens[r] = token;
         logprobs[r] = m > -INFINITY ? (float)((double)tv - lse) : -INFINITY;
