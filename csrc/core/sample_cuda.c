@@ -12,43 +12,6 @@
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* The checks of sample_cpu's row_validate, with the same messages. */
-static Status row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
-                           const TokenAdjust *adj, Error *err)
-{
-    if (row->target_token >= V)
-        return error_set(err, GPT2_ERR_VALUE, "sample: row %d target_token %d >= vocab size %d",
-                         r, (int)row->target_token, V);
-    if (row->num_logprobs < 0 || row->num_logprobs > max_logprobs)
-        return error_set(err, GPT2_ERR_VALUE, "sample: row %d num_logprobs %d not in [0, %d]",
-                         r, (int)row->num_logprobs, max_logprobs);
-    if (row->adj_count < 0 || row->adj_start < 0 || row->adj_start > n_adj ||
-        row->adj_count > n_adj - row->adj_start)
-        return error_set(err, GPT2_ERR_VALUE,
-                         "sample: row %d adjustments [%d, %d+%d) outside [0, %d)", r,
-                         (int)row->adj_start, (int)row->adj_start, (int)row->adj_count, n_adj);
-    for (int i = 0; i < row->adj_count; i++) {
-        int32_t t = adj[row->adj_start + i].token;
-        if (t < 0 || t >= V)
-            return error_set(err, GPT2_ERR_VALUE, "sample: row %d adjusts token %d outside [0, %d)",
-                             r, (int)t, V);
-    }
-    if (row->target_token >= 0) return GPT2_OK;
-    if (!(row->temperature >= 0.0f) || isinf(row->temperature))
-        return error_set(err, GPT2_ERR_VALUE, "sample: row %d temperature %g must be finite >= 0",
-                         r, (double)row->temperature);
-    if (!(row->top_p > 0.0f && row->top_p <= 1.0f))
-        return error_set(err, GPT2_ERR_VALUE, "sample: row %d top_p %g not in (0, 1]", r,
-                         (double)row->top_p);
-    if (!(row->min_p >= 0.0f && row->min_p <= 1.0f))
-        return error_set(err, GPT2_ERR_VALUE, "sample: row %d min_p %g not in [0, 1]", r,
-                         (double)row->min_p);
-    if (!(row->repetition_penalty > 0.0f))
-        return error_set(err, GPT2_ERR_VALUE, "sample: row %d repetition_penalty %g must be > 0",
-                         r, (double)row->repetition_penalty);
-    return GPT2_OK;
-}
-
 void cuda_sample_buffers_free(CudaImpl *im)
 {
     if (im->sample_in) cudaFree(im->sample_in);
@@ -77,7 +40,7 @@ Status cuda_sample(Backend *b, const float *logits, int R, int V, const Sampling
     if (im->capturing)
         return error_set(err, GPT2_ERR_INTERNAL, "sample: not allowed during graph capture");
     for (int r = 0; r < R; r++) {
-        Status s = row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
+        Status s = sampling_row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
         if (s != GPT2_OK) return s;
     }
 

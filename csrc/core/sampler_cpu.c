@@ -132,8 +132,8 @@ static float top_p_cut(const float *p, int V, float lo, double top_p, Cand *cand
     return p[cand[0].id];                  /* the last bucket holds one value */
 }
 
-static Status row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
-                           const TokenAdjust *adj, Error *err)
+Status sampling_row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
+                             const TokenAdjust *adj, Error *err)
 {
     if (row->target_token >= V)
         return error_set(err, GPT2_ERR_VALUE, "sample: row %d target_token %d >= vocab size %d",
@@ -235,7 +235,7 @@ Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
         (n_adj > 0 && !adj) || (max_logprobs > 0 && (!out->topk_ids || !out->topk_logprobs)))
         return error_set(err, GPT2_ERR_VALUE, "sample: NULL buffer");
     for (int r = 0; r < R; r++) {
-        Status s = row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
+        Status s = sampling_row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
         if (s != GPT2_OK) return s;
     }
 

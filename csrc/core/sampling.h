@@ -77,6 +77,11 @@ static inline float sampling_uniform01(uint64_t seed, uint64_t step)
     return (float)(h >> 40) * (1.0f / 16777216.0f);
 }
 
+/* Checks row r's inputs (ranges, adjustment indices, token ids); shared by every
+ * backend so they reject bad rows with the same messages. */
+Status sampling_row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
+                             const TokenAdjust *adj, Error *err);
+
 /* The reference implementation of the contract above (sampler_cpu.c); the CPU
  * backend's `sample` op and the oracle for the CUDA kernel. */
 Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
