@@ -37,7 +37,7 @@ fi
 if phase sanitize; then
     stamp compute-sanitizer memcheck
     kt=$(ls tests/test_cuda_backend.py tests/test_attention_kernels.py tests/test_flash_attention.py 2>/dev/null)
-    compute-sanitizer --tool memcheck --error-exitcode 9 $PY -m pytest -q -p no:cacheprovider $kt \
+    timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool memcheck --error-exitcode 9 $PY -m pytest -q -p no:cacheprovider $kt \
         -k "${SANITIZE_K:-not slow}" >"$OUT/sanitizer.log" 2>&1
     rc=$?
     RESULT[sanitizer]="exit $rc; $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1) $(grep -E 'passed|failed' "$OUT/sanitizer.log" | tail -1)"
