@@ -48,7 +48,8 @@ cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int
                              int dtype, cudaStream_t stream);
 
 /* out(n) fp32 = in(n) converted from dtype (in may equal out only for fp32) */
-cudaError_t to_float_cuda(float *out, const void *in, size_t n, int dtype, cudaStream_t stream);
+cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld, int dtype,
+                          cudaStream_t stream);
 
 /* x(n) = gelu_erf(x) in place: the activation cuBLASLt has no epilogue for */
 cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);

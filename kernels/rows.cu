@@ -32,26 +32,33 @@ extern "C" cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t
     return cudaGetLastError();
 }
 
-/* out(n) = fp32(in(n)): grid-stride, 256 threads per block */
+/* out(rows, cols) = fp32(in(rows, ld)): grid-stride over the output, 256 threads
+ * per block; ld > cols drops the padding columns of the lm_head's output */
 template <typename T>
-__global__ void to_float_kernel(float *out, const T *in, size_t n)
+__global__ void to_float_kernel(float *out, const T *in, size_t n, int cols, int ld)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = to_f32(in[i]);
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / (size_t)cols, c = i - r * (size_t)cols;
+        out[i] = to_f32(in[r * (size_t)ld + c]);
+    }
 }
 
-extern "C" cudaError_t to_float_cuda(float *out, const void *in, size_t n, int dtype,
-                                     cudaStream_t stream)
+extern "C" cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld,
+                                     int dtype, cudaStream_t stream)
 {
+    const size_t n = (size_t)rows * (size_t)cols;
     if (n == 0) return cudaSuccess;
+    if (ld < cols) return cudaErrorInvalidValue;
     if (dtype == DTYPE_F32) {
-        if ((const void *)out == in) return cudaSuccess;
-        return cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, stream);
+        if ((const void *)out == in && ld == cols) return cudaSuccess;
+        return cudaMemcpy2DAsync(out, (size_t)cols * 4, in, (size_t)ld * 4, (size_t)cols * 4,
+                                 (size_t)rows, cudaMemcpyDeviceToDevice, stream);
     }
     const unsigned int blocks = ceil_div(n, 256) < 65535u ? ceil_div(n, 256) : 65535u;
     DISPATCH_DTYPE(dtype, {
-        to_float_kernel<scalar_t><<<blocks, 256, 0, stream>>>(out, (const scalar_t *)in, n);
+        to_float_kernel<scalar_t><<<blocks, 256, 0, stream>>>(out, (const scalar_t *)in, n, cols,
+                                                              ld);
     });
     return cudaGetLastError();
 }

@@ -214,6 +214,15 @@ def test_to_float(device, dtype, shape, rng):
     np.testing.assert_array_equal(out, x)
 
 
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("rows,cols,ld", [(1, 7, 8), (3, 50257, 50264), (17, 777, 784), (4, 9, 9)])
+def test_to_float_drops_padding_columns(device, dtype, rows, cols, ld, rng):
+    x = rnd(rng.standard_normal((rows, ld)) * 10, dtype)
+    out = _C._backend_op_to_float(device, dtype, x, cols)
+    assert out.shape == (rows, cols)
+    np.testing.assert_array_equal(out, x[:, :cols])
+
+
 # ---------------------------------------------------------------- CUDA graphs
 
 @gpu

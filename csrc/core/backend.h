@@ -61,8 +61,10 @@ typedef struct BackendOps {
     /* out(n, C) = in[rows[i]] (select the rows whose logits are needed) */
     Status (*gather_rows)(Backend *b, void *out, const void *in, const int32_t *rows, int n,
                           int C, Error *err);
-    /* out(M, N) fp32 = in(M, N) converted from b->dtype (logits to fp32 for the sampler) */
-    Status (*to_float)(Backend *b, float *out, const void *in, size_t n, Error *err);
+    /* out(rows, cols) fp32, contiguous = in(rows, ld) converted from b->dtype: the
+     * logits to fp32 for the sampler, dropping any padding columns (cols <= ld) */
+    Status (*to_float)(Backend *b, float *out, const void *in, int rows, int cols, int ld,
+                       Error *err);
 
     /* ---- sampling (see sampling.h): logits (R, V) fp32 in device memory; rows, adj
      * and out are host memory; the call returns when out is filled. ---- */

@@ -149,10 +149,14 @@ static Status cpu_gather_rows(Backend *b, void *out, const void *in, const int32
     return GPT2_OK;
 }
 
-static Status cpu_to_float(Backend *b, float *out, const void *in, size_t n, Error *err)
+static Status cpu_to_float(Backend *b, float *out, const void *in, int rows, int cols, int ld,
+                           Error *err)
 {
     (void)b; (void)err;
-    if ((const void *)out != in) memmove(out, in, n * sizeof(float));
+    if ((const void *)out == in && ld == cols) return GPT2_OK;
+    for (int r = 0; r < rows; r++)
+        memmove(out + (size_t)r * cols, (const float *)in + (size_t)r * ld,
+                (size_t)cols * sizeof(float));
     return GPT2_OK;
 }
 

@@ -154,10 +154,11 @@ fail:
     return err ? err->code : GPT2_ERR_DEVICE;
 }
 
-static Status cuda_to_float(Backend *b, float *out, const void *in, size_t n, Error *err)
+static Status cuda_to_float(Backend *b, float *out, const void *in, int rows, int cols, int ld,
+                            Error *err)
 {
     CUDA_CHECK(cuda_use_device(b));
-    CUDA_CHECK(to_float_cuda(out, in, n, b->dtype, cuda_impl(b)->stream));
+    CUDA_CHECK(to_float_cuda(out, in, rows, cols, ld, b->dtype, cuda_impl(b)->stream));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;

@@ -46,10 +46,10 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
     /* only the rows whose logits are wanted go through ln_f and the lm_head */
     CHECK(op->gather_rows(b, buf->ln, buf->residual, batch->logits_indices, R, C, err));
     CHECK(op->layernorm(b, buf->hidden, buf->ln, w->ln_f_w, w->ln_f_b, R, C, eps, err));
-    CHECK(op->matmul(b, buf->logits, buf->hidden, w->wte, NULL, R, C, V, MATMUL_W_NK,
+    CHECK(op->matmul(b, buf->logits, buf->hidden, w->wte, NULL, R, C, m->logits_ld, MATMUL_W_NK,
                      cfg->activation, err));
-    if ((void *)buf->logits_f32 != buf->logits)
-        CHECK(op->to_float(b, buf->logits_f32, buf->logits, (size_t)R * V, err));
+    if ((void *)buf->logits_f32 != buf->logits || m->logits_ld != V)
+        CHECK(op->to_float(b, buf->logits_f32, buf->logits, R, V, m->logits_ld, err));
     return GPT2_OK;
 fail:
     return err->code;

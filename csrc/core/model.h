@@ -20,7 +20,7 @@ typedef struct ForwardBuffers {
     void *attn;       /* (T, C) */
     void *fc;         /* (T, 4C) */
     void *hidden;     /* (R, C) */
-    void *logits;     /* (R, V) compute dtype */
+    void *logits;     /* (R, logits_ld) compute dtype */
     float *logits_f32;/* (R, V) */
 } ForwardBuffers;
 
@@ -43,6 +43,10 @@ typedef struct ModelContext {
     void *const *key_cache;         /* (L) each (num_blocks, H, block_size, D) */
     void *const *value_cache;
     int block_size;
+    int logits_ld;                  /* lm_head output row length: V, or V rounded up to 8 so
+                                     * every row is 16-byte aligned for the GEMM (the extra
+                                     * rows of wte^T read whatever follows wte in the weight
+                                     * allocation; their logits are dropped by to_float) */
 } ModelContext;
 
 Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const ForwardBatch *batch,

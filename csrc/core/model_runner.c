@@ -92,8 +92,10 @@ static Status alloc_activations(ModelRunner *r, Error *err)
     const size_t ds = dtype_size(b->dtype);
     const size_t T = (size_t)r->rc.max_num_batched_tokens, R = (size_t)r->max_logits_rows;
     const size_t C = (size_t)r->config.n_embd, V = (size_t)r->config.vocab_size;
+    const size_t LD = (size_t)r->logits_ld;
+    const int alias = b->dtype == DTYPE_F32 && LD == V;   /* fp32 logits are the output itself */
     size_t sizes[8] = {T * C * ds, T * C * ds, 3 * T * C * ds, T * C * ds, 4 * T * C * ds,
-                       R * C * ds, R * V * ds, b->dtype == DTYPE_F32 ? 0 : R * V * 4};
+                       R * C * ds, R * LD * ds, alias ? 0 : R * V * 4};
     size_t total = 0;
     for (int i = 0; i < 8; i++) total += align_up(sizes[i]);
     CHECK(b->ops->alloc(b, &r->act_storage, total, err));
@@ -102,7 +104,7 @@ static Status alloc_activations(ModelRunner *r, Error *err)
         void **slots[8] = {&r->act.residual, &r->act.ln, &r->act.qkv, &r->act.attn, &r->act.fc,
                            &r->act.hidden, &r->act.logits, (void **)&r->act.logits_f32};
         for (int i = 0; i < 8; i++) { *slots[i] = p; p += align_up(sizes[i]); }
-        if (b->dtype == DTYPE_F32) r->act.logits_f32 = r->act.logits;
+        if (alias) r->act.logits_f32 = r->act.logits;
     }
     IntLayout L = int_layout((int)T, r->rc.max_num_seqs, r->max_blocks_per_seq, (int)R);
     r->ints_capacity = L.total;
@@ -220,7 +222,7 @@ static ModelContext model_context(const ModelRunner *r)
     return (ModelContext){
         .config = &r->config, .weights = &r->weights, .backend = r->backend, .attn = r->attn,
         .attn_state = r->attn_state, .key_cache = r->key_cache, .value_cache = r->value_cache,
-        .block_size = r->rc.block_size,
+        .block_size = r->rc.block_size, .logits_ld = r->logits_ld,
     };
 }
 
@@ -403,6 +405,9 @@ Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfi
     CHECK(backend_create(&r->backend, rc->device, rc->dtype, 0, err));
     r->rc.device = r->backend->name;          /* don't keep the caller's strings */
     CHECK(load_weights(r, err));
+    /* On the device wte is followed by wpe in one allocation, so the lm_head can
+     * run over V rounded up to 8 rows; on the CPU (zero copy) it can't, nor needs to. */
+    r->logits_ld = r->weights_device ? (r->config.vocab_size + 7) & ~7 : r->config.vocab_size;
 
     AttentionConfig acfg = {
         .num_heads = r->config.n_head, .head_size = r->config.head_size,

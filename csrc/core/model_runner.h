@@ -65,6 +65,7 @@ typedef struct ModelRunner {
     int32_t *host_ints;          /* host staging for the one h2d copy of a step */
     size_t ints_capacity;        /* elements in dev_ints / host_ints */
     int max_logits_rows;         /* R */
+    int logits_ld;               /* row length of the lm_head output (see model.h) */
     int max_blocks_per_seq;      /* block table stride on the device */
     /* Decode-only batches on a graph-capable backend are padded to the next
      * bucket size, so eager steps and graph replays run identical kernels;

@@ -338,14 +338,26 @@ static PyObject *op_to_float(PyObject *self, PyObject *args)
     PyObject *xo, *res = NULL;
     PyArrayObject *x = NULL;
     OpCtx c = {0};
-    if (!PyArg_ParseTuple(args, "ssO", &device, &dtype, &xo)) return NULL;
+    int cols = -1;       /* x is (rows, ld); the output keeps the first cols columns */
+    if (!PyArg_ParseTuple(args, "ssO|i", &device, &dtype, &xo, &cols)) return NULL;
     if (!(x = as_f32(xo))) goto done;
+    const int ld = PyArray_NDIM(x) ? (int)PyArray_DIM(x, PyArray_NDIM(x) - 1) : 1;
+    const int rows = ld ? (int)(PyArray_SIZE(x) / ld) : 0;
+    if (cols < 0) cols = ld;
+    if (cols > ld) {
+        PyErr_Format(PyExc_ValueError, "to_float: cols %d > row length %d", cols, ld);
+        goto done;
+    }
     if (ctx_open(&c, self, device, dtype) < 0) goto done;
-    const size_t n = (size_t)PyArray_SIZE(x);
-    void *dx = upload_f(&c, x), *dout = dx ? ctx_alloc(&c, n * sizeof(float)) : NULL;
+    const size_t n = (size_t)rows * cols;
+    void *dx = upload_f(&c, x), *dout = dx ? ctx_alloc(&c, n * sizeof(float) + 4) : NULL;
     if (!dout) goto done;
-    if (ctx_check(&c, c.b->ops->to_float(c.b, dout, dx, n, &c.err)) < 0) goto done;
-    res = download(&c, dout, DTYPE_F32, PyArray_NDIM(x), PyArray_DIMS(x));
+    if (ctx_check(&c, c.b->ops->to_float(c.b, dout, dx, rows, cols, ld, &c.err)) < 0) goto done;
+    npy_intp dims[NPY_MAXDIMS];
+    const int nd = PyArray_NDIM(x);
+    for (int i = 0; i < nd; i++) dims[i] = PyArray_DIM(x, i);
+    if (nd) dims[nd - 1] = cols;
+    res = download(&c, dout, DTYPE_F32, nd, dims);
 done:
     ctx_done(&c);
     Py_XDECREF(x);
