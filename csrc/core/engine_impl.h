@@ -1,0 +1,85 @@
+/* engine_impl.h — the engine's private state, shared by its three files:
+ * engine.c (life cycle and the step loop), engine_requests.c (adding,
+ * validating, finishing and freeing requests) and engine_output.c (appending
+ * sampled tokens, detokenizing, stop checks, the reported outputs).
+ * Nothing outside those files includes it. */
+#ifndef GPT2_ENGINE_IMPL_H
+#define GPT2_ENGINE_IMPL_H
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "block_manager.h"
+#include "detokenizer.h"
+#include "engine.h"
+#include "request.h"
+#include "sampler.h"
+#include "scheduler.h"
+
+struct SeqText {
+    Detokenizer d;
+};
+
+typedef enum RowKind { ROW_PROMPT_LP = 0, ROW_SAMPLE, ROW_LOGITS } RowKind;
+
+typedef struct RowInfo {
+    Request *req;
+    int seq;        /* sequence receiving the sampled token */
+    int pos;        /* ROW_PROMPT_LP / ROW_LOGITS: prompt position whose logits these are */
+    RowKind kind;
+} RowInfo;
+
+struct Engine {
+    ModelRunner *runner;
+    Tokenizer *tok;
+    BlockManager bm;
+    Scheduler sched;
+    int block_size, max_model_len, vocab, tok_vocab, stride;
+    int32_t eos_id;
+    int enable_prefix_caching;
+    uint64_t seed, arrival_counter;
+    Request **reqs;         /* (n_reqs) live, to-report and reported-finished requests */
+    int n_reqs, cap_reqs;
+    /* step buffers, sized once: T tokens, S sequences, R logits rows */
+    int T, S, R;
+    int32_t *input_ids, *positions, *slots, *qsl, *seq_lens, *block_tables, *logits_idx;
+    SchedEntry *order;      /* (S) entries, decodes first */
+    RowInfo *rinfo;         /* (R) */
+    SamplingRow *rows;      /* (R) */
+    AdjBuf adj;
+    int32_t *s_tokens, *s_ranks, *s_top_ids;
+    float *s_logprobs, *s_top_lps;
+    int s_top_cap;          /* rows * max_logprobs capacity of the top arrays */
+    const RequestOutputC **outputs;
+    int n_outputs, cap_outputs;
+    EngineStats stats;
+    int in_compute_logits;  /* internal steps report nothing (kept for the user's next step) */
+};
+
+/* calloc that never asks for 0 bytes; ALLOC(p, n) zero-allocates n elements of *p */
+static inline void *alloc_zero(size_t n, size_t size) { return calloc(n ? n : 1, size); }
+#define ALLOC(p, n) ((p) = alloc_zero((size_t)(n), sizeof *(p)))
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* engine_requests.c */
+void request_free(Request *req);
+Request *find_request(const Engine *e, const char *id);
+Status request_build(Engine *e, Request **out, const char *id, const int32_t *prompt, int P,
+                      const SamplingParamsC *params, int compute_logits, Error *err);
+Status reqs_push(Engine *e, Request *req, Error *err);
+Status validate_request(const Engine *e, const char *id, const int32_t *prompt, int P,
+                        const SamplingParamsC *p, int M, int n, Error *err);
+void request_finish(Engine *e, Request *req, FinishReason why);
+
+/* engine_output.c */
+Status seq_append(Engine *e, Request *req, Sequence *sq, int i, int max_lp, Error *err);
+Status ensure_top_cap(Engine *e, int rows, int max_lp, Error *err);
+Status collect_outputs(Engine *e, Error *err);
+
+#endif /* GPT2_ENGINE_IMPL_H */
