@@ -143,7 +143,11 @@ FLAG_SETS = [
 @pytest.mark.parametrize("device,dtype", CASES)
 @pytest.mark.parametrize("flags,act,with_bias", FLAG_SETS)
 @pytest.mark.parametrize("M,K,N", [(1, 48, 48), (3, 64, 192), (17, 768, 777), (128, 777, 64),
-                                   (5, 50, 33)])
+                                   (5, 50, 33),
+                                   # decode shapes (M <= 4, N % 64 == 0: the split-K GEMV path
+                                   # on CUDA in fp16/bf16), gpt2 and gpt2-xl, and an odd K
+                                   (1, 768, 2304), (2, 3072, 768), (4, 777, 128), (1, 1600, 6400),
+                                   (3, 31, 64)])
 def test_matmul(device, dtype, flags, act, with_bias, M, K, N, rng):
     x = rnd(rng.standard_normal((M, K)), dtype)
     wshape = (N, K) if flags & MATMUL_W_NK else (K, N)
