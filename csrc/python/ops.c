@@ -17,7 +17,7 @@
  *   _ops_merge_attn_states(device, out_a(T,H,D), lse_a(H,T), out_b, lse_b, dtype="float32")
  *       -> (out(T,H,D), lse(H,T))
  */
-#include "pyutil.h"
+#include "ops_ctx.h"
 
 #include <math.h>
 #include <numpy/arrayobject.h>
@@ -33,112 +33,6 @@
 #include "kernels.h"
 #endif
 
-#define OPS_MAX_BUFS 16
-
-typedef struct OpsCtx {       /* one call: backend, attention state, buffers */
-    ModuleState *st;
-    Backend *b;
-    const AttentionBackend *ab;
-    void *attn_state;
-    void *bufs[OPS_MAX_BUFS];
-    int n;
-    Error err;
-} OpsCtx;
-
-static int ctx_fail(OpsCtx *c) { raise_error(c->st, &c->err); return -1; }
-
-static int ctx_open(OpsCtx *c, PyObject *self, const char *device, const char *dtype)
-{
-    memset(c, 0, sizeof *c);
-    c->st = module_state(self);
-    DType dt;
-    if (!dtype_from_name(dtype, &dt)) {
-        PyErr_Format(PyExc_ValueError, "dtype '%s' is not float32, float16 or bfloat16", dtype);
-        return -1;
-    }
-    if (backend_create(&c->b, device, dt, 0, &c->err) != GPT2_OK) return ctx_fail(c);
-    return 0;
-}
-
-static void ctx_close(OpsCtx *c)
-{
-    if (!c->b) return;
-    if (c->ab && c->attn_state) c->ab->destroy(c->attn_state, c->b);
-    c->attn_state = NULL;
-    for (int i = 0; i < c->n; i++) c->b->ops->free(c->b, c->bufs[i]);
-    c->n = 0;
-    backend_destroy(c->b);
-    c->b = NULL;
-}
-
-static void *ctx_alloc(OpsCtx *c, size_t bytes)
-{
-    void *p = NULL;
-    if (c->n == OPS_MAX_BUFS) {
-        PyErr_SetString(PyExc_RuntimeError, "ops: too many buffers");
-        return NULL;
-    }
-    if (c->b->ops->alloc(c->b, &p, bytes ? bytes : 4, &c->err) != GPT2_OK) {
-        ctx_fail(c);
-        return NULL;
-    }
-    c->bufs[c->n++] = p;
-    return p;
-}
-
-/* Device copy of n host elements of src_dt, converted to dst_dt. */
-static void *upload(OpsCtx *c, const void *src, DType src_dt, DType dst_dt, size_t n)
-{
-    const size_t bytes = n * dtype_size(dst_dt);
-    void *dev = ctx_alloc(c, bytes);
-    if (!dev) return NULL;
-    void *host = (void *)src;
-    if (src_dt != dst_dt) {
-        if (!(host = PyMem_Malloc(bytes + 1))) { PyErr_NoMemory(); return NULL; }
-        dtype_convert(host, dst_dt, src, src_dt, n);
-    }
-    const Status s = c->b->ops->copy_h2d(c->b, dev, host, bytes, &c->err);
-    if (host != src) PyMem_Free(host);
-    if (s != GPT2_OK) { ctx_fail(c); return NULL; }
-    return dev;
-}
-static void *upload_arr(OpsCtx *c, PyArrayObject *a, DType dt)
-{
-    return upload(c, PyArray_DATA(a), DTYPE_F32, dt, (size_t)PyArray_SIZE(a));
-}
-/* Raw 4-byte elements (int32 indices, fp32 LSEs), no conversion. */
-static void *upload_raw32(OpsCtx *c, PyArrayObject *a)
-{
-    return upload(c, PyArray_DATA(a), DTYPE_F32, DTYPE_F32, (size_t)PyArray_SIZE(a));
-}
-
-/* New float32 array of shape dims from a device buffer holding elements of dt. */
-static PyObject *download(OpsCtx *c, const void *dev, DType dt, int nd, npy_intp *dims)
-{
-    PyObject *arr = PyArray_SimpleNew(nd, dims, NPY_FLOAT32);
-    if (!arr) return NULL;
-    const size_t n = (size_t)PyArray_SIZE((PyArrayObject *)arr), es = dtype_size(dt);
-    void *host = PyMem_Malloc(n * es + 1);
-    if (!host) { Py_DECREF(arr); return PyErr_NoMemory(); }
-    if (c->b->ops->copy_d2h(c->b, host, dev, n * es, &c->err) != GPT2_OK) {
-        PyMem_Free(host);
-        Py_DECREF(arr);
-        ctx_fail(c);
-        return NULL;
-    }
-    dtype_convert(PyArray_DATA((PyArrayObject *)arr), DTYPE_F32, host, dt, n);
-    PyMem_Free(host);
-    return arr;
-}
-
-static PyArrayObject *as_f32(PyObject *o)
-{
-    return (PyArrayObject *)PyArray_FROM_OTF(o, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
-}
-static PyArrayObject *as_i32(PyObject *o)
-{
-    return (PyArrayObject *)PyArray_FROM_OTF(o, NPY_INT32, NPY_ARRAY_IN_ARRAY);
-}
 static int bad(const char *msg)
 {
     PyErr_SetString(PyExc_ValueError, msg);
@@ -180,11 +74,11 @@ static int attn_args_parse(AttnArgs *a, PyObject *qo, PyObject *kco, PyObject *v
     if (kt < 0 || vt < 0) return -1;
     if (kt != vt) return bad("k_cache and v_cache must both be arrays or both shape tuples");
     a->fill_cache = kt;
-    if (!(a->q = as_f32(qo)) || !(a->bt = as_i32(bto)) || !(a->sl = as_i32(slo)) ||
-        !(a->qsl = as_i32(qslo)))
+    if (!(a->q = ops_as_f32(qo)) || !(a->bt = ops_as_i32(bto)) || !(a->sl = ops_as_i32(slo)) ||
+        !(a->qsl = ops_as_i32(qslo)))
         return -1;
     if (!kt) {
-        if (!(a->kc = as_f32(kco)) || !(a->vc = as_f32(vco))) return -1;
+        if (!(a->kc = ops_as_f32(kco)) || !(a->vc = ops_as_f32(vco))) return -1;
         if (PyArray_NDIM(a->kc) != 4 || PyArray_NDIM(a->vc) != 4)
             return bad("k_cache and v_cache must be (num_blocks, H, block_size, D)");
         for (int i = 0; i < 4; i++) {
@@ -257,7 +151,7 @@ static int fill_random(OpsCtx *c, void *dev, size_t n)
     for (size_t off = 0; off < n && rc == 0; off += chunk) {
         const size_t m = n - off < chunk ? n - off : chunk;
         if (c->b->ops->copy_h2d(c->b, (char *)dev + off * es, h, m * es, &c->err) != GPT2_OK)
-            rc = ctx_fail(c);
+            rc = ops_ctx_fail(c);
     }
     PyMem_Free(f);
     PyMem_Free(h);
@@ -274,7 +168,7 @@ typedef struct AttnRun {      /* device side of one attention call */
 static int attn_setup(OpsCtx *c, PyObject *self, AttnArgs *a, AttnRun *r)
 {
     const char *device = strcasecmp(a->backend, "CPU") == 0 ? "cpu" : "cuda";
-    if (ctx_open(c, self, device, a->dtype) < 0) return -1;
+    if (ops_ctx_open(c, self, device, a->dtype) < 0) return -1;
     Backend *b = c->b;
     AttentionConfig cfg = {
         .num_heads = a->H, .head_size = a->D, .block_size = (int)a->cache_dims[2],
@@ -287,21 +181,21 @@ static int attn_setup(OpsCtx *c, PyObject *self, AttnArgs *a, AttnRun *r)
     char reason[256];
     if (attention_select(&c->ab, a->backend, &cfg, reason, sizeof reason, &c->err) != GPT2_OK ||
         c->ab->create(&c->attn_state, b, &cfg, &c->err) != GPT2_OK)
-        return ctx_fail(c);
+        return ops_ctx_fail(c);
     const size_t cache_n = (size_t)a->cache_dims[0] * a->cache_dims[1] * a->cache_dims[2] *
                            a->cache_dims[3];
     const size_t out_n = (size_t)a->T * a->H * a->D;
-    if (!(r->q = upload_arr(c, a->q, b->dtype))) return -1;
+    if (!(r->q = ops_upload_arr(c, a->q, b->dtype))) return -1;
     if (a->fill_cache) {
-        if (!(r->kc = ctx_alloc(c, cache_n * dtype_size(b->dtype))) ||
-            !(r->vc = ctx_alloc(c, cache_n * dtype_size(b->dtype))) ||
+        if (!(r->kc = ops_ctx_alloc(c, cache_n * dtype_size(b->dtype))) ||
+            !(r->vc = ops_ctx_alloc(c, cache_n * dtype_size(b->dtype))) ||
             fill_random(c, r->kc, cache_n) < 0 || fill_random(c, r->vc, cache_n) < 0)
             return -1;
-    } else if (!(r->kc = upload_arr(c, a->kc, b->dtype)) || !(r->vc = upload_arr(c, a->vc, b->dtype))) {
+    } else if (!(r->kc = ops_upload_arr(c, a->kc, b->dtype)) || !(r->vc = ops_upload_arr(c, a->vc, b->dtype))) {
         return -1;
     }
-    if (!(r->bt = upload_raw32(c, a->bt)) || !(r->sl = upload_raw32(c, a->sl)) ||
-        !(r->qsl = upload_raw32(c, a->qsl)) || !(r->out = ctx_alloc(c, out_n * dtype_size(b->dtype))))
+    if (!(r->bt = ops_upload_raw32(c, a->bt)) || !(r->sl = ops_upload_raw32(c, a->sl)) ||
+        !(r->qsl = ops_upload_raw32(c, a->qsl)) || !(r->out = ops_ctx_alloc(c, out_n * dtype_size(b->dtype))))
         return -1;
     /* poison the output (NaN) so an unwritten element fails the tests */
     float *nan = PyMem_Malloc(out_n * sizeof(float) + 1);
@@ -313,7 +207,7 @@ static int attn_setup(OpsCtx *c, PyObject *self, AttnArgs *a, AttnRun *r)
     const Status s = b->ops->copy_h2d(b, r->out, tmp, out_n * dtype_size(b->dtype), &c->err);
     PyMem_Free(tmp);
     PyMem_Free(nan);
-    if (s != GPT2_OK) return ctx_fail(c);
+    if (s != GPT2_OK) return ops_ctx_fail(c);
     r->md = (AttentionMetadata){
         .num_seqs = a->S, .num_tokens = a->T, .num_decodes = a->num_decodes,
         .max_query_len = a->max_q, .max_seq_len = a->max_seq, .block_table_stride = a->MB,
@@ -330,7 +224,7 @@ static int attn_forward(OpsCtx *c, AttnArgs *a, AttnRun *r, int set)
     md.block_tables = r->bt + (size_t)set * a->S * a->MB;
     if (c->ab->forward(c->attn_state, c->b, r->out, r->q, a->H * a->D, r->kc, r->vc, &md,
                        &c->err) != GPT2_OK)
-        return ctx_fail(c);
+        return ops_ctx_fail(c);
     return 0;
 }
 
@@ -347,9 +241,9 @@ static PyObject *ops_attention(PyObject *self, PyObject *args)
         attn_setup(&c, self, &a, &r) < 0 || attn_forward(&c, &a, &r, 0) < 0)
         goto done;
     npy_intp dims[3] = {a.T, a.H, a.D};
-    res = download(&c, r.out, c.b->dtype, 3, dims);
+    res = ops_download(&c, r.out, c.b->dtype, 3, dims);
 done:
-    ctx_close(&c);
+    ops_ctx_close(&c);
     attn_args_free(&a);
     return res;
 }
@@ -381,7 +275,7 @@ static PyObject *ops_attention_bench(PyObject *self, PyObject *args)
         goto done;
     for (int i = 0; i < 3; i++)                         /* warm-up */
         if (attn_forward(&c, &a, &r, i % a.R) < 0) goto done;
-    if (c.b->ops->synchronize(c.b, &c.err) != GPT2_OK) { ctx_fail(&c); goto done; }
+    if (c.b->ops->synchronize(c.b, &c.err) != GPT2_OK) { ops_ctx_fail(&c); goto done; }
 #ifdef GPT2_ENGINE_HAVE_CUDA
     if (strcmp(c.b->name, "cuda") == 0) {
         /* events between back-to-back launches: interval i = forward i */
@@ -415,7 +309,7 @@ static PyObject *ops_attention_bench(PyObject *self, PyObject *args)
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
             if (attn_forward(&c, &a, &r, i % a.R) < 0) goto done;
-            if (c.b->ops->synchronize(c.b, &c.err) != GPT2_OK) { ctx_fail(&c); goto done; }
+            if (c.b->ops->synchronize(c.b, &c.err) != GPT2_OK) { ops_ctx_fail(&c); goto done; }
             clock_gettime(CLOCK_MONOTONIC, &t1);
             ms[i] = (float)((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6);
         }
@@ -424,7 +318,7 @@ static PyObject *ops_attention_bench(PyObject *self, PyObject *args)
     res = PyFloat_FromDouble(ms[iters / 2]);
 done:
     PyMem_Free(ms);
-    ctx_close(&c);
+    ops_ctx_close(&c);
     attn_args_free(&a);
     return res;
 }
@@ -439,8 +333,8 @@ static PyObject *ops_reshape_and_cache(PyObject *self, PyObject *args)
     OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "sOOOOO|s", &device, &ko, &vo, &kco, &vco, &so, &dtype))
         return NULL;
-    if (!(k = as_f32(ko)) || !(v = as_f32(vo)) || !(kc = as_f32(kco)) || !(vc = as_f32(vco)) ||
-        !(s = as_i32(so)))
+    if (!(k = ops_as_f32(ko)) || !(v = ops_as_f32(vo)) || !(kc = ops_as_f32(kco)) || !(vc = ops_as_f32(vco)) ||
+        !(s = ops_as_i32(so)))
         goto done;
     if (PyArray_NDIM(k) != 3 || PyArray_NDIM(v) != 3 || PyArray_NDIM(kc) != 4 ||
         PyArray_NDIM(vc) != 4 || PyArray_NDIM(s) != 1) {
@@ -459,22 +353,22 @@ static PyObject *ops_reshape_and_cache(PyObject *self, PyObject *args)
             bad("reshape_and_cache: slot_mapping entry >= num_blocks * block_size");
             goto done;
         }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     const DType dt = c.b->dtype;
-    void *dk = upload_arr(&c, k, dt), *dv = dk ? upload_arr(&c, v, dt) : NULL;
-    void *dkc = dv ? upload_arr(&c, kc, dt) : NULL, *dvc = dkc ? upload_arr(&c, vc, dt) : NULL;
-    void *ds = dvc ? upload_raw32(&c, s) : NULL;
+    void *dk = ops_upload_arr(&c, k, dt), *dv = dk ? ops_upload_arr(&c, v, dt) : NULL;
+    void *dkc = dv ? ops_upload_arr(&c, kc, dt) : NULL, *dvc = dkc ? ops_upload_arr(&c, vc, dt) : NULL;
+    void *ds = dvc ? ops_upload_raw32(&c, s) : NULL;
     if (!ds) goto done;
     if (T > 0 && c.b->ops->reshape_and_cache(c.b, dk, dv, (int)(H * D), dkc, dvc, ds, (int)T,
                                              (int)H, (int)D, (int)BS, &c.err) != GPT2_OK) {
-        ctx_fail(&c);
+        ops_ctx_fail(&c);
         goto done;
     }
     npy_intp dims[4] = {NB, H, BS, D};
-    if (!(rk = download(&c, dkc, dt, 4, dims)) || !(rv = download(&c, dvc, dt, 4, dims))) goto done;
+    if (!(rk = ops_download(&c, dkc, dt, 4, dims)) || !(rv = ops_download(&c, dvc, dt, 4, dims))) goto done;
     res = PyTuple_Pack(2, rk, rv);
 done:
-    ctx_close(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(rk); Py_XDECREF(rv);
     Py_XDECREF(k); Py_XDECREF(v); Py_XDECREF(kc); Py_XDECREF(vc); Py_XDECREF(s);
     return res;
@@ -514,7 +408,7 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
     OpsCtx c = {0};
     (void)self;                       /* used only by the CUDA path */
     if (!PyArg_ParseTuple(args, "sOOOO|s", &device, &ao, &lao, &bo, &lbo, &dtype)) return NULL;
-    if (!(a = as_f32(ao)) || !(la = as_f32(lao)) || !(b = as_f32(bo)) || !(lb = as_f32(lbo)))
+    if (!(a = ops_as_f32(ao)) || !(la = ops_as_f32(lao)) || !(b = ops_as_f32(bo)) || !(lb = ops_as_f32(lbo)))
         goto done;
     if (PyArray_NDIM(a) != 3 || PyArray_NDIM(b) != 3 || PyArray_NDIM(la) != 2 ||
         PyArray_NDIM(lb) != 2) {
@@ -556,11 +450,11 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
         PyMem_Free(ra); PyMem_Free(rb); PyMem_Free(tmp);
     } else {
 #ifdef GPT2_ENGINE_HAVE_CUDA
-        if (ctx_open(&c, self, device, dtype) < 0) goto done;
-        void *da = upload_arr(&c, a, dt), *db = da ? upload_arr(&c, b, dt) : NULL;
-        float *dla = db ? upload_raw32(&c, la) : NULL, *dlb = dla ? upload_raw32(&c, lb) : NULL;
-        void *dout = dlb ? ctx_alloc(&c, n * dtype_size(dt)) : NULL;
-        float *dlse = dout ? ctx_alloc(&c, (size_t)H * T * 4) : NULL;
+        if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
+        void *da = ops_upload_arr(&c, a, dt), *db = da ? ops_upload_arr(&c, b, dt) : NULL;
+        float *dla = db ? ops_upload_raw32(&c, la) : NULL, *dlb = dla ? ops_upload_raw32(&c, lb) : NULL;
+        void *dout = dlb ? ops_ctx_alloc(&c, n * dtype_size(dt)) : NULL;
+        float *dlse = dout ? ops_ctx_alloc(&c, (size_t)H * T * 4) : NULL;
         if (!dlse) goto done;
         const cudaError_t e = merge_attn_states(dout, dlse, da, dla, db, dlb, (int)T, (int)H,
                                                 (int)D, (int)dt, *(cudaStream_t *)c.b->impl);
@@ -568,7 +462,7 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
             PyErr_Format(c.st->EngineError, "merge_attn_states: %s", cudaGetErrorString(e));
             goto done;
         }
-        if (!(ro = download(&c, dout, dt, 3, odims)) || !(rl = download(&c, dlse, DTYPE_F32, 2, ldims)))
+        if (!(ro = ops_download(&c, dout, dt, 3, odims)) || !(rl = ops_download(&c, dlse, DTYPE_F32, 2, ldims)))
             goto done;
 #else
         PyErr_Format(PyExc_ValueError, "merge_attn_states: device '%s' is not 'cpu' and this "
@@ -578,7 +472,7 @@ static PyObject *ops_merge_attn_states(PyObject *self, PyObject *args)
     }
     res = PyTuple_Pack(2, ro, rl);
 done:
-    ctx_close(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(ro); Py_XDECREF(rl);
     Py_XDECREF(a); Py_XDECREF(la); Py_XDECREF(b); Py_XDECREF(lb);
     return res;

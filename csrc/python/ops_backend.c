@@ -5,7 +5,7 @@
  * index arrays are int32), runs the op, downloads the result as float32, and
  * destroys the backend. For the tests (tests/test_cuda_backend.py), not for speed.
  * Registered by ops_backend_register. */
-#include "pyutil.h"
+#include "ops_ctx.h"
 
 #include <numpy/arrayobject.h>
 #include <string.h>
@@ -15,112 +15,8 @@
 
 int ops_backend_register(PyObject *module, ModuleState *st);
 
-#define CTX_MAX_BUFS 16
-
-typedef struct OpCtx {        /* one call: backend + device buffers to release */
-    Backend *b;
-    void *bufs[CTX_MAX_BUFS];
-    int n;
-    ModuleState *st;
-    Error err;
-} OpCtx;
-
-static int ctx_open(OpCtx *c, PyObject *self, const char *device, const char *dtype)
-{
-    memset(c, 0, sizeof *c);
-    c->st = module_state(self);
-    DType dt;
-    if (!dtype_from_name(dtype, &dt)) {
-        PyErr_Format(PyExc_ValueError, "dtype '%s' is not float32, float16 or bfloat16", dtype);
-        return -1;
-    }
-    if (backend_create(&c->b, device, dt, 0, &c->err) != GPT2_OK) {
-        raise_error(c->st, &c->err);
-        return -1;
-    }
-    return 0;
-}
-
-static void ctx_close(OpCtx *c)
-{
-    for (int i = 0; i < c->n; i++) c->b->ops->free(c->b, c->bufs[i]);
-    backend_destroy(c->b);
-    c->b = NULL;
-    c->n = 0;
-}
-
-/* A device buffer of `bytes`, released by ctx_close. NULL with an exception set. */
-static void *ctx_alloc(OpCtx *c, size_t bytes)
-{
-    void *p = NULL;
-    if (c->n == CTX_MAX_BUFS) {
-        PyErr_SetString(PyExc_RuntimeError, "ops_backend: too many buffers");
-        return NULL;
-    }
-    if (c->b->ops->alloc(c->b, &p, bytes, &c->err) != GPT2_OK) {
-        raise_error(c->st, &c->err);
-        return NULL;
-    }
-    c->bufs[c->n++] = p;
-    return p;
-}
-
-static int ctx_check(OpCtx *c, Status s)
-{
-    if (s == GPT2_OK) return 0;
-    raise_error(c->st, &c->err);
-    return -1;
-}
-
-/* Uploads a float32 array converted to the compute dtype. */
-static void *upload_f(OpCtx *c, PyArrayObject *a)
-{
-    const size_t n = (size_t)PyArray_SIZE(a), es = dtype_size(c->b->dtype);
-    void *host = PyMem_Malloc(n * es + 1), *dev = NULL;
-    if (!host) { PyErr_NoMemory(); return NULL; }
-    dtype_convert(host, c->b->dtype, PyArray_DATA(a), DTYPE_F32, n);
-    dev = ctx_alloc(c, n * es);
-    if (dev && ctx_check(c, c->b->ops->copy_h2d(c->b, dev, host, n * es, &c->err)) < 0) dev = NULL;
-    PyMem_Free(host);
-    return dev;
-}
-
-/* Uploads an int32 array as is. */
-static void *upload_i(OpCtx *c, PyArrayObject *a)
-{
-    const size_t bytes = (size_t)PyArray_SIZE(a) * 4;
-    void *dev = ctx_alloc(c, bytes);
-    if (dev && ctx_check(c, c->b->ops->copy_h2d(c->b, dev, PyArray_DATA(a), bytes, &c->err)) < 0)
-        return NULL;
-    return dev;
-}
-
-/* A new float32 array of shape dims from a device buffer in dtype `dt`. */
-static PyObject *download(OpCtx *c, const void *dev, DType dt, int nd, npy_intp *dims)
-{
-    PyObject *arr = PyArray_SimpleNew(nd, dims, NPY_FLOAT32);
-    if (!arr) return NULL;
-    const size_t n = (size_t)PyArray_SIZE((PyArrayObject *)arr), es = dtype_size(dt);
-    void *host = PyMem_Malloc(n * es + 1);
-    if (!host) { Py_DECREF(arr); return PyErr_NoMemory(); }
-    if (ctx_check(c, c->b->ops->copy_d2h(c->b, host, dev, n * es, &c->err)) < 0) {
-        PyMem_Free(host);
-        Py_DECREF(arr);
-        return NULL;
-    }
-    dtype_convert(PyArray_DATA((PyArrayObject *)arr), DTYPE_F32, host, dt, n);
-    PyMem_Free(host);
-    return arr;
-}
-
-static PyArrayObject *as_f32(PyObject *o)
-{
-    return (PyArrayObject *)PyArray_FROM_OTF(o, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
-}
-static PyArrayObject *as_i32(PyObject *o)
-{
-    return (PyArrayObject *)PyArray_FROM_OTF(o, NPY_INT32, NPY_ARRAY_IN_ARRAY);
-}
+/* A float32 array converted to the backend's compute dtype. */
+static void *upload_f(OpsCtx *c, PyArrayObject *a) { return ops_upload_arr(c, a, c->b->dtype); }
 
 static int want_ndim(PyArrayObject *a, int nd, const char *name)
 {
@@ -131,25 +27,14 @@ static int want_ndim(PyArrayObject *a, int nd, const char *name)
 }
 
 
-/* Uploads a float32 array's bytes as is (fp32 logits for the sampler). */
-static void *upload_raw_f32(OpCtx *c, PyArrayObject *a)
-{
-    return upload_i(c, a);   /* 4-byte elements, copied verbatim */
-}
-
-static void ctx_done(OpCtx *c)
-{
-    if (c->b) ctx_close(c);
-}
-
 static PyObject *op_embed(PyObject *self, PyObject *args)
 {
     const char *device, *dtype;
     PyObject *io, *po, *teo, *peo, *res = NULL;
     PyArrayObject *ids = NULL, *pos = NULL, *wte = NULL, *wpe = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOOOO", &device, &dtype, &io, &po, &teo, &peo)) return NULL;
-    if (!(ids = as_i32(io)) || !(pos = as_i32(po)) || !(wte = as_f32(teo)) || !(wpe = as_f32(peo)))
+    if (!(ids = ops_as_i32(io)) || !(pos = ops_as_i32(po)) || !(wte = ops_as_f32(teo)) || !(wpe = ops_as_f32(peo)))
         goto done;
     if (want_ndim(ids, 1, "ids") < 0 || want_ndim(pos, 1, "pos") < 0 ||
         want_ndim(wte, 2, "wte") < 0 || want_ndim(wpe, 2, "wpe") < 0)
@@ -166,17 +51,17 @@ static PyObject *op_embed(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
-    void *di = upload_i(&c, ids), *dp = di ? upload_i(&c, pos) : NULL;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
+    void *di = ops_upload_raw32(&c, ids), *dp = di ? ops_upload_raw32(&c, pos) : NULL;
     void *dte = dp ? upload_f(&c, wte) : NULL, *dpe = dte ? upload_f(&c, wpe) : NULL;
-    void *dout = dpe ? ctx_alloc(&c, (size_t)(T * C) * dtype_size(c.b->dtype)) : NULL;
+    void *dout = dpe ? ops_ctx_alloc(&c, (size_t)(T * C) * dtype_size(c.b->dtype)) : NULL;
     if (!dout) goto done;
-    if (ctx_check(&c, c.b->ops->embed(c.b, dout, di, dp, dte, dpe, (int)T, (int)C, &c.err)) < 0)
+    if (ops_ctx_check(&c, c.b->ops->embed(c.b, dout, di, dp, dte, dpe, (int)T, (int)C, &c.err)) < 0)
         goto done;
     npy_intp dims[2] = {T, C};
-    res = download(&c, dout, c.b->dtype, 2, dims);
+    res = ops_download(&c, dout, c.b->dtype, 2, dims);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(ids); Py_XDECREF(pos); Py_XDECREF(wte); Py_XDECREF(wpe);
     return res;
 }
@@ -187,26 +72,26 @@ static PyObject *op_layernorm(PyObject *self, PyObject *args)
     PyObject *xo, *wo, *bo, *res = NULL;
     double eps;
     PyArrayObject *x = NULL, *w = NULL, *bb = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOOOd", &device, &dtype, &xo, &wo, &bo, &eps)) return NULL;
-    if (!(x = as_f32(xo)) || !(w = as_f32(wo)) || !(bb = as_f32(bo))) goto done;
+    if (!(x = ops_as_f32(xo)) || !(w = ops_as_f32(wo)) || !(bb = ops_as_f32(bo))) goto done;
     if (want_ndim(x, 2, "x") < 0) goto done;
     const npy_intp T = PyArray_DIM(x, 0), C = PyArray_DIM(x, 1);
     if (PyArray_SIZE(w) != C || PyArray_SIZE(bb) != C) {
         PyErr_SetString(PyExc_ValueError, "layernorm: w and b must have C elements");
         goto done;
     }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     void *dx = upload_f(&c, x), *dw = dx ? upload_f(&c, w) : NULL, *db = dw ? upload_f(&c, bb) : NULL;
-    void *dy = db ? ctx_alloc(&c, (size_t)(T * C) * dtype_size(c.b->dtype)) : NULL;
+    void *dy = db ? ops_ctx_alloc(&c, (size_t)(T * C) * dtype_size(c.b->dtype)) : NULL;
     if (!dy) goto done;
-    if (ctx_check(&c, c.b->ops->layernorm(c.b, dy, dx, dw, db, (int)T, (int)C, (float)eps,
+    if (ops_ctx_check(&c, c.b->ops->layernorm(c.b, dy, dx, dw, db, (int)T, (int)C, (float)eps,
                                           &c.err)) < 0)
         goto done;
     npy_intp dims[2] = {T, C};
-    res = download(&c, dy, c.b->dtype, 2, dims);
+    res = ops_download(&c, dy, c.b->dtype, 2, dims);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(bb);
     return res;
 }
@@ -217,12 +102,12 @@ static PyObject *op_matmul(PyObject *self, PyObject *args)
     PyObject *xo, *wo, *bo, *oo, *res = NULL;
     int flags, act;
     PyArrayObject *x = NULL, *w = NULL, *bb = NULL, *o = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOOOiiO", &device, &dtype, &xo, &wo, &bo, &flags, &act, &oo))
         return NULL;
-    if (!(x = as_f32(xo)) || !(w = as_f32(wo))) goto done;
-    if (bo != Py_None && !(bb = as_f32(bo))) goto done;
-    if (oo != Py_None && !(o = as_f32(oo))) goto done;
+    if (!(x = ops_as_f32(xo)) || !(w = ops_as_f32(wo))) goto done;
+    if (bo != Py_None && !(bb = ops_as_f32(bo))) goto done;
+    if (oo != Py_None && !(o = ops_as_f32(oo))) goto done;
     if (want_ndim(x, 2, "x") < 0 || want_ndim(w, 2, "w") < 0) goto done;
     const npy_intp M = PyArray_DIM(x, 0), K = PyArray_DIM(x, 1);
     const int wnk = (flags & MATMUL_W_NK) != 0;
@@ -234,21 +119,21 @@ static PyObject *op_matmul(PyObject *self, PyObject *args)
                         "out (M,N) required with ACCUMULATE)");
         goto done;
     }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     const size_t es = dtype_size(c.b->dtype);
     void *dx = upload_f(&c, x), *dw = dx ? upload_f(&c, w) : NULL, *db = NULL, *dout = NULL;
     if (!dw) goto done;
     if (bb && !(db = upload_f(&c, bb))) goto done;
     if (o) dout = upload_f(&c, o);
-    else dout = ctx_alloc(&c, (size_t)(M * N) * es);
+    else dout = ops_ctx_alloc(&c, (size_t)(M * N) * es);
     if (!dout) goto done;
-    if (ctx_check(&c, c.b->ops->matmul(c.b, dout, dx, dw, db, (int)M, (int)K, (int)N, flags, act,
+    if (ops_ctx_check(&c, c.b->ops->matmul(c.b, dout, dx, dw, db, (int)M, (int)K, (int)N, flags, act,
                                        &c.err)) < 0)
         goto done;
     npy_intp dims[2] = {M, N};
-    res = download(&c, dout, c.b->dtype, 2, dims);
+    res = ops_download(&c, dout, c.b->dtype, 2, dims);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(bb); Py_XDECREF(o);
     return res;
 }
@@ -259,11 +144,11 @@ static PyObject *op_reshape_and_cache(PyObject *self, PyObject *args)
     PyObject *ko, *vo, *kco, *vco, *so, *res = NULL, *rk = NULL, *rv = NULL;
     int H, D;
     PyArrayObject *k = NULL, *v = NULL, *kc = NULL, *vc = NULL, *s = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOOOOOii", &device, &dtype, &ko, &vo, &kco, &vco, &so, &H, &D))
         return NULL;
-    if (!(k = as_f32(ko)) || !(v = as_f32(vo)) || !(kc = as_f32(kco)) || !(vc = as_f32(vco)) ||
-        !(s = as_i32(so)))
+    if (!(k = ops_as_f32(ko)) || !(v = ops_as_f32(vo)) || !(kc = ops_as_f32(kco)) || !(vc = ops_as_f32(vco)) ||
+        !(s = ops_as_i32(so)))
         goto done;
     if (want_ndim(k, 2, "k") < 0 || want_ndim(v, 2, "v") < 0 || want_ndim(kc, 4, "k_cache") < 0 ||
         want_ndim(vc, 4, "v_cache") < 0 || want_ndim(s, 1, "slot_mapping") < 0)
@@ -281,21 +166,21 @@ static PyObject *op_reshape_and_cache(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "reshape_and_cache: slot out of range");
             goto done;
         }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     void *dk = upload_f(&c, k), *dv = dk ? upload_f(&c, v) : NULL;
     void *dkc = dv ? upload_f(&c, kc) : NULL, *dvc = dkc ? upload_f(&c, vc) : NULL;
-    void *ds = dvc ? upload_i(&c, s) : NULL;
+    void *ds = dvc ? ops_upload_raw32(&c, s) : NULL;
     if (!ds) goto done;
-    if (ctx_check(&c, c.b->ops->reshape_and_cache(c.b, dk, dv, (int)S, dkc, dvc, ds, (int)T, H, D,
+    if (ops_ctx_check(&c, c.b->ops->reshape_and_cache(c.b, dk, dv, (int)S, dkc, dvc, ds, (int)T, H, D,
                                                   (int)BS, &c.err)) < 0)
         goto done;
     npy_intp dims[4] = {NB, H, BS, D};
-    if (!(rk = download(&c, dkc, c.b->dtype, 4, dims)) ||
-        !(rv = download(&c, dvc, c.b->dtype, 4, dims)))
+    if (!(rk = ops_download(&c, dkc, c.b->dtype, 4, dims)) ||
+        !(rv = ops_download(&c, dvc, c.b->dtype, 4, dims)))
         goto done;
     res = PyTuple_Pack(2, rk, rv);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(rk); Py_XDECREF(rv);
     Py_XDECREF(k); Py_XDECREF(v); Py_XDECREF(kc); Py_XDECREF(vc); Py_XDECREF(s);
     return res;
@@ -306,9 +191,9 @@ static PyObject *op_gather_rows(PyObject *self, PyObject *args)
     const char *device, *dtype;
     PyObject *xo, *ro, *res = NULL;
     PyArrayObject *x = NULL, *r = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOO", &device, &dtype, &xo, &ro)) return NULL;
-    if (!(x = as_f32(xo)) || !(r = as_i32(ro))) goto done;
+    if (!(x = ops_as_f32(xo)) || !(r = ops_as_i32(ro))) goto done;
     if (want_ndim(x, 2, "x") < 0 || want_ndim(r, 1, "rows") < 0) goto done;
     const npy_intp n = PyArray_DIM(r, 0), C = PyArray_DIM(x, 1);
     for (npy_intp i = 0; i < n; i++) {
@@ -318,16 +203,16 @@ static PyObject *op_gather_rows(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
-    void *dx = upload_f(&c, x), *dr = dx ? upload_i(&c, r) : NULL;
-    void *dout = dr ? ctx_alloc(&c, (size_t)(n * C) * dtype_size(c.b->dtype)) : NULL;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
+    void *dx = upload_f(&c, x), *dr = dx ? ops_upload_raw32(&c, r) : NULL;
+    void *dout = dr ? ops_ctx_alloc(&c, (size_t)(n * C) * dtype_size(c.b->dtype)) : NULL;
     if (!dout) goto done;
-    if (ctx_check(&c, c.b->ops->gather_rows(c.b, dout, dx, dr, (int)n, (int)C, &c.err)) < 0)
+    if (ops_ctx_check(&c, c.b->ops->gather_rows(c.b, dout, dx, dr, (int)n, (int)C, &c.err)) < 0)
         goto done;
     npy_intp dims[2] = {n, C};
-    res = download(&c, dout, c.b->dtype, 2, dims);
+    res = ops_download(&c, dout, c.b->dtype, 2, dims);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(x); Py_XDECREF(r);
     return res;
 }
@@ -337,10 +222,10 @@ static PyObject *op_to_float(PyObject *self, PyObject *args)
     const char *device, *dtype;
     PyObject *xo, *res = NULL;
     PyArrayObject *x = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     int cols = -1;       /* x is (rows, ld); the output keeps the first cols columns */
     if (!PyArg_ParseTuple(args, "ssO|i", &device, &dtype, &xo, &cols)) return NULL;
-    if (!(x = as_f32(xo))) goto done;
+    if (!(x = ops_as_f32(xo))) goto done;
     const int ld = PyArray_NDIM(x) ? (int)PyArray_DIM(x, PyArray_NDIM(x) - 1) : 1;
     const int rows = ld ? (int)(PyArray_SIZE(x) / ld) : 0;
     if (cols < 0) cols = ld;
@@ -348,18 +233,18 @@ static PyObject *op_to_float(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "to_float: cols %d > row length %d", cols, ld);
         goto done;
     }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     const size_t n = (size_t)rows * cols;
-    void *dx = upload_f(&c, x), *dout = dx ? ctx_alloc(&c, n * sizeof(float) + 4) : NULL;
+    void *dx = upload_f(&c, x), *dout = dx ? ops_ctx_alloc(&c, n * sizeof(float) + 4) : NULL;
     if (!dout) goto done;
-    if (ctx_check(&c, c.b->ops->to_float(c.b, dout, dx, rows, cols, ld, &c.err)) < 0) goto done;
+    if (ops_ctx_check(&c, c.b->ops->to_float(c.b, dout, dx, rows, cols, ld, &c.err)) < 0) goto done;
     npy_intp dims[NPY_MAXDIMS];
     const int nd = PyArray_NDIM(x);
     for (int i = 0; i < nd; i++) dims[i] = PyArray_DIM(x, i);
     if (nd) dims[nd - 1] = cols;
-    res = download(&c, dout, DTYPE_F32, nd, dims);
+    res = ops_download(&c, dout, DTYPE_F32, nd, dims);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(x);
     return res;
 }
@@ -417,10 +302,10 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
     PyArrayObject *logits = NULL;
     SamplingRow *rows = NULL;
     TokenAdjust *adj = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOOOi", &device, &dtype, &lo, &ro, &ao, &max_logprobs))
         return NULL;
-    if (!(logits = as_f32(lo)) || want_ndim(logits, 2, "logits") < 0) goto done;
+    if (!(logits = ops_as_f32(lo)) || want_ndim(logits, 2, "logits") < 0) goto done;
     if (parse_rows(ro, &rows, &R) < 0 || parse_adj(ao, &adj, &n_adj) < 0) goto done;
     if (R != PyArray_DIM(logits, 0) || max_logprobs < 0) {
         PyErr_SetString(PyExc_ValueError, "sample: len(rows) != logits rows, or max_logprobs < 0");
@@ -432,8 +317,8 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
         !(rk = PyArray_SimpleNew(1, d1, NPY_INT32)) || !(ti = PyArray_SimpleNew(2, d2, NPY_INT32)) ||
         !(tl = PyArray_SimpleNew(2, d2, NPY_FLOAT32)))
         goto done;
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
-    void *dl = upload_raw_f32(&c, logits);
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
+    void *dl = ops_upload_raw32(&c, logits);
     if (!dl) goto done;
     SamplerOutput out = {
         .tokens = PyArray_DATA((PyArrayObject *)tok),
@@ -442,12 +327,12 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
         .topk_ids = max_logprobs ? PyArray_DATA((PyArrayObject *)ti) : NULL,
         .topk_logprobs = max_logprobs ? PyArray_DATA((PyArrayObject *)tl) : NULL,
     };
-    if (ctx_check(&c, c.b->ops->sample(c.b, dl, R, V, rows, adj, n_adj, max_logprobs, &out,
+    if (ops_ctx_check(&c, c.b->ops->sample(c.b, dl, R, V, rows, adj, n_adj, max_logprobs, &out,
                                        &c.err)) < 0)
         goto done;
     res = PyTuple_Pack(5, tok, lp, rk, ti, tl);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     PyMem_Free(rows);
     PyMem_Free(adj);
     Py_XDECREF(tok); Py_XDECREF(lp); Py_XDECREF(rk); Py_XDECREF(ti); Py_XDECREF(tl);
@@ -460,13 +345,13 @@ static PyObject *op_mem_info(PyObject *self, PyObject *args)
     const char *device, *dtype;
     size_t fr = 0, tot = 0;
     PyObject *res = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ss", &device, &dtype)) return NULL;
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
-    if (ctx_check(&c, c.b->ops->mem_info(c.b, &fr, &tot, &c.err)) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_check(&c, c.b->ops->mem_info(c.b, &fr, &tot, &c.err)) < 0) goto done;
     res = Py_BuildValue("(nn)", (Py_ssize_t)fr, (Py_ssize_t)tot);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     return res;
 }
 
@@ -479,12 +364,12 @@ static PyObject *op_graph(PyObject *self, PyObject *args)
     PyObject *x1o, *x2o, *wo, *bo, *gwo, *gbo, *res = NULL, *y1 = NULL, *y2 = NULL;
     double eps;
     PyArrayObject *x1 = NULL, *x2 = NULL, *w = NULL, *bb = NULL, *gw = NULL, *gb = NULL;
-    OpCtx c = {0};
+    OpsCtx c = {0};
     if (!PyArg_ParseTuple(args, "ssOOOOOOd", &device, &dtype, &x1o, &x2o, &wo, &bo, &gwo, &gbo,
                           &eps))
         return NULL;
-    if (!(x1 = as_f32(x1o)) || !(x2 = as_f32(x2o)) || !(w = as_f32(wo)) || !(bb = as_f32(bo)) ||
-        !(gw = as_f32(gwo)) || !(gb = as_f32(gbo)))
+    if (!(x1 = ops_as_f32(x1o)) || !(x2 = ops_as_f32(x2o)) || !(w = ops_as_f32(wo)) || !(bb = ops_as_f32(bo)) ||
+        !(gw = ops_as_f32(gwo)) || !(gb = ops_as_f32(gbo)))
         goto done;
     if (want_ndim(x1, 2, "x1") < 0 || want_ndim(w, 2, "w") < 0) goto done;
     const npy_intp M = PyArray_DIM(x1, 0), K = PyArray_DIM(x1, 1), N = PyArray_DIM(w, 1);
@@ -493,7 +378,7 @@ static PyObject *op_graph(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "graph: shapes disagree");
         goto done;
     }
-    if (ctx_open(&c, self, device, dtype) < 0) goto done;
+    if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     const BackendOps *ops = c.b->ops;
     if (!ops->graph_capture_begin) {
         PyErr_Format(PyExc_ValueError, "device '%s' has no CUDA graphs", device);
@@ -503,10 +388,10 @@ static PyObject *op_graph(PyObject *self, PyObject *args)
     void *dx = upload_f(&c, x1), *dw = dx ? upload_f(&c, w) : NULL;
     void *db = dw ? upload_f(&c, bb) : NULL, *dgw = db ? upload_f(&c, gw) : NULL;
     void *dgb = dgw ? upload_f(&c, gb) : NULL, *dx2 = dgb ? upload_f(&c, x2) : NULL;
-    void *dh = dx2 ? ctx_alloc(&c, (size_t)(M * N) * es) : NULL;
-    void *dy = dh ? ctx_alloc(&c, (size_t)(M * N) * es) : NULL;
+    void *dh = dx2 ? ops_ctx_alloc(&c, (size_t)(M * N) * es) : NULL;
+    void *dy = dh ? ops_ctx_alloc(&c, (size_t)(M * N) * es) : NULL;
     if (!dy) goto done;
-    if (ctx_check(&c, ops->graph_capture_begin(c.b, &c.err)) < 0) goto done;
+    if (ops_ctx_check(&c, ops->graph_capture_begin(c.b, &c.err)) < 0) goto done;
     Status s = ops->matmul(c.b, dh, dx, dw, db, (int)M, (int)K, (int)N, MATMUL_GELU, ACT_GELU_TANH,
                            &c.err);
     if (s == GPT2_OK)
@@ -514,21 +399,21 @@ static PyObject *op_graph(PyObject *self, PyObject *args)
     if (s != GPT2_OK) {
         Error ignored;
         ops->graph_capture_end(c.b, GRAPH_TEST_KEY, &ignored);
-        ctx_check(&c, s);
+        ops_ctx_check(&c, s);
         goto done;
     }
-    if (ctx_check(&c, ops->graph_capture_end(c.b, GRAPH_TEST_KEY, &c.err)) < 0 ||
-        ctx_check(&c, ops->graph_launch(c.b, GRAPH_TEST_KEY, &c.err)) < 0)
+    if (ops_ctx_check(&c, ops->graph_capture_end(c.b, GRAPH_TEST_KEY, &c.err)) < 0 ||
+        ops_ctx_check(&c, ops->graph_launch(c.b, GRAPH_TEST_KEY, &c.err)) < 0)
         goto done;
     npy_intp dims[2] = {M, N};
-    if (!(y1 = download(&c, dy, c.b->dtype, 2, dims))) goto done;
-    if (ctx_check(&c, ops->copy_d2d(c.b, dx, dx2, (size_t)(M * K) * es, &c.err)) < 0 ||
-        ctx_check(&c, ops->graph_launch(c.b, GRAPH_TEST_KEY, &c.err)) < 0)
+    if (!(y1 = ops_download(&c, dy, c.b->dtype, 2, dims))) goto done;
+    if (ops_ctx_check(&c, ops->copy_d2d(c.b, dx, dx2, (size_t)(M * K) * es, &c.err)) < 0 ||
+        ops_ctx_check(&c, ops->graph_launch(c.b, GRAPH_TEST_KEY, &c.err)) < 0)
         goto done;
-    if (!(y2 = download(&c, dy, c.b->dtype, 2, dims))) goto done;
+    if (!(y2 = ops_download(&c, dy, c.b->dtype, 2, dims))) goto done;
     res = PyTuple_Pack(2, y1, y2);
 done:
-    ctx_done(&c);
+    ops_ctx_close(&c);
     Py_XDECREF(y1); Py_XDECREF(y2);
     Py_XDECREF(x1); Py_XDECREF(x2); Py_XDECREF(w); Py_XDECREF(bb); Py_XDECREF(gw); Py_XDECREF(gb);
     return res;
