@@ -245,19 +245,12 @@ def run_isolated(script, args, timeout):
 
 
 def engine_generate(llm, prompts_ids, max_tokens):
-    """Generate with the engine from token-id prompts, greedy, ignore_eos.
-    Tries the vLLM call forms in order; returns the list of outputs."""
+    """Greedy generation of max_tokens (ignore_eos) from token-id prompts; no
+    progress bar (it costs host time)."""
     from gpt2_engine import SamplingParams
     sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
     prompts = [{"prompt_token_ids": list(p)} for p in prompts_ids]
-    try:
-        return llm.generate(prompts, sp, use_tqdm=False)   # a progress bar costs host time
-    except TypeError:
-        pass
-    try:
-        return llm.generate(prompts, sp)
-    except TypeError:
-        return llm.generate(prompt_token_ids=[list(p) for p in prompts_ids], sampling_params=sp)
+    return llm.generate(prompts, sp, use_tqdm=False)
 
 
 def count_output_tokens(outs):
