@@ -11,7 +11,6 @@ identical to ours. Throughput = input UTF-8 bytes / best wall time of --repeat.
 """
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
@@ -19,11 +18,14 @@ import time
 os.environ.setdefault("RAYON_NUM_THREADS", "1")          # HF tokenizers: one thread
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gpt2_engine  # noqa: E402
 from gpt2_engine import Tokenizer  # noqa: E402
+from tools.reference_tokenizers import hf_tokenizer, tiktoken_encoding  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(gpt2_engine.__file__)), "data")
-PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def cpu_name():
@@ -39,31 +41,12 @@ def cpu_name():
 
 def make_tiktoken():
     import tiktoken
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    u2b = {chr(c): b for b, c in zip(bs, cs)}
-    with open(os.path.join(DATA, "vocab.json"), encoding="utf-8") as f:
-        vocab = json.load(f)
-    ranks = {bytes(u2b[c] for c in k): v for k, v in vocab.items() if k != "<|endoftext|>"}
-    enc = tiktoken.Encoding(name="gpt2_local", pat_str=PAT, mergeable_ranks=ranks,
-                            special_tokens={"<|endoftext|>": 50256})
-    return f"tiktoken {tiktoken.__version__}", enc.encode_ordinary
+    return f"tiktoken {tiktoken.__version__}", tiktoken_encoding(DATA).encode_ordinary
 
 
 def make_hf():
     import tokenizers
-    from tokenizers import pre_tokenizers
-    from tokenizers.models import BPE
-    t = tokenizers.Tokenizer(BPE.from_file(os.path.join(DATA, "vocab.json"),
-                                           os.path.join(DATA, "merges.txt")))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t = hf_tokenizer(DATA)
     return f"HF tokenizers {tokenizers.__version__}", lambda s: t.encode(s).ids
 
 

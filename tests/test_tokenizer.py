@@ -3,7 +3,6 @@ references built from the same vocab.json/merges.txt, no downloads:
 tiktoken (Encoding from byte-decoded vocab ranks), HF `tokenizers` (BPE +
 ByteLevel) and transformers' GPT2TokenizerFast; Python's own UTF-8 decoder
 for U+FFFD replacement and for the incremental detokenizer."""
-import codecs
 import json
 import os
 import random
@@ -15,10 +14,10 @@ import pytest
 import gpt2_engine
 from gpt2_engine import Tokenizer
 
+from tools.reference_tokenizers import EOT, bytes_to_unicode, hf_tokenizer, tiktoken_encoding
+
 DATA = os.path.join(os.path.dirname(os.path.abspath(gpt2_engine.__file__)), "data")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-EOT = "<|endoftext|>"
 
 
 def shakespeare_path():
@@ -29,19 +28,6 @@ def shakespeare_path():
     pytest.fail("tinyshakespeare.txt not found in gpt2_engine/data nor ../shared/data")
 
 
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer()
@@ -49,24 +35,16 @@ def tok():
 
 @pytest.fixture(scope="module")
 def tt():
-    tiktoken = pytest.importorskip("tiktoken")
-    u2b = {v: k for k, v in bytes_to_unicode().items()}
-    with open(os.path.join(DATA, "vocab.json"), encoding="utf-8") as f:
-        vocab = json.load(f)
-    ranks = {bytes(u2b[c] for c in k): v for k, v in vocab.items() if k != EOT}
-    return tiktoken.Encoding(name="gpt2_local", pat_str=PAT, mergeable_ranks=ranks,
-                             special_tokens={EOT: 50256})
+    pytest.importorskip("tiktoken")
+    return tiktoken_encoding(DATA)
 
 
 @pytest.fixture(scope="module")
 def hf():
     """HF tokenizers' own GPT-2 pipeline: BPE from the files, ByteLevel pre-tokenizer."""
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import decoders, pre_tokenizers
-    from tokenizers.models import BPE
-    t = tokenizers.Tokenizer(BPE.from_file(os.path.join(DATA, "vocab.json"),
-                                           os.path.join(DATA, "merges.txt")))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    pytest.importorskip("tokenizers")
+    from tokenizers import decoders
+    t = hf_tokenizer(DATA)
     t.decoder = decoders.ByteLevel()
     t.add_special_tokens([EOT])
     return t
