@@ -19,6 +19,16 @@ static const AttentionBackend *const registry[] = {
 };
 #define NUM_BACKENDS (sizeof registry / sizeof registry[0])
 
+Status attention_check_batch(const char *backend, const AttentionMetadata *md, int *empty,
+                             Error *err)
+{
+    *empty = md->num_seqs <= 0 || md->num_tokens <= 0;
+    if (!*empty && (md->num_decodes < 0 || md->num_decodes > md->num_seqs))
+        return error_set(err, GPT2_ERR_INTERNAL, "%s: num_decodes %d of %d sequences", backend,
+                         md->num_decodes, md->num_seqs);
+    return GPT2_OK;
+}
+
 const char *attention_backend_names(void) { return "CPU, PAGED, FLASH"; }
 
 static const AttentionBackend *find(const char *name)

@@ -71,6 +71,11 @@ extern const AttentionBackend attention_backend_paged;
 extern const AttentionBackend attention_backend_flash;
 #endif
 
+/* The checks every backend's forward makes on a batch: *empty = 1 when there is
+ * nothing to compute; an inconsistent num_decodes is GPT2_ERR_INTERNAL. */
+Status attention_check_batch(const char *backend, const AttentionMetadata *md, int *empty,
+                             Error *err);
+
 /* Comma-separated valid names, for error messages: "CPU, PAGED, FLASH". */
 const char *attention_backend_names(void);
 /* forced: NULL or a name; env GPT2_ENGINE_ATTENTION_BACKEND is read when forced is NULL.

@@ -107,10 +107,9 @@ static Status flash_forward(void *state, Backend *b, void *out, const void *q, i
 {
     FlashState *st = state;
     if (!st || !b || !b->impl) return error_set(err, GPT2_ERR_INTERNAL, "FLASH: no state");
-    if (md->num_seqs <= 0 || md->num_tokens <= 0) return GPT2_OK;
-    if (md->num_decodes < 0 || md->num_decodes > md->num_seqs)
-        return error_set(err, GPT2_ERR_INTERNAL, "FLASH: num_decodes %d of %d sequences",
-                         md->num_decodes, md->num_seqs);
+    int empty = 0;
+    if (attention_check_batch("FLASH", md, &empty, err) != GPT2_OK) return err->code;
+    if (empty) return GPT2_OK;
     if (q_stride % 8 != 0)
         return error_set(err, GPT2_ERR_INTERNAL, "FLASH: q row stride %d is not a multiple of "
                          "8 elements (16-byte loads)", q_stride);

@@ -92,10 +92,9 @@ static Status paged_forward(void *state, Backend *b, void *out, const void *q, i
 {
     PagedState *st = state;
     if (!st || !b || !b->impl) return error_set(err, GPT2_ERR_INTERNAL, "PAGED: no state");
-    if (md->num_seqs <= 0 || md->num_tokens <= 0) return GPT2_OK;
-    if (md->num_decodes < 0 || md->num_decodes > md->num_seqs)
-        return error_set(err, GPT2_ERR_INTERNAL, "PAGED: num_decodes %d of %d sequences",
-                         md->num_decodes, md->num_seqs);
+    int empty = 0;
+    if (attention_check_batch("PAGED", md, &empty, err) != GPT2_OK) return err->code;
+    if (empty) return GPT2_OK;
     const cudaStream_t stream = *(cudaStream_t *)b->impl;
     const PagedAttnArgs a = {
         .out = out, .q = q, .q_stride = q_stride, .k_cache = k_cache, .v_cache = v_cache,

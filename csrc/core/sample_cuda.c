@@ -29,20 +29,10 @@ Status cuda_sample(Backend *b, const float *logits, int R, int V, const Sampling
                    Error *err)
 {
     CudaImpl *im = cuda_impl(b);
-    if (R < 0 || V <= 0 || n_adj < 0 || max_logprobs < 0)
-        return error_set(err, GPT2_ERR_VALUE,
-                         "sample: bad sizes R=%d V=%d n_adj=%d max_logprobs=%d", R, V, n_adj,
-                         max_logprobs);
-    if (R == 0) return GPT2_OK;
-    if (!logits || !rows || !out || !out->tokens || !out->logprobs || !out->ranks ||
-        (n_adj > 0 && !adj) || (max_logprobs > 0 && (!out->topk_ids || !out->topk_logprobs)))
-        return error_set(err, GPT2_ERR_VALUE, "sample: NULL buffer");
+    Status vs = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
+    if (vs != GPT2_OK || R == 0) return vs;
     if (im->capturing)
         return error_set(err, GPT2_ERR_INTERNAL, "sample: not allowed during graph capture");
-    for (int r = 0; r < R; r++) {
-        Status s = sampling_row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
-        if (s != GPT2_OK) return s;
-    }
 
     /* input staging: rows (R) | adj (n_adj) | uniforms (R) */
     const size_t o_adj = round16((size_t)R * sizeof(SamplingRow));

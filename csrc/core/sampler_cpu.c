@@ -132,8 +132,8 @@ static float top_p_cut(const float *p, int V, float lo, double top_p, Cand *cand
     return p[cand[0].id];                  /* the last bucket holds one value */
 }
 
-Status sampling_row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
-                             const TokenAdjust *adj, Error *err)
+static Status row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
+                           const TokenAdjust *adj, Error *err)
 {
     if (row->target_token >= V)
         return error_set(err, GPT2_ERR_VALUE, "sample: row %d target_token %d >= vocab size %d",
@@ -222,9 +222,9 @@ static int32_t row_sample(const float *x, int V, const SamplingRow *row, float *
     return last;                           /* rounding: u * kept == kept */
 }
 
-Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
-                  const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
-                  Error *err)
+Status sampling_validate(const float *logits, int R, int V, const SamplingRow *rows,
+                         const TokenAdjust *adj, int n_adj, int max_logprobs,
+                         const SamplerOutput *out, Error *err)
 {
     if (R < 0 || V <= 0 || n_adj < 0 || max_logprobs < 0)
         return error_set(err, GPT2_ERR_VALUE,
@@ -235,9 +235,18 @@ Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
         (n_adj > 0 && !adj) || (max_logprobs > 0 && (!out->topk_ids || !out->topk_logprobs)))
         return error_set(err, GPT2_ERR_VALUE, "sample: NULL buffer");
     for (int r = 0; r < R; r++) {
-        Status s = sampling_row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
+        Status s = row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);
         if (s != GPT2_OK) return s;
     }
+    return GPT2_OK;
+}
+
+Status sample_cpu(const float *logits, int R, int V, const SamplingRow *rows,
+                  const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
+                  Error *err)
+{
+    Status vs = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
+    if (vs != GPT2_OK || R == 0) return vs;
 
     /* scratch: cand(V) candidates, mass(RADIX_BUCKETS), x(V), p(V), count(RADIX_BUCKETS) */
     Cand *cand = malloc((size_t)V * sizeof(Cand) + RADIX_BUCKETS * sizeof(double) +

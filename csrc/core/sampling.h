@@ -77,10 +77,12 @@ static inline float sampling_uniform01(uint64_t seed, uint64_t step)
     return (float)(h >> 40) * (1.0f / 16777216.0f);
 }
 
-/* Checks row r's inputs (ranges, adjustment indices, token ids); shared by every
- * backend so they reject bad rows with the same messages. */
-Status sampling_row_validate(const SamplingRow *row, int r, int V, int n_adj, int max_logprobs,
-                             const TokenAdjust *adj, Error *err);
+/* Checks a sample call's sizes, buffers and every row's inputs (ranges,
+ * adjustment indices, token ids); shared by every backend so they reject bad
+ * input with the same messages. */
+Status sampling_validate(const float *logits, int R, int V, const SamplingRow *rows,
+                         const TokenAdjust *adj, int n_adj, int max_logprobs,
+                         const SamplerOutput *out, Error *err);
 
 /* The reference implementation of the contract above (sampler_cpu.c); the CPU
  * backend's `sample` op and the oracle for the CUDA kernel. */
