@@ -67,8 +67,13 @@ def engine_worker(ckpt, n, out_len, reps):
         if got != n * out_len:
             raise RuntimeError(f"engine returned {got} tokens, expected {n * out_len} (ignore_eos)")
     common.engine_generate(llm, ids[:32], 8)                            # warm-up
+    before = llm.stats
     t = common.median([common.wall(run)[0] for _ in range(reps)])
-    print(json.dumps({"tok_s": n * out_len / t}))
+    after = llm.stats
+    steps = max(after["num_steps"] - before["num_steps"], 1)
+    phases = {k[len("time_"):-len("_s")]: round((after[k] - before[k]) / steps * 1e6, 1)
+              for k in after if k.startswith("time_")}
+    print(json.dumps({"tok_s": n * out_len / t, "step_phases_us": phases}))
 
 
 def main():
@@ -94,11 +99,12 @@ def main():
     reps = 1 if a.quick else 3
     n = a.num_prompts
     ckpt = common.make_checkpoint(a.model, "float16")
-    eng = None
+    eng = phases = None
     if not a.skip_engine:
         r = common.run_isolated(os.path.abspath(__file__), ["--engine-worker", ckpt, str(n), str(reps)],
                                 timeout=40 if a.quick else 150)
         eng = r.get("tok_s", r.get("error", "error: no result"))
+        phases = r.get("step_phases_us")
     peer = common.guarded(peer_tput, ckpt, n, OUT_LEN, reps)
     hf = None if a.skip_hf else common.guarded(hf_tput, ckpt, n, OUT_LEN, 1)   # ~10 s a run
     rows = [["engine", eng, common.ratio(eng, peer)],
@@ -107,9 +113,13 @@ def main():
     common.print_table(["system", "output tok/s", "x peer"], rows,
                        title=f"offline throughput, {a.model}, {n} x ({PROMPT_LEN} in, {OUT_LEN} out), "
                              f"greedy fp16, {common.gpu_name()}")
+    if phases:     # engine wall time per step by phase (engine.h; us, timed runs)
+        print("engine step phases (us/step): " +
+              ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     common.save_json("bench_throughput", dict(model=a.model, num_prompts=n, prompt_len=PROMPT_LEN,
                                               output_len=OUT_LEN, engine_tok_s=eng, peer_tok_s=peer,
-                                              hf_tok_s=hf, reps=reps), a.json)
+                                              hf_tok_s=hf, reps=reps, engine_step_phases_us=phases),
+                     a.json)
 
 
 if __name__ == "__main__":

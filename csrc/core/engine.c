@@ -16,6 +16,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "engine.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,19 +157,44 @@ static Status fork_shared(Engine *e, Request *req, Error *err)
 }
 
 
-Status engine_step(Engine *e, int *num_outputs, Error *err)
+static Status step_impl(Engine *e, int *num_outputs, double t, Error *err);
+
+Status engine_step(Engine *e, int finished_only, int *num_outputs, Error *err)
 {
     *num_outputs = 0;
     e->n_outputs = 0;
+    e->finished_only = finished_only;
+    double t0 = now_s();
+    if (e->last_step_end > 0) e->stats.time_between_steps_s += t0 - e->last_step_end;
+    Status s = step_impl(e, num_outputs, t0, err);
+    e->last_step_end = now_s();
+    return s;
+}
+
+/* Adds the time since *t to *acc and moves *t to now. */
+static void lap(double *t, double *acc)
+{
+    double n = now_s();
+    *acc += n - *t;
+    *t = n;
+}
+
+static Status step_impl(Engine *e, int *num_outputs, double t, Error *err)
+{
+    EngineStats *st = &e->stats;
     /* release requests whose finish was reported by the previous step */
-    int w = 0;
-    for (int i = 0; i < e->n_reqs; i++) {
-        Request *req = e->reqs[i];
-        if (req->state == REQ_FINISHED && req->reported_finished) request_free(req);
-        else e->reqs[w++] = req;
+    if (e->need_release) {
+        int w = 0;
+        for (int i = 0; i < e->n_reqs; i++) {
+            Request *req = e->reqs[i];
+            if (req->state == REQ_FINISHED && req->reported_finished) request_free(req);
+            else e->reqs[w++] = req;
+        }
+        e->n_reqs = w;
+        e->need_release = 0;
     }
-    e->n_reqs = w;
-    for (int i = 0; i < e->n_reqs; i++) e->reqs[i]->made_progress = 0;
+    e->step_seq = e->step_seq == INT_MAX ? 1 : e->step_seq + 1;   /* older made_progress
+                                                                      * values stop matching */
 
     Status s = scheduler_schedule(&e->sched, &e->bm, err);
     if (s) return s;
@@ -176,6 +202,7 @@ Status engine_step(Engine *e, int *num_outputs, Error *err)
     e->stats.prefix_cache_queries = e->sched.prefix_queries;
     e->stats.prefix_cache_hits = e->sched.prefix_hits;
     if (e->sched.n_entries == 0) {
+        lap(&t, &st->time_schedule_s);
         if (engine_has_unfinished(e) && e->sched.num_preempted_step == 0)
             return error_set(err, GPT2_ERR_INTERNAL, "scheduler could not run any of %d "
                              "unfinished requests (%d free blocks of %d)",
@@ -183,17 +210,22 @@ Status engine_step(Engine *e, int *num_outputs, Error *err)
                              e->bm.num_blocks);
         s = collect_outputs(e, err);
         if (!s) *num_outputs = e->n_outputs;
+        lap(&t, &st->time_outputs_s);
         return s;
     }
     ModelRunner *r = e->runner;
     if (e->sched.n_cow > 0 &&
         (s = runner_copy_blocks(r, e->sched.cow_src, e->sched.cow_dst, e->sched.n_cow, err)))
         return s;
+    lap(&t, &st->time_schedule_s);
     StepInput in;
     pack_step(e, &in);
-    if ((s = runner_execute(r, &in, err))) return s;
+    if ((s = runner_prepare(r, &in, err))) return s;
+    lap(&t, &st->time_prepare_s);
+    if ((s = runner_launch(r, err))) return s;
     e->stats.num_steps++;
-    double t_now = now_s();
+    lap(&t, &st->time_forward_s);
+    double t_now = t;
 
     /* logits-only rows (compute_logits runs alone: they are rows [0, n)) */
     int R = in.num_logits, n_logit_rows = 0;
@@ -229,11 +261,13 @@ Status engine_step(Engine *e, int *num_outputs, Error *err)
         if (n_logit_rows > 0)
             return error_set(err, GPT2_ERR_INTERNAL, "compute_logits rows mixed with others");
         if ((s = ensure_top_cap(e, n_samp, max_lp, err))) return s;
+        lap(&t, &st->time_sample_setup_s);
         SamplerOutput so = {e->s_tokens, e->s_logprobs, e->s_ranks,
                             max_lp ? e->s_top_ids : NULL, max_lp ? e->s_top_lps : NULL};
         if ((s = runner_sample(r, n_samp, e->rows, e->adj.a, e->adj.n, max_lp, &so, err)))
             return s;
     }
+    lap(&t, n_samp > 0 ? &st->time_sample_s : &st->time_sample_setup_s);
 
     /* advance computed tokens, fork finished shared prompts */
     for (int i = 0; i < in.num_seqs; i++) {
@@ -250,6 +284,7 @@ Status engine_step(Engine *e, int *num_outputs, Error *err)
             e->stats.prompt_tokens += req->num_prompt;
             request_finish(e, req, FINISH_LENGTH);
             req->reported_finished = 1;        /* internal: never reported */
+            e->need_release = 1;
         }
     }
     /* rows: prompt logprobs, then sampled tokens */
@@ -278,10 +313,12 @@ Status engine_step(Engine *e, int *num_outputs, Error *err)
             e->stats.prompt_tokens += req->num_prompt;
         }
         if ((s = seq_append(e, req, sq, i, max_lp, err))) return s;
-        req->made_progress = 1;
+        req->made_progress = e->step_seq;
     }
+    lap(&t, &st->time_update_s);
     s = collect_outputs(e, err);
     if (!s) *num_outputs = e->n_outputs;
+    lap(&t, &st->time_outputs_s);
     return s;
 }
 
@@ -306,12 +343,14 @@ Status engine_compute_logits(Engine *e, const int32_t *prompt_ids, int num_promp
         request_free(req);
         return s;
     }
+    e->num_unfinished++;
     e->in_compute_logits = 1;
     while (req->state != REQ_FINISHED) {
         int n;
-        if ((s = engine_step(e, &n, err))) break;
+        if ((s = engine_step(e, 1, &n, err))) break;
     }
     e->in_compute_logits = 0;
+    e->last_step_end = 0;         /* the user's next step does not count this call */
     if (req->state != REQ_FINISHED) request_finish(e, req, FINISH_ABORT);
     for (int i = 0; i < e->n_reqs; i++)      /* the internal request goes away now */
         if (e->reqs[i] == req) {
@@ -329,6 +368,10 @@ Status engine_compute_logits(Engine *e, const int32_t *prompt_ids, int num_promp
 const ModelRunner *engine_runner(const Engine *e) { return e->runner; }
 const Tokenizer *engine_tokenizer(const Engine *e) { return e->tok; }
 const EngineStats *engine_stats(const Engine *e) { return &e->stats; }
+void engine_stats_add_binding_time(Engine *e, double seconds)
+{
+    e->stats.time_binding_s += seconds;
+}
 int engine_num_free_blocks(const Engine *e) { return block_manager_num_free(&e->bm); }
 int engine_num_blocks(const Engine *e) { return e->bm.num_blocks; }
 

@@ -100,6 +100,20 @@ typedef struct EngineStats {
     int64_t prefix_cache_queries;        /* prompt tokens looked up */
     int64_t prefix_cache_hits;           /* prompt tokens found */
     int64_t prompt_tokens, generation_tokens;
+    /* Wall time per phase of engine_step, seconds summed over steps (CLOCK_MONOTONIC).
+     * On a GPU the forward and sampling kernels run asynchronously: time_forward_s
+     * is then only the launch, and the device time shows up in time_sample_s,
+     * whose call waits for the sampled tokens. Everything else is host time
+     * during which the device idles (unless it still runs queued work). */
+    double time_schedule_s;       /* release reported requests, scheduler, copy-on-write */
+    double time_prepare_s;        /* batch metadata: engine pack + runner staging */
+    double time_forward_s;        /* h2d of the metadata + forward launch (CPU: the forward) */
+    double time_sample_setup_s;   /* SamplingRows / TokenAdjusts */
+    double time_sample_s;         /* the sample op, incl. waiting for the device */
+    double time_update_s;         /* append tokens, detokenize, stop checks, prefix hashes */
+    double time_outputs_s;        /* RequestOutputC views of the reported requests */
+    double time_between_steps_s;  /* from one engine_step's return to the next call */
+    double time_binding_s;        /* part of the above: the Python binding's result objects */
 } EngineStats;
 
 typedef struct Engine Engine;
@@ -117,8 +131,10 @@ int engine_has_unfinished(const Engine *e);
 int engine_num_unfinished(const Engine *e);
 /* One scheduler step + forward + sample + update. *num_outputs requests made
  * progress (or finished/aborted) and are readable via engine_output(e, i) until
- * the next call. */
-Status engine_step(Engine *e, int *num_outputs, Error *err);
+ * the next call. finished_only: report only the requests that finished (or were
+ * aborted); the others' progress is not reported (their text is not brought up
+ * to date: a later full step reports it). */
+Status engine_step(Engine *e, int finished_only, int *num_outputs, Error *err);
 const RequestOutputC *engine_output(const Engine *e, int i);
 
 /* Logits of every position of one prompt, (num_prompt, V) fp32 into out, run
@@ -130,6 +146,8 @@ Status engine_compute_logits(Engine *e, const int32_t *prompt_ids, int num_promp
 const ModelRunner *engine_runner(const Engine *e);
 const Tokenizer *engine_tokenizer(const Engine *e);
 const EngineStats *engine_stats(const Engine *e);
+/* The binding reports the time it spent turning a step's outputs into objects. */
+void engine_stats_add_binding_time(Engine *e, double seconds);
 int engine_num_free_blocks(const Engine *e);   /* blocks no live request holds */
 int engine_num_blocks(const Engine *e);
 /* Physical block ids of a live request's sequence `seq` (0..n-1); -1 if unknown. */

@@ -16,8 +16,13 @@
 #include "sampler.h"
 #include "scheduler.h"
 
+/* A sequence's text. Detokenizing is lazy where nothing depends on it: a
+ * sequence without stop strings feeds its tokens to the detokenizer only when
+ * its text is reported or it finishes (seq_catch_up_text), so a step that
+ * reports only finished requests (generate()) does no per-token text work. */
 struct SeqText {
     Detokenizer d;
+    int num_detok;          /* output tokens fed to d (or skipped) so far */
 };
 
 typedef enum RowKind { ROW_PROMPT_LP = 0, ROW_SAMPLE, ROW_LOGITS } RowKind;
@@ -53,7 +58,14 @@ struct Engine {
     const RequestOutputC **outputs;
     int n_outputs, cap_outputs;
     EngineStats stats;
+    double last_step_end;   /* now_s() when engine_step last returned; 0: none to count */
     int in_compute_logits;  /* internal steps report nothing (kept for the user's next step) */
+    int finished_only;      /* this step reports only requests that finished */
+    /* bookkeeping that spares engine_step loops over every request */
+    int step_seq;           /* engine_step calls; Request.made_progress holds the last */
+    int num_unfinished;     /* requests not REQ_FINISHED (the internal one included) */
+    int have_unreported;    /* a request finished since collect_outputs last looked */
+    int need_release;       /* a reported-finished request awaits request_free */
 };
 
 /* calloc that never asks for 0 bytes; ALLOC(p, n) zero-allocates n elements of *p */
@@ -81,5 +93,7 @@ void request_finish(Engine *e, Request *req, FinishReason why);
 Status seq_append(Engine *e, Request *req, Sequence *sq, int i, int max_lp, Error *err);
 Status ensure_top_cap(Engine *e, int rows, int max_lp, Error *err);
 Status collect_outputs(Engine *e, Error *err);
+Status seq_catch_up_text(const Engine *e, const Request *req, Sequence *sq, int upto,
+                         Error *err);
 
 #endif /* GPT2_ENGINE_IMPL_H */

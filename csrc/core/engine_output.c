@@ -53,8 +53,24 @@ static int is_stop_token(const SamplingParamsC *p, int32_t t)
     return 0;
 }
 
+/* Feeds output tokens [num_detok, upto) of a sequence to its detokenizer (ids
+ * past the tokenizer's vocabulary, possible with small random models, add no text). */
+Status seq_catch_up_text(const Engine *e, const Request *req, Sequence *sq, int upto,
+                         Error *err)
+{
+    struct SeqText *x = sq->text;
+    for (; x->num_detok < upto; x->num_detok++) {
+        int32_t t = sq->tokens[req->num_prompt + x->num_detok];
+        if (t >= e->tok_vocab) continue;
+        Status s = detokenizer_push(&x->d, t, NULL, err);
+        if (s) return s;
+    }
+    return GPT2_OK;
+}
+
 /* Appends one sampled token (row i of the sampler output) to a sequence, then
- * detokenizes and checks every stop condition (vLLM v1 order). */
+ * checks every stop condition (vLLM v1 order). The text is brought up to date
+ * now only when it matters now: stop strings, or the sequence finishing. */
 Status seq_append(Engine *e, Request *req, Sequence *sq, int i, int max_lp, Error *err)
 {
     const SamplingParamsC *p = &req->params;
@@ -89,18 +105,15 @@ Status seq_append(Engine *e, Request *req, Sequence *sq, int i, int max_lp, Erro
         if (!p->ignore_eos && t == e->eos_id) fin = FINISH_STOP;
         else if (is_stop_token(p, t)) { fin = FINISH_STOP; kind = 1; }
     }
+    if (p->n_stop == 0 && fin == FINISH_NONE) return GPT2_OK;   /* text: later */
     Detokenizer *d = &sq->text->d;
+    Status s = seq_catch_up_text(e, req, sq, k, err);     /* tokens before this one */
+    if (s) return s;
     size_t old_len = d->text_len;
     int skip_text = fin == FINISH_STOP && !p->include_stop_str_in_output;
-    if (!skip_text && t < e->tok_vocab) {
-        size_t nb;
-        Status s = detokenizer_push(d, t, &nb, err);
-        if (s) return s;
-    }
-    if (fin != FINISH_NONE) {
-        Status s = detokenizer_flush(d, NULL, err);
-        if (s) return s;
-    }
+    if (skip_text) sq->text->num_detok = num_out;         /* the stop token adds no text */
+    else if ((s = seq_catch_up_text(e, req, sq, num_out, err))) return s;
+    if (fin != FINISH_NONE && (s = detokenizer_flush(d, NULL, err))) return s;
     if (p->n_stop > 0 && num_out > p->min_tokens && d->text) {
         size_t at;
         int which = find_stop(req, d, old_len, &at);
@@ -144,11 +157,12 @@ Status collect_outputs(Engine *e, Error *err)
 {
     e->n_outputs = 0;
     if (e->in_compute_logits) return GPT2_OK;
+    if (e->finished_only && !e->have_unreported) return GPT2_OK;
     for (int i = 0; i < e->n_reqs; i++) {
         Request *req = e->reqs[i];
         int finished_unreported = req->state == REQ_FINISHED && !req->reported_finished;
-        if (!req->made_progress && !finished_unreported) continue;
-        if (req->compute_logits) continue;
+        if (req->made_progress != e->step_seq && !finished_unreported) continue;
+        if (req->compute_logits || (e->finished_only && req->state != REQ_FINISHED)) continue;
         if (e->n_outputs == e->cap_outputs) {
             int c = e->cap_outputs ? 2 * e->cap_outputs : 64;
             const RequestOutputC **p = realloc(e->outputs, (size_t)c * sizeof *p);
@@ -160,6 +174,8 @@ Status collect_outputs(Engine *e, Error *err)
         for (int k = 0; k < req->n; k++) {
             Sequence *sq = &req->seqs[k];
             SeqOutput *o = &sq->out;
+            Status s = seq_catch_up_text(e, req, sq, sq->num_tokens - req->num_prompt, err);
+            if (s) return s;
             o->index = k;
             o->num_tokens = sq->num_tokens - req->num_prompt;
             o->token_ids = sq->tokens + req->num_prompt;
@@ -192,9 +208,13 @@ Status collect_outputs(Engine *e, Error *err)
         o->first_token_time = req->first_token_time;
         o->finished_time = req->finished_time;
         o->num_cached_tokens = req->num_cached_tokens;
-        if (o->finished) req->reported_finished = 1;
+        if (o->finished) {
+            req->reported_finished = 1;
+            e->need_release = 1;
+        }
         e->outputs[e->n_outputs++] = o;
     }
+    e->have_unreported = 0;             /* every finished request was reported above */
     return GPT2_OK;
 }
 

@@ -173,6 +173,7 @@ Status engine_add_request(Engine *e, const char *request_id, const int32_t *prom
         request_free(req);
         return s;
     }
+    e->num_unfinished++;
     return GPT2_OK;
 }
 
@@ -187,6 +188,10 @@ void request_finish(Engine *e, Request *req, FinishReason why)
     }
     req->num_live = 0;
     scheduler_remove(&e->sched, &e->bm, req);
+    if (req->state != REQ_FINISHED) {
+        e->num_unfinished--;
+        e->have_unreported = 1;
+    }
     req->state = REQ_FINISHED;
     req->finished_time = now_s();
 }
@@ -199,12 +204,7 @@ void engine_abort_request(Engine *e, const char *request_id)
     request_finish(e, req, FINISH_ABORT);
 }
 
-int engine_num_unfinished(const Engine *e)
-{
-    int n = 0;
-    for (int i = 0; i < e->n_reqs; i++) n += e->reqs[i]->state != REQ_FINISHED;
-    return n;
-}
+int engine_num_unfinished(const Engine *e) { return e->num_unfinished; }
 
 int engine_has_unfinished(const Engine *e) { return engine_num_unfinished(e) > 0; }
 

@@ -66,7 +66,7 @@ typedef struct Request {
     float *prompt_top_logprobs;
     int prompt_lp_filled;         /* entries [0, prompt_lp_filled) are final */
     double arrival_time, first_scheduled_time, first_token_time, finished_time;
-    int made_progress;            /* to report from this step */
+    int made_progress;            /* the engine step (Engine.step_seq) it last progressed in */
     int reported_finished;
     RequestOutputC out;
     SeqOutput *seq_outs;          /* (n) contiguous views for out.seqs */

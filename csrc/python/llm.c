@@ -10,6 +10,14 @@
 #include <numpy/arrayobject.h>
 
 #include <string.h>
+#include <time.h>
+
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static ModuleState *state_of(PyObject *self) { return module_state_from_type(Py_TYPE(self)); }
 
@@ -337,15 +345,15 @@ static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwarg
     Status s;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    s = engine_step(self->engine, &n, &err);
+    s = engine_step(self->engine, finished_only, &n, &err);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
+    double t0 = monotonic_s();
     PyObject *list = PyList_New(0);
     if (!list) return NULL;
     for (int i = 0; i < n; i++) {
         const RequestOutputC *o = engine_output(self->engine, i);
-        if (finished_only && !o->finished) continue;     /* generate() needs only these */
         PyObject *t = request_tuple(o);
         if (!t || PyList_Append(list, t) < 0) {
             Py_XDECREF(t);
@@ -354,6 +362,7 @@ static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwarg
         }
         Py_DECREF(t);
     }
+    engine_stats_add_binding_time(self->engine, monotonic_s() - t0);
     return list;
 }
 
@@ -437,7 +446,7 @@ static PyObject *Engine_get_stats(EngineObject *self, void *closure)
     if (!engine_ready(self)) return NULL;
     const EngineStats *s = engine_stats(self->engine);
     const ModelRunner *r = engine_runner(self->engine);
-    return Py_BuildValue("{sLsLsLsLsLsLsLsLsi}", "num_steps", (long long)s->num_steps,
+    PyObject *d = Py_BuildValue("{sLsLsLsLsLsLsLsLsi}", "num_steps", (long long)s->num_steps,
                          "num_preemptions", (long long)s->num_preemptions,
                          "prefix_cache_queries", (long long)s->prefix_cache_queries,
                          "prefix_cache_hits", (long long)s->prefix_cache_hits,
@@ -446,6 +455,27 @@ static PyObject *Engine_get_stats(EngineObject *self, void *closure)
                          "graph_replays", (long long)r->num_graph_replays,
                          "eager_steps", (long long)r->num_eager_steps,
                          "num_cuda_graphs", r->num_graphs);
+    if (!d) return NULL;
+    /* per-phase wall time of engine_step (engine.h); time_python_s is the time
+     * between steps not spent in the binding (the caller's Python) */
+    double python = s->time_between_steps_s - s->time_binding_s;
+    const struct { const char *key; double v; } times[] = {
+        {"time_schedule_s", s->time_schedule_s}, {"time_prepare_s", s->time_prepare_s},
+        {"time_forward_s", s->time_forward_s}, {"time_sample_setup_s", s->time_sample_setup_s},
+        {"time_sample_s", s->time_sample_s}, {"time_update_s", s->time_update_s},
+        {"time_outputs_s", s->time_outputs_s}, {"time_binding_s", s->time_binding_s},
+        {"time_python_s", python > 0 ? python : 0.0},
+    };
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        PyObject *v = PyFloat_FromDouble(times[i].v);
+        if (!v || PyDict_SetItemString(d, times[i].key, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
 }
 
 static PyObject *Engine_get_tokenizer(EngineObject *self, void *closure)
