@@ -66,6 +66,30 @@ cudaError_t sample_cuda(const float *logits, float *work, int R, int V, const Sa
                         int32_t *tokens, float *logprobs, int32_t *ranks, int32_t *topk_ids,
                         float *topk_logprobs, cudaStream_t stream);
 
+/* gemv.cu — the matmul of small decode batches, fp16/bf16 only:
+ *     out(M, N) = act(norm(in)(M, K) @ w + bias [+ out if accumulate])
+ * norm = layernorm with ln_w/ln_b/eps when ln_w != NULL (fp32 statistics over K),
+ * else identity; w (K, N), or (N, K) with w_nk; bias may be NULL; act is an
+ * ACT_CODE_*. Work buffers (preallocated by the backend, shared by every call on
+ * one stream): partial >= GEMV_MAX_SPLIT * GEMV_MAX_M * GEMV_MAX_N floats,
+ * tickets >= GEMV_MAX_N / 64 unsigned, zeroed once (each call leaves them zero).
+ * gemv_supported says whether gemv_cuda serves the shape (else use cuBLASLt). */
+#define GEMV_MAX_M 4
+#define GEMV_MAX_SPLIT 32
+#define GEMV_MAX_N 16384
+#define GEMV_MAX_STAGE 8192   /* fp32 input values staged in shared memory per block */
+enum { ACT_CODE_NONE = -1, ACT_CODE_GELU_TANH = 0, ACT_CODE_GELU_ERF = 1, ACT_CODE_RELU = 2 };
+typedef struct GemvArgs {
+    void *out;
+    const void *in, *w, *bias;
+    const void *ln_w, *ln_b;
+    float eps;
+    int M, K, N, accumulate, act;
+} GemvArgs;
+int gemv_supported(const GemvArgs *a, int w_nk, int dtype);
+cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, float *partial, unsigned *tickets,
+                      cudaStream_t stream);
+
 /* ======================================================================
  * FLASH attention backend (attention_flash_cuda.c): flash_attention.cu
  * Tensor-core flash attention over the paged KV cache; q (T, H*D) with row
@@ -78,9 +102,10 @@ cudaError_t sample_cuda(const float *logits, float *work, int R, int V, const Sa
 /* 1 when flash_attention_* can serve this head size and dtype. */
 int flash_attention_supported(int head_size, int dtype);
 
-/* Split-KV count for a decode launch: enough slices to fill num_sms, each
- * >= 128 keys of max_seq_len, at most max_splits. */
-int flash_attention_num_splits(int num_seqs, int H, int max_seq_len, int num_sms,
+/* Split-KV count for a decode launch of head size D: as many (sequence, head,
+ * slice) blocks as fit on num_sms at once, each slice at least one key item per
+ * warp of max_seq_len, at most max_splits (and 64). */
+int flash_attention_num_splits(int num_seqs, int H, int D, int max_seq_len, int num_sms,
                                int max_splits);
 
 /* Causal attention for sequences of any query length (prefill, chunked prefill). */
@@ -93,7 +118,8 @@ cudaError_t flash_attention_prefill(void *out, const void *q, int q_stride, cons
 
 /* Decode (one query token per sequence). num_splits > 1 splits the keys; then
  * partial_o (seq_begin+num_seqs, H, num_splits, D) and partial_lse
- * (seq_begin+num_seqs, H, num_splits) fp32 are the workspace, merged into out. */
+ * (seq_begin+num_seqs, H, num_splits) fp32 are the workspace, merged into out
+ * (splits past a sequence's seq_lens entry are neither written nor read). */
 cudaError_t flash_attention_decode(void *out, const void *q, int q_stride, const void *k_cache,
                                    const void *v_cache, const int32_t *query_start_loc,
                                    const int32_t *seq_lens, const int32_t *block_tables,

@@ -168,6 +168,70 @@ def test_matmul(device, dtype, flags, act, with_bias, M, K, N, rng):
     check(out, ref, dtype, atol=2e-5 if dtype == "float32" else None)
 
 
+LN_MATMUL_FLAGS = [
+    pytest.param(0, True, id="bias"),
+    pytest.param(MATMUL_GELU, True, id="gelu"),
+    pytest.param(MATMUL_ACCUMULATE, False, id="accumulate"),
+    pytest.param(MATMUL_W_NK, False, id="w_nk"),
+]
+
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("flags,with_bias", LN_MATMUL_FLAGS)
+@pytest.mark.parametrize("M,K,N", [
+    # M <= 4: the fused GEMV on CUDA fp16/bf16 (w (K, N) needs N % 64 == 0; W_NK needs
+    # K % 8 == 0 and M * K <= 8192), else layernorm + cuBLASLt
+    (1, 768, 2304), (2, 768, 3072), (3, 1600, 4800), (4, 1600, 64), (1, 48, 128), (4, 2304, 192),
+    (2, 40, 1000), (3, 777, 64), (1, 2048, 512),
+    (3, 64, 48), (17, 768, 777), (5, 96, 128)])
+def test_layernorm_matmul(device, dtype, flags, with_bias, M, K, N, rng):
+    """layernorm_matmul = layernorm, rounded to the compute dtype, then matmul."""
+    x = rnd(rng.standard_normal((M, K)) * 2 + 0.5, dtype)
+    g = rnd(1 + 0.1 * rng.standard_normal(K), dtype)
+    gb = rnd(0.1 * rng.standard_normal(K), dtype)
+    wshape = (N, K) if flags & MATMUL_W_NK else (K, N)
+    w = rnd(rng.standard_normal(wshape) / math.sqrt(K), dtype)
+    bias = rnd(0.5 * rng.standard_normal(N), dtype) if with_bias else None
+    init = rnd(rng.standard_normal((M, N)), dtype) if flags & MATMUL_ACCUMULATE else None
+    out = _C._backend_op_matmul(device, dtype, x, w, bias, flags, ACT_GELU_TANH, init,
+                                (g, gb, 1e-5))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(1, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(1, keepdims=True)
+    h = rnd((x64 - mean) / np.sqrt(var + 1e-5) * g + gb, dtype).astype(np.float64)
+    w64 = w.astype(np.float64)
+    ref = h @ (w64.T if flags & MATMUL_W_NK else w64)
+    if bias is not None:
+        ref = ref + bias
+    if init is not None:
+        ref = ref + init
+    if flags & MATMUL_GELU:
+        ref = gelu_tanh(ref)
+    check(out, ref, dtype, atol=5e-5 if dtype == "float32" else None)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("M,K,N,flags", [(1, 768, 2304, 0), (4, 3072, 768, MATMUL_ACCUMULATE),
+                                         (2, 1600, 6400, MATMUL_GELU), (3, 768, 1000, MATMUL_W_NK)])
+def test_gemv_matches_cublas(dtype, M, K, N, flags, rng, monkeypatch):
+    """The small-batch GEMV and cuBLASLt (GPT2_ENGINE_GEMV=0) agree on decode shapes,
+    with and without the layernorm folded in."""
+    x = rnd(rng.standard_normal((M, K)), dtype)
+    w = rnd(rng.standard_normal((N, K) if flags & MATMUL_W_NK else (K, N)) / math.sqrt(K), dtype)
+    bias = rnd(0.5 * rng.standard_normal(N), dtype)
+    init = rnd(rng.standard_normal((M, N)), dtype) if flags & MATMUL_ACCUMULATE else None
+    ln = (rnd(1 + 0.1 * rng.standard_normal(K), dtype), rnd(0.1 * rng.standard_normal(K), dtype),
+          1e-5)
+    for with_ln in (None, ln):
+        outs = []
+        for env in ("1", "0"):
+            monkeypatch.setenv("GPT2_ENGINE_GEMV", env)
+            outs.append(_C._backend_op_matmul("cuda", dtype, x, w, bias, flags, ACT_GELU_TANH,
+                                              init, with_ln))
+        check(outs[0], outs[1].astype(np.float64), dtype)
+
+
 def test_matmul_bad_shape():
     x = np.zeros((3, 4), np.float32)
     with pytest.raises(ValueError):
@@ -231,7 +295,9 @@ def test_to_float_drops_padding_columns(device, dtype, rows, cols, ld, rng):
 
 @gpu
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("M,K,N", [(3, 64, 48), (17, 768, 777)])
+@pytest.mark.parametrize("M,K,N", [(3, 64, 48), (17, 768, 777),
+                                   # split-K GEMV in fp16/bf16: its tickets must reset per replay
+                                   (2, 768, 3072), (1, 3072, 768)])
 def test_graph_replay(dtype, M, K, N, rng):
     x1 = rnd(rng.standard_normal((M, K)), dtype)
     x2 = rnd(rng.standard_normal((M, K)), dtype)

@@ -51,6 +51,13 @@ typedef struct BackendOps {
      * act selects the activation for MATMUL_GELU (Activation from config.h). */
     Status (*matmul)(Backend *b, void *out, const void *in, const void *w, const void *bias,
                      int M, int K, int N, int flags, int act, Error *err);
+    /* out(M, N) = layernorm(in(M, K)) @ w + bias: the two ops above in one call, so
+     * a backend can fold the layernorm into the matmul (CUDA does for small M).
+     * ln_out (M, K) is scratch that may receive the layernorm's output. */
+    Status (*layernorm_matmul)(Backend *b, void *out, const void *in, const void *ln_w,
+                               const void *ln_b, float eps, void *ln_out, const void *w,
+                               const void *bias, int M, int K, int N, int flags, int act,
+                               Error *err);
     /* Writes this step's K and V into the paged cache through the slot mapping:
      * k, v: (T, H*D) rows with row stride kv_stride elements (they live inside qkv);
      * caches: (num_blocks, H, block_size, D); slot s -> block s / block_size, offset s % block_size.

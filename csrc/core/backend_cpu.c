@@ -119,6 +119,16 @@ static Status cpu_matmul(Backend *b, void *out, const void *in, const void *w, c
     return GPT2_OK;
 }
 
+static Status cpu_layernorm_matmul(Backend *b, void *out, const void *in, const void *ln_w,
+                                   const void *ln_b, float eps, void *ln_out, const void *w,
+                                   const void *bias, int M, int K, int N, int flags, int act,
+                                   Error *err)
+{
+    Status s = cpu_layernorm(b, ln_out, in, ln_w, ln_b, M, K, eps, err);
+    if (s != GPT2_OK) return s;
+    return cpu_matmul(b, out, ln_out, w, bias, M, K, N, flags, act, err);
+}
+
 static Status cpu_reshape_and_cache(Backend *b, const void *k, const void *v, int kv_stride,
                                     void *k_cache, void *v_cache, const int32_t *slot_mapping,
                                     int T, int H, int D, int block_size, Error *err)
@@ -184,6 +194,7 @@ static const BackendOps cpu_ops = {
     .embed = cpu_embed,
     .layernorm = cpu_layernorm,
     .matmul = cpu_matmul,
+    .layernorm_matmul = cpu_layernorm_matmul,
     .reshape_and_cache = cpu_reshape_and_cache,
     .gather_rows = cpu_gather_rows,
     .to_float = cpu_to_float,

@@ -247,6 +247,7 @@ static void cuda_destroy(Backend *b)
         for (int i = 0; i < im->n_graphs; i++) cudaGraphExecDestroy(im->graphs[i]);
         cuda_matmul_plans_free(im);
         cuda_sample_buffers_free(im);
+        cuda_gemv_free(im);
         if (im->workspace) cudaFree(im->workspace);
         if (im->lt) cublasLtDestroy(im->lt);
         if (im->stream) cudaStreamDestroy(im->stream);
@@ -270,6 +271,7 @@ static const BackendOps cuda_ops = {
     .embed = cuda_embed,
     .layernorm = cuda_layernorm,
     .matmul = cuda_matmul,
+    .layernorm_matmul = cuda_layernorm_matmul,
     .reshape_and_cache = cuda_reshape_and_cache,
     .gather_rows = cuda_gather_rows,
     .to_float = cuda_to_float,
@@ -318,6 +320,7 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
     CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasLtCreate(&im->lt));
     CUDA_CHECK(cudaMalloc(&im->workspace, MATMUL_WORKSPACE_BYTES));
+    if (cuda_gemv_init(im, err) != GPT2_OK) goto fail;
     *out = b;
     return GPT2_OK;
 fail:

@@ -67,6 +67,10 @@ typedef struct CudaImpl {
     void *sample_out; size_t sample_out_bytes;  /* device: tokens, logprobs, ranks, top-k */
     float *sample_work; size_t sample_work_bytes; /* device: (R, V) adjusted logits / p */
     void *host_stage; size_t host_stage_bytes;  /* pinned host staging for both copies */
+    /* small-batch GEMV (kernels/gemv.cu): split-K partials and per-tile tickets */
+    int gemv_enabled;                 /* GPT2_ENGINE_GEMV=0 turns it off (cuBLASLt only) */
+    float *gemv_partial;              /* GEMV_MAX_SPLIT * GEMV_MAX_M * GEMV_MAX_N floats */
+    unsigned *gemv_tickets;           /* GEMV_MAX_N / 64, zero between calls */
 } CudaImpl;
 
 static inline CudaImpl *cuda_impl(Backend *b) { return (CudaImpl *)b->impl; }
@@ -84,6 +88,13 @@ static inline cudaError_t cuda_use_device(const Backend *b)
 /* matmul_cuda.c */
 Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const void *bias,
                    int M, int K, int N, int flags, int act, Error *err);
+Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *ln_w,
+                             const void *ln_b, float eps, void *ln_out, const void *w,
+                             const void *bias, int M, int K, int N, int flags, int act,
+                             Error *err);
+/* allocates / frees the GEMV work buffers and reads GPT2_ENGINE_GEMV */
+Status cuda_gemv_init(CudaImpl *im, Error *err);
+void cuda_gemv_free(CudaImpl *im);
 void cuda_matmul_plans_free(CudaImpl *im);
 /* sample_cuda.c */
 Status cuda_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,

@@ -1,4 +1,6 @@
-/* matmul_cuda.c — the CUDA backend's GEMM through cuBLASLt:
+/* matmul_cuda.c — the CUDA backend's GEMMs: the split-K GEMV of kernels/gemv.cu
+ * for small batches (M <= GEMV_MAX_M, fp16/bf16; layernorm folded in for
+ * layernorm_matmul), otherwise cuBLASLt:
  *     out(M, N) = act(in(M, K) @ w + bias [+ out if MATMUL_ACCUMULATE])
  * w is (K, N) row-major (Conv1D), or (N, K) with MATMUL_W_NK (lm_head = wte).
  *
@@ -21,6 +23,7 @@
 #include "kernels.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* log2 of the pointer's alignment, capped at 256 bytes (8) */
@@ -140,6 +143,73 @@ static Status plan_get(CudaImpl *im, MatmulPlan **out, DType dtype, int M, int K
     return GPT2_OK;
 }
 
+/* ---- small batches: the split-K GEMV of kernels/gemv.cu ---- */
+
+Status cuda_gemv_init(CudaImpl *im, Error *err)
+{
+    const char *env = getenv("GPT2_ENGINE_GEMV");
+    im->gemv_enabled = !(env && strcmp(env, "0") == 0);
+    CUDA_CHECK(cudaMalloc((void **)&im->gemv_partial,
+                          sizeof(float) * GEMV_MAX_SPLIT * GEMV_MAX_M * GEMV_MAX_N));
+    CUDA_CHECK(cudaMalloc((void **)&im->gemv_tickets, sizeof(unsigned) * (GEMV_MAX_N / 64)));
+    CUDA_CHECK(cudaMemsetAsync(im->gemv_tickets, 0, sizeof(unsigned) * (GEMV_MAX_N / 64),
+                               im->stream));
+    return GPT2_OK;
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
+void cuda_gemv_free(CudaImpl *im)
+{
+    if (im->gemv_partial) cudaFree(im->gemv_partial);
+    if (im->gemv_tickets) cudaFree(im->gemv_tickets);
+    im->gemv_partial = NULL;
+    im->gemv_tickets = NULL;
+}
+
+/* Runs the GEMV when it serves this call (returns 1), else 0; *s is the launch status. */
+static int try_gemv(Backend *b, const GemvArgs *a, int flags, Status *s, Error *err)
+{
+    CudaImpl *im = cuda_impl(b);
+    const int wnk = (flags & MATMUL_W_NK) != 0;
+    if (!im->gemv_enabled || !gemv_supported(a, wnk, (int)b->dtype)) return 0;
+    *s = GPT2_OK;
+    CUDA_CHECK(gemv_cuda(a, wnk, (int)b->dtype, im->gemv_partial, im->gemv_tickets, im->stream));
+    return 1;
+fail:
+    *s = err ? err->code : GPT2_ERR_DEVICE;
+    return 1;
+}
+
+static int gemv_act_code(int flags, int act)
+{
+    if (!(flags & MATMUL_GELU)) return ACT_CODE_NONE;
+    return act == ACT_GELU_ERF ? ACT_CODE_GELU_ERF : act == ACT_RELU ? ACT_CODE_RELU
+                                                                     : ACT_CODE_GELU_TANH;
+}
+
+Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *ln_w,
+                             const void *ln_b, float eps, void *ln_out, const void *w,
+                             const void *bias, int M, int K, int N, int flags, int act,
+                             Error *err)
+{
+    if (M < 0 || K <= 0 || N <= 0)
+        return error_set(err, GPT2_ERR_VALUE, "layernorm_matmul: bad shape M=%d K=%d N=%d", M,
+                         K, N);
+    if (M == 0) return GPT2_OK;
+    CUDA_CHECK(cuda_use_device(b));
+    const GemvArgs a = {out, in, w, bias, ln_w, ln_b, eps, M, K, N,
+                        (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act)};
+    Status s;
+    if (try_gemv(b, &a, flags, &s, err)) return s;
+    CUDA_CHECK(layernorm_cuda(ln_out, in, ln_w, ln_b, M, K, eps, b->dtype, cuda_impl(b)->stream));
+    return cuda_matmul(b, out, ln_out, w, bias, M, K, N, flags, act, err);
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
+/* ---- cuBLASLt for everything else ---- */
+
 Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const void *bias,
                    int M, int K, int N, int flags, int act, Error *err)
 {
@@ -148,6 +218,12 @@ Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const v
         return error_set(err, GPT2_ERR_VALUE, "matmul: bad shape M=%d K=%d N=%d", M, K, N);
     if (M == 0) return GPT2_OK;
     CUDA_CHECK(cuda_use_device(b));
+    {
+        const GemvArgs a = {out, in, w, bias, NULL, NULL, 0.0f, M, K, N,
+                            (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act)};
+        Status s;
+        if (try_gemv(b, &a, flags, &s, err)) return s;
+    }
     if (!(flags & MATMUL_GELU)) act = 0;   /* act only matters with MATMUL_GELU */
     const int align = align_log2(w) | align_log2(in) << 4 | align_log2(out) << 8 |
                       (bias ? align_log2(bias) : 0) << 12;

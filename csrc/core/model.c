@@ -25,9 +25,9 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
                     err));
     for (int l = 0; l < cfg->n_layer; l++) {
         const GPT2LayerWeights *lw = &w->layers[l];
-        CHECK(op->layernorm(b, buf->ln, buf->residual, lw->ln_1_w, lw->ln_1_b, T, C, eps, err));
-        CHECK(op->matmul(b, buf->qkv, buf->ln, lw->c_attn_w, lw->c_attn_b, T, C, 3 * C, 0,
-                         cfg->activation, err));
+        CHECK(op->layernorm_matmul(b, buf->qkv, buf->residual, lw->ln_1_w, lw->ln_1_b, eps,
+                                   buf->ln, lw->c_attn_w, lw->c_attn_b, T, C, 3 * C, 0,
+                                   cfg->activation, err));
         /* qkv rows are [q | k | v], each H*D wide */
         CHECK(op->reshape_and_cache(b, at(buf->qkv, C, dt), at(buf->qkv, 2 * (size_t)C, dt),
                                     3 * C, m->key_cache[l], m->value_cache[l],
@@ -36,18 +36,18 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
                                m->value_cache[l], &batch->attn, err));
         CHECK(op->matmul(b, buf->residual, buf->attn, lw->attn_proj_w, lw->attn_proj_b, T, C, C,
                          MATMUL_ACCUMULATE, cfg->activation, err));
-        CHECK(op->layernorm(b, buf->ln, buf->residual, lw->ln_2_w, lw->ln_2_b, T, C, eps, err));
-        CHECK(op->matmul(b, buf->fc, buf->ln, lw->c_fc_w, lw->c_fc_b, T, C, 4 * C, MATMUL_GELU,
-                         cfg->activation, err));
+        CHECK(op->layernorm_matmul(b, buf->fc, buf->residual, lw->ln_2_w, lw->ln_2_b, eps,
+                                   buf->ln, lw->c_fc_w, lw->c_fc_b, T, C, 4 * C, MATMUL_GELU,
+                                   cfg->activation, err));
         CHECK(op->matmul(b, buf->residual, buf->fc, lw->mlp_proj_w, lw->mlp_proj_b, T, 4 * C, C,
                          MATMUL_ACCUMULATE, cfg->activation, err));
     }
     if (R == 0) return GPT2_OK;
     /* only the rows whose logits are wanted go through ln_f and the lm_head */
     CHECK(op->gather_rows(b, buf->ln, buf->residual, batch->logits_indices, R, C, err));
-    CHECK(op->layernorm(b, buf->hidden, buf->ln, w->ln_f_w, w->ln_f_b, R, C, eps, err));
-    CHECK(op->matmul(b, buf->logits, buf->hidden, w->wte, NULL, R, C, m->logits_ld, MATMUL_W_NK,
-                     cfg->activation, err));
+    CHECK(op->layernorm_matmul(b, buf->logits, buf->ln, w->ln_f_w, w->ln_f_b, eps, buf->hidden,
+                               w->wte, NULL, R, C, m->logits_ld, MATMUL_W_NK, cfg->activation,
+                               err));
     if ((void *)buf->logits_f32 != buf->logits || m->logits_ld != V)
         CHECK(op->to_float(b, buf->logits_f32, buf->logits, R, V, m->logits_ld, err));
     return GPT2_OK;

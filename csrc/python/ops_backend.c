@@ -96,45 +96,57 @@ done:
     return res;
 }
 
+/* matmul, or layernorm_matmul when ln = (ln_w (K), ln_b (K), eps) is given */
 static PyObject *op_matmul(PyObject *self, PyObject *args)
 {
     const char *device, *dtype;
-    PyObject *xo, *wo, *bo, *oo, *res = NULL;
+    PyObject *xo, *wo, *bo, *oo, *lno = Py_None, *res = NULL, *gwo = NULL, *gbo = NULL;
     int flags, act;
-    PyArrayObject *x = NULL, *w = NULL, *bb = NULL, *o = NULL;
+    double eps = 0.0;
+    PyArrayObject *x = NULL, *w = NULL, *bb = NULL, *o = NULL, *gw = NULL, *gb = NULL;
     OpsCtx c = {0};
-    if (!PyArg_ParseTuple(args, "ssOOOiiO", &device, &dtype, &xo, &wo, &bo, &flags, &act, &oo))
+    if (!PyArg_ParseTuple(args, "ssOOOiiO|O", &device, &dtype, &xo, &wo, &bo, &flags, &act, &oo,
+                          &lno))
         return NULL;
+    if (lno != Py_None && !PyArg_ParseTuple(lno, "OOd", &gwo, &gbo, &eps)) return NULL;
     if (!(x = ops_as_f32(xo)) || !(w = ops_as_f32(wo))) goto done;
     if (bo != Py_None && !(bb = ops_as_f32(bo))) goto done;
     if (oo != Py_None && !(o = ops_as_f32(oo))) goto done;
+    if (gwo && (!(gw = ops_as_f32(gwo)) || !(gb = ops_as_f32(gbo)))) goto done;
     if (want_ndim(x, 2, "x") < 0 || want_ndim(w, 2, "w") < 0) goto done;
     const npy_intp M = PyArray_DIM(x, 0), K = PyArray_DIM(x, 1);
     const int wnk = (flags & MATMUL_W_NK) != 0;
     const npy_intp N = PyArray_DIM(w, wnk ? 0 : 1);
     if (PyArray_DIM(w, wnk ? 1 : 0) != K || (bb && PyArray_SIZE(bb) != N) ||
-        (o && PyArray_SIZE(o) != M * N) || ((flags & MATMUL_ACCUMULATE) && !o)) {
+        (o && PyArray_SIZE(o) != M * N) || ((flags & MATMUL_ACCUMULATE) && !o) ||
+        (gw && (PyArray_SIZE(gw) != K || PyArray_SIZE(gb) != K))) {
         PyErr_SetString(PyExc_ValueError,
                         "matmul: shapes disagree (x (M,K), w (K,N) or (N,K) with W_NK, bias (N), "
-                        "out (M,N) required with ACCUMULATE)");
+                        "out (M,N) required with ACCUMULATE, ln weights (K))");
         goto done;
     }
     if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
     const size_t es = dtype_size(c.b->dtype);
     void *dx = upload_f(&c, x), *dw = dx ? upload_f(&c, w) : NULL, *db = NULL, *dout = NULL;
+    void *dgw = NULL, *dgb = NULL, *dln = NULL;
     if (!dw) goto done;
     if (bb && !(db = upload_f(&c, bb))) goto done;
+    if (gw && (!(dgw = upload_f(&c, gw)) || !(dgb = upload_f(&c, gb)) ||
+               !(dln = ops_ctx_alloc(&c, (size_t)(M * K) * es))))
+        goto done;
     if (o) dout = upload_f(&c, o);
     else dout = ops_ctx_alloc(&c, (size_t)(M * N) * es);
     if (!dout) goto done;
-    if (ops_ctx_check(&c, c.b->ops->matmul(c.b, dout, dx, dw, db, (int)M, (int)K, (int)N, flags, act,
-                                       &c.err)) < 0)
-        goto done;
+    Status s = gw ? c.b->ops->layernorm_matmul(c.b, dout, dx, dgw, dgb, (float)eps, dln, dw, db,
+                                               (int)M, (int)K, (int)N, flags, act, &c.err)
+                  : c.b->ops->matmul(c.b, dout, dx, dw, db, (int)M, (int)K, (int)N, flags, act,
+                                     &c.err);
+    if (ops_ctx_check(&c, s) < 0) goto done;
     npy_intp dims[2] = {M, N};
     res = ops_download(&c, dout, c.b->dtype, 2, dims);
 done:
     ops_ctx_close(&c);
-    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(bb); Py_XDECREF(o);
+    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(bb); Py_XDECREF(o); Py_XDECREF(gw); Py_XDECREF(gb);
     return res;
 }
 
@@ -425,8 +437,8 @@ static PyMethodDef ops_backend_methods[] = {
     {"_backend_op_layernorm", op_layernorm, METH_VARARGS,
      "(device, dtype, x(T, C), w(C), b(C), eps) -> out(T, C)"},
     {"_backend_op_matmul", op_matmul, METH_VARARGS,
-     "(device, dtype, x(M, K), w(K, N) or (N, K), bias(N) or None, flags, act, out(M, N) or None)"
-     " -> out(M, N)"},
+     "(device, dtype, x(M, K), w(K, N) or (N, K), bias(N) or None, flags, act, out(M, N) or None"
+     "[, (ln_w(K), ln_b(K), eps)]) -> out(M, N); with the tuple, layernorm_matmul"},
     {"_backend_op_reshape_and_cache", op_reshape_and_cache, METH_VARARGS,
      "(device, dtype, k(T, S), v(T, S), k_cache(NB, H, BS, D), v_cache, slots(T), H, D)"
      " -> (k_cache, v_cache)"},
