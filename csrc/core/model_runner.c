@@ -276,32 +276,59 @@ static Status validate_step(const ModelRunner *r, const StepInput *in, Error *er
     return GPT2_OK;
 }
 
-Status runner_execute(ModelRunner *r, const StepInput *in, Error *err)
+Status runner_prepare(ModelRunner *r, const StepInput *in, Error *err)
 {
+    r->has_staged = 0;
     CHECK(validate_step(r, in, err));
-    Backend *b = r->backend;
+    /* host_ints is the source of the previous step's asynchronous upload: wait
+     * for it before overwriting (sampling steps have synchronized already) */
+    if (r->launch_unsynced) {
+        CHECK(r->backend->ops->synchronize(r->backend, err));
+        r->launch_unsynced = 0;
+    }
     int g = decode_bucket(r, in);
     int T = in->num_tokens, S = in->num_seqs, B = in->block_table_stride, R = in->num_logits;
     if (g >= 0) T = S = R = r->bucket_sizes[g], B = r->max_blocks_per_seq;
     IntLayout L = int_layout(T, S, B, R);
-    ForwardBatch fb;
-    pack_step(r, in, &L, T, S, B, R, &fb);
+    pack_step(r, in, &L, T, S, B, R, &r->staged);
     if (g >= 0) {              /* the launch shapes the graph was captured with */
-        fb.attn.graph_capture = 1;
-        fb.attn.max_seq_len = r->rc.max_model_len;
+        r->staged.attn.graph_capture = 1;
+        r->staged.attn.max_seq_len = r->rc.max_model_len;
     }
-    CHECK(b->ops->copy_h2d(b, r->dev_ints, r->host_ints, L.total * sizeof(int32_t), err));
+    r->staged_graph = g;
+    r->staged_ints = L.total;
+    r->has_staged = 1;
+    return GPT2_OK;
+fail:
+    return err->code;
+}
+
+Status runner_launch(ModelRunner *r, Error *err)
+{
+    Backend *b = r->backend;
+    if (!r->has_staged)
+        return error_set(err, GPT2_ERR_INTERNAL, "runner_launch without runner_prepare");
+    r->has_staged = 0;
+    int g = r->staged_graph;
+    CHECK(b->ops->copy_h2d(b, r->dev_ints, r->host_ints, r->staged_ints * sizeof(int32_t), err));
+    r->launch_unsynced = 1;
     if (g >= 0 && g < r->num_graphs) {
         CHECK(b->ops->graph_launch(b, g, err));
         r->num_graph_replays++;
     } else {
         ModelContext m = model_context(r);
-        CHECK(model_forward(&m, &r->act, &fb, err));
+        CHECK(model_forward(&m, &r->act, &r->staged, err));
         r->num_eager_steps++;
     }
     return GPT2_OK;
 fail:
     return err->code;
+}
+
+Status runner_execute(ModelRunner *r, const StepInput *in, Error *err)
+{
+    Status s = runner_prepare(r, in, err);
+    return s ? s : runner_launch(r, err);
 }
 
 /* ---- CUDA graphs ---- */
@@ -466,8 +493,10 @@ Status runner_sample(ModelRunner *r, int R, const SamplingRow *rows, const Token
                      int n_adj, int max_logprobs, SamplerOutput *out, Error *err)
 {
     Backend *b = r->backend;
-    return b->ops->sample(b, r->act.logits_f32, R, r->config.vocab_size, rows, adj, n_adj,
-                          max_logprobs, out, err);
+    Status s = b->ops->sample(b, r->act.logits_f32, R, r->config.vocab_size, rows, adj, n_adj,
+                              max_logprobs, out, err);
+    if (s == GPT2_OK && R > 0) r->launch_unsynced = 0;     /* it returns once out is filled */
+    return s;
 }
 
 Status runner_copy_blocks(ModelRunner *r, const int32_t *src, const int32_t *dst, int n,
@@ -495,6 +524,8 @@ fail:
 Status runner_logits_to_host(ModelRunner *r, int n, float *out, Error *err)
 {
     Backend *b = r->backend;
-    return b->ops->copy_d2h(b, out, r->act.logits_f32,
-                            (size_t)n * (size_t)r->config.vocab_size * sizeof(float), err);
+    Status s = b->ops->copy_d2h(b, out, r->act.logits_f32,
+                                (size_t)n * (size_t)r->config.vocab_size * sizeof(float), err);
+    if (s == GPT2_OK && n > 0) r->launch_unsynced = 0;     /* copy_d2h synchronizes */
+    return s;
 }

@@ -74,12 +74,25 @@ typedef struct ModelRunner {
     int bucket_sizes[32];
     int num_graphs;
     int64_t num_graph_replays, num_eager_steps;
+    /* the step staged by runner_prepare, launched by runner_launch */
+    ForwardBatch staged;
+    int staged_graph;            /* bucket index, or -1 (eager) */
+    size_t staged_ints;          /* int32 elements of host_ints to upload */
+    int has_staged;
+    /* a launch whose h2d copy out of host_ints may still be queued: nothing has
+     * synchronized since (a step without sampling rows, e.g. a prefill chunk) */
+    int launch_unsynced;
 } ModelRunner;
 
 Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfig *rc, Error *err);
 void runner_destroy(ModelRunner *r);   /* NULL-safe, frees every byte */
-/* Runs the forward pass; on success r->act.logits_f32 holds (num_logits, V) fp32 rows. */
+/* Runs the forward pass; on success r->act.logits_f32 holds (num_logits, V) fp32 rows.
+ * runner_execute = runner_prepare (validate, stage the inputs in host memory; no
+ * device work) + runner_launch (upload, forward or graph replay; asynchronous on
+ * a GPU). `in` may be reused once runner_prepare returns. */
 Status runner_execute(ModelRunner *r, const StepInput *in, Error *err);
+Status runner_prepare(ModelRunner *r, const StepInput *in, Error *err);
+Status runner_launch(ModelRunner *r, Error *err);
 /* Samples from the rows left by runner_execute (see sampling.h). */
 Status runner_sample(ModelRunner *r, int R, const SamplingRow *rows, const TokenAdjust *adj,
                      int n_adj, int max_logprobs, SamplerOutput *out, Error *err);
