@@ -6,21 +6,30 @@ paged cache (block_size 16, scattered block tables) against, in the same run:
     on the same data laid out densely (B, H, S, D);
     TFLOP/s counts half the square: flops = 4*B*H*S*S*D/2;
   * decode: GB/s of K+V bytes read, vs a device-to-device copy (bytes read +
-    written) and vs the PAGED backend when its launcher is in the library.
+    written) and vs the PAGED backend when its launcher is in the library;
+    then engine-shaped decode rows (gpt2: H=12, D=64; a large batch of short
+    contexts; splits sized from max_len = the max_model_len a captured graph
+    sees, not from the actual lengths), FLASH vs PAGED, both given that max_len.
 
 The kernels are called through a small shared library built from
 kernels/flash_attention.cu with nvcc (ctypes), on torch's current stream, so the
 timing sees the kernel and nothing of the engine's Python layer.
 
     python benchmarks/bench_flash.py [--lib path/to/libflash.so] [--arch 90]
+        [--decode-only] [--variant "FLASH_DECODE_HPB=1;FLASH_DECODE_MIN_BLOCKS128=4" ...]
+
+--variant builds the kernels again with those macros (tuning knobs of
+flash_attention.cu) and repeats the decode rows with each build.
 
 Measured 2026-11-22 on an H100 80GB HBM3 (torch 2.11.0+cu130, fp16, H = 2048/D):
   prefill TF/s  FLASH / SDPA:  B=8 S=2048: d64 198.5/355.7 (0.56), d128 191.8/421.3 (0.46);
                                B=16 S=1024: d64 171.4/288.3 (0.59), d128 171.2/360.9 (0.47);
                                PAGED prefill ~17 TF/s.
-  decode GB/s   FLASH / PAGED (copy 2953): B=1 L=4096 d64 1797/2614, d128 1978/1881;
-                B=8 L=2048 2259/2589, 2416/2607; B=64 L=1024 2805/2981, 2793/2965;
-                B=256 L=512 2849/3035, 2914/3012.
+  decode GB/s   FLASH / PAGED (decode kernel of 2026-11-23, copy 2920; graph replays):
+                B=1 L=4096 d64 2572/2568, d128 2505/1953; B=8 L=2048 2611/2585, 2610/2612;
+                B=64 L=1024 2920/2976, 2935/2973; B=256 L=512 2963/3029, 2980/3015;
+                engine-shaped (H=12 d64, max_len 1024): B=256 L=64 2384/2303, L=128
+                2628/2617, L=256 2793/2848; B=32 L=128 2163/1500; B=8 L=200 632/618.
 """
 import argparse
 import ctypes
@@ -57,7 +66,7 @@ class FlashLib:
         self.lib.flash_attention_decode.argtypes = [P, P, I, P, P, P, P, P, I, I, I, I, I, I, F,
                                                     I, I, P, P, P]
         self.lib.flash_attention_decode.restype = I
-        self.lib.flash_attention_num_splits.argtypes = [I, I, I, I, I]
+        self.lib.flash_attention_num_splits.argtypes = [I, I, I, I, I, I]
         self.lib.flash_attention_num_splits.restype = I
 
     @staticmethod
@@ -129,9 +138,10 @@ def make_paged(torch, seq_lens, H, D, bs, dtype, gen, extra_blocks=7):
     for i, n in enumerate(nb_per):
         bt[i, :n] = perm[k:k + n]
         k += n
-    kc = torch.randn(total, H, bs, D, generator=gen).to(dtype)
-    vc = torch.randn(total, H, bs, D, generator=gen).to(dtype)
-    return kc.cuda(), vc.cuda(), bt.cuda()
+    cgen = torch.Generator(device="cuda").manual_seed(int(perm[0]))   # drawn on the GPU: fast
+    kc = torch.randn(total, H, bs, D, generator=cgen, device="cuda", dtype=dtype)
+    vc = torch.randn(total, H, bs, D, generator=cgen, device="cuda", dtype=dtype)
+    return kc, vc, bt.cuda()
 
 
 def time_ms(torch, fn, reps=20, warmup=3):
@@ -208,15 +218,19 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
             "paged_tflops": flops / tp / 1e9, "max_rel_err": err}
 
 
-def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None):
-    H = 2048 // D
+def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None, H=None,
+                 max_len=None):
+    """max_len: the length the launch is sized for (splits, PAGED partitions); the
+    kernels read the actual L from seq_lens, as in a replayed CUDA graph."""
+    H = H or 2048 // D
+    max_len = max_len or L
     gen = torch.Generator().manual_seed(B * L + D + 1)
     kc, vc, bt = make_paged(torch, [L] * B, H, D, bs, dtype, gen)
     q = torch.randn(B, 3 * H * D, device="cuda", dtype=dtype)
     qsl = torch.arange(B + 1, dtype=torch.int32, device="cuda")
     sl = torch.full((B,), L, dtype=torch.int32, device="cuda")
     out = torch.empty(B, H * D, device="cuda", dtype=dtype)
-    splits = lib.lib.flash_attention_num_splits(B, H, L, num_sms, 64)
+    splits = lib.lib.flash_attention_num_splits(B, H, D, max_len, num_sms, 64)
     po = torch.empty(B, H, splits, D, device="cuda", dtype=torch.float32)
     plse = torch.empty(B, H, splits, device="cuda", dtype=torch.float32)
 
@@ -230,10 +244,10 @@ def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None):
     if paged is not None:
         pout = torch.empty_like(out)
         a = PagedLib.args(pout, q, 3 * H * D, kc, vc, qsl, sl, bt, H, D, bs, D ** -0.5)
-        nf = paged.lib.paged_attention_workspace_floats(B, H, D, L)
+        nf = paged.lib.paged_attention_workspace_floats(B, H, D, max_len)
         ws = torch.empty(max(nf, 1), device="cuda", dtype=torch.float32)
         tp = time_graph_ms(torch, lambda: paged.lib.paged_attention_decode(
-            ctypes.byref(a), B, L, 0, ws.data_ptr(), nf, FlashLib._stream()))
+            ctypes.byref(a), B, max_len, 0, ws.data_ptr(), nf, FlashLib._stream()))
         torch.cuda.synchronize()
         flash()
         torch.cuda.synchronize()
@@ -241,7 +255,7 @@ def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None):
         if rel > 1e-2:
             print(f"  warning: PAGED and FLASH decode differ by {rel:.1e} (B={B} L={L} D={D})")
     return {"B": B, "L": L, "D": D, "splits": splits, "ms": t, "GBps": nbytes / t / 1e6,
-            "paged_GBps": nbytes / tp / 1e6}
+            "paged_ms": tp, "paged_GBps": nbytes / tp / 1e6}
 
 
 def copy_bandwidth(torch):
@@ -257,6 +271,9 @@ def main():
     ap.add_argument("--paged-lib", help="prebuilt library of kernels/paged_attention.cu")
     ap.add_argument("--arch", default="90")
     ap.add_argument("--dtype", default="float16", choices=list(DTYPE_CODE))
+    ap.add_argument("--decode-only", action="store_true", help="skip the prefill rows")
+    ap.add_argument("--variant", action="append", default=[],
+                    help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat decode')
     args = ap.parse_args()
     import torch
     if not torch.cuda.is_available():
@@ -273,25 +290,43 @@ def main():
     dtype = getattr(torch, args.dtype)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}")
-    print("prefill (causal, paged K/V block_size 16 for FLASH, dense for SDPA)")
-    print(f"{'B':>3} {'S':>5} {'D':>4} {'FLASH TF/s':>11} {'SDPA TF/s':>10} {'ratio':>6} "
-          f"{'PAGED TF/s':>11} {'err':>8}")
-    for B, S in ((8, 2048), (16, 1024)):
-        for D in (64, 128):
-            r = bench_prefill(torch, lib, B, S, D, dtype, paged=paged)
-            print(f"{B:>3} {S:>5} {D:>4} {r['flash_tflops']:>11.1f} {r['sdpa_tflops']:>10.1f} "
-                  f"{r['flash_tflops'] / r['sdpa_tflops']:>6.2f} {r['paged_tflops']:>11.1f} "
-                  f"{r['max_rel_err']:>8.1e}")
+    if not args.decode_only:
+        print("prefill (causal, paged K/V block_size 16 for FLASH, dense for SDPA)")
+        print(f"{'B':>3} {'S':>5} {'D':>4} {'FLASH TF/s':>11} {'SDPA TF/s':>10} {'ratio':>6} "
+              f"{'PAGED TF/s':>11} {'err':>8}")
+        for B, S in ((8, 2048), (16, 1024)):
+            for D in (64, 128):
+                r = bench_prefill(torch, lib, B, S, D, dtype, paged=paged)
+                print(f"{B:>3} {S:>5} {D:>4} {r['flash_tflops']:>11.1f} "
+                      f"{r['sdpa_tflops']:>10.1f} {r['flash_tflops'] / r['sdpa_tflops']:>6.2f} "
+                      f"{r['paged_tflops']:>11.1f} {r['max_rel_err']:>8.1e}")
     cb = copy_bandwidth(torch)
     print(f"decode (K+V bytes read, timed as CUDA-graph replays of 20 calls); "
           f"device-to-device copy {cb:.0f} GB/s (read+write)")
-    print(f"{'B':>3} {'L':>5} {'D':>4} {'splits':>6} {'ms':>8} {'GB/s':>7} {'of copy':>8} "
-          f"{'PAGED GB/s':>11}")
-    for B, L in ((1, 4096), (8, 2048), (64, 1024), (256, 512)):
-        for D in (64, 128):
-            r = bench_decode(torch, lib, B, L, D, dtype, num_sms=num_sms, paged=paged)
-            print(f"{B:>3} {L:>5} {D:>4} {r['splits']:>6} {r['ms']:>8.4f} {r['GBps']:>7.0f} "
-                  f"{r['GBps'] / cb:>8.2f} {r['paged_GBps']:>11.0f}")
+    builds = [("default", lib)]
+    for k, v in enumerate(args.variant):
+        hdr = f"/tmp/flash_variant{k}.h"
+        with open(hdr, "w") as f:
+            for d in filter(None, v.split(";")):
+                name, _, val = d.partition("=")
+                f.write(f"#define {name.strip()} {val.strip()}\n")
+        builds.append((v, FlashLib(build_lib(f"/tmp/libflash_variant{k}.so", args.arch,
+                                             include=hdr))))
+    for name, blib in builds:
+        print(f"build: {name}")
+        print(f"{'B':>3} {'L':>5} {'D':>4} {'H':>3} {'max_len':>7} {'splits':>6} {'ms':>8} "
+              f"{'GB/s':>7} {'of copy':>8} {'PAGED ms':>9} {'PAGED GB/s':>11} {'FLASH/PAGED':>11}")
+        rows = [(B, L, D, None, None) for B, L in ((1, 4096), (8, 2048), (64, 1024), (256, 512))
+                for D in (64, 128)]
+        rows += [(256, L, 64, 12, 1024) for L in (64, 128, 256)]    # engine-shaped
+        rows += [(32, 128, 64, 12, 1024), (8, 200, 64, 12, 1024)]
+        for B, L, D, H, max_len in rows:
+            r = bench_decode(torch, blib, B, L, D, dtype, num_sms=num_sms, paged=paged, H=H,
+                             max_len=max_len)
+            print(f"{B:>3} {L:>5} {D:>4} {H or 2048 // D:>3} {max_len or L:>7} {r['splits']:>6} "
+                  f"{r['ms']:>8.4f} {r['GBps']:>7.0f} {r['GBps'] / cb:>8.2f} "
+                  f"{r['paged_ms']:>9.4f} {r['paged_GBps']:>11.0f} "
+                  f"{r['GBps'] / r['paged_GBps']:>11.2f}")
     return 0
 
 

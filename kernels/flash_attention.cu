@@ -1,9 +1,9 @@
 /* flash_attention.cu — the FLASH attention backend's kernels: tensor-core
  * (mma.sync m16n8k16, sm_80+) flash attention over the paged KV cache.
  *
- * One kernel template serves prefill, chunked prefill and decode:
+ * Prefill and chunked prefill:
  *   flash_attention_kernel<T, D, NWARPS, MT, BN, STAGES>
- *     grid  (q tiles, sequences, heads * splits), NWARPS*32 threads;
+ *     grid  (q tiles, sequences, heads), NWARPS*32 threads;
  *     each warp owns 16*MT query rows (BM = 16*MT*NWARPS rows per block) and the block
  *     streams K/V tiles of BN keys through shared memory (cp.async, STAGES deep),
  *     gathering each key row through the block table, so the paged cache is read
@@ -11,9 +11,11 @@
  *     leaves registers: S = Q K^T accumulators are repacked as the A operand of P V.
  *   Causal: key tiles past the last row's position are never loaded; tiles that
  *   cross the diagonal (or the end of the key range) are masked element-wise.
- *   Split-KV (decode): blockIdx.z also selects a slice of the keys; each slice
- *   writes a partial (out, lse) in fp32 and flash_attention_merge_kernel combines
- *   them through the log-sum-exp.
+ * Decode (one query per sequence): flash_decode_kernel<T, D>, all warps of a block
+ *   on disjoint key ranges of the same (sequence, heads), K/V fragments loaded
+ *   straight into registers, the query as the B operand (see the comment above it).
+ *   Split-KV: each slice of the keys writes a partial (out, lse) in fp32 and
+ *   flash_decode_merge_kernel combines them through the log-sum-exp.
  *
  * Shapes (elements of T = __half or __nv_bfloat16):
  *   q       (T_tokens, H*D) row stride q_stride (q lives inside qkv)
@@ -21,8 +23,8 @@
  *   k/v     (num_blocks, H, block_size, D)
  *   block_tables (num_seqs, bt_stride) int32; query_start_loc (num_seqs+1); seq_lens (num_seqs)
  *   partial_o   (num_seqs, H, splits, D) fp32, partial_lse (num_seqs, H, splits) fp32 (log2 units)
- * Shared memory tiles are (rows, D) with 16-byte chunks XOR-swizzled by (row & 7),
- * so ldmatrix reads of 8 rows hit 8 different bank groups.
+ * Prefill shared memory tiles are (rows, D) with 16-byte chunks XOR-swizzled by
+ * (row & 7), so ldmatrix reads of 8 rows hit 8 different bank groups.
  */
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -107,9 +109,7 @@ struct FlashParams {
     const int32_t *query_start_loc;
     const int32_t *seq_lens;
     const int32_t *block_tables;
-    float *partial_o;     /* NULL unless split */
-    float *partial_lse;
-    int q_stride, bt_stride, seq_begin, H, bs_shift, splits;   /* block_size = 1 << bs_shift */
+    int q_stride, bt_stride, seq_begin, H, bs_shift;   /* block_size = 1 << bs_shift */
     float scale_log2;     /* scale * log2(e) */
 };
 
@@ -162,7 +162,7 @@ flash_attention_kernel(const FlashParams p) {
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int s = p.seq_begin + blockIdx.y;
-    const int h = blockIdx.z % p.H, split = blockIdx.z / p.H;
+    const int h = blockIdx.z;
     const int q0 = p.query_start_loc[s];
     const int q_len = p.query_start_loc[s + 1] - q0;
     const int n_qtiles = (q_len + BM - 1) / BM;
@@ -174,15 +174,10 @@ flash_attention_kernel(const FlashParams p) {
     const T *kc = reinterpret_cast<const T *>(p.k_cache);
     const T *vc = reinterpret_cast<const T *>(p.v_cache);
 
-    /* key range of this block: causal bound of the tile's last row, cut to this split */
+    /* key range of this block: causal bound of the tile's last row */
     const int last_row = min(m0 + BM, q_len) - 1;
-    int kbeg = 0, kend = ctx + last_row + 1;
-    if (p.splits > 1) {
-        int per = ((kend + p.splits - 1) / p.splits + BN - 1) / BN * BN;
-        kbeg = split * per;
-        kend = min(kend, kbeg + per);
-    }
-    const int n_tiles = kend > kbeg ? (kend - kbeg + BN - 1) / BN : 0;
+    const int kbeg = 0, kend = ctx + last_row + 1;
+    const int n_tiles = (kend - kbeg + BN - 1) / BN;
 
     /* Q tile: rows m0.. of this sequence, zero past q_len */
     {
@@ -359,66 +354,364 @@ flash_attention_kernel(const FlashParams p) {
     }
     cp_async_wait<0>();
 
-    /* finish: l summed over the quad; out = O / l; lse = m + log2(l) (log2 units) */
+    /* finish: l summed over the quad; out = O / l */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
-        float inv[2], lse[2];
+        float inv[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
             l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
             inv[r] = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;
-            lse[r] = l[mt][r] > 0.f ? mx[mt][r] + log2f(l[mt][r]) : -INFINITY;
         }
         const int row0 = m0 + wrow + mt * 16 + g;
-        if (p.partial_o == nullptr) {
-            T *ob = reinterpret_cast<T *>(p.out);
-            const size_t ld = (size_t)p.H * D;
+        T *ob = reinterpret_cast<T *>(p.out);
+        const size_t ld = (size_t)p.H * D;
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int row = row0 + 8 * r;
-                if (row >= q_len) continue;
-                T *orow = ob + (size_t)(q0 + row) * ld + (size_t)h * D;
-#pragma unroll
-                for (int i = 0; i < ND; i++) {
-                    uint32_t v = Mma<T>::pack(o[mt][i][2 * r] * inv[r], o[mt][i][2 * r + 1] * inv[r]);
-                    *reinterpret_cast<uint32_t *>(orow + i * 8 + 2 * t4) = v;
-                }
-            }
-        } else if (row0 == 0) {
-            /* split-KV: one query row per sequence (decode); only row 0 is real */
-            size_t u = ((size_t)s * p.H + h) * p.splits + split;
-            float *po = p.partial_o + u * D;
+        for (int r = 0; r < 2; r++) {
+            const int row = row0 + 8 * r;
+            if (row >= q_len) continue;
+            T *orow = ob + (size_t)(q0 + row) * ld + (size_t)h * D;
 #pragma unroll
             for (int i = 0; i < ND; i++) {
-                po[i * 8 + 2 * t4] = o[mt][i][0] * inv[0];
-                po[i * 8 + 2 * t4 + 1] = o[mt][i][1] * inv[0];
+                uint32_t v = Mma<T>::pack(o[mt][i][2 * r] * inv[r], o[mt][i][2 * r + 1] * inv[r]);
+                *reinterpret_cast<uint32_t *>(orow + i * 8 + 2 * t4) = v;
             }
-            if (t4 == 0) p.partial_lse[u] = lse[0];
         }
     }
 }
 
-/* out[q0(s), h, :] = sum_i w_i o_i, w_i = 2^(lse_i - max) / sum 2^(lse_j - max).
- * grid (H, num_seqs), D threads. Empty splits carry lse = -inf and weigh nothing. */
-template <typename T>
-__global__ void flash_attention_merge_kernel(T *out, const float *po, const float *plse,
-                                             const int32_t *query_start_loc, int seq_begin, int H,
-                                             int D, int splits) {
-    const int h = blockIdx.x, s = seq_begin + blockIdx.y, d = threadIdx.x;
-    const size_t u = ((size_t)s * H + h) * splits;
-    float m = -INFINITY;
-    for (int i = 0; i < splits; i++) m = fmaxf(m, plse[u + i]);
-    float acc = 0.f, den = 0.f;
-    if (m != -INFINITY) {
-        for (int i = 0; i < splits; i++) {
-            float w = exp2f(plse[u + i] - m);
-            den += w;
-            acc += w * po[(u + i) * D + d];
+/* ======================================================================
+ * Decode: one query token per sequence.
+ *
+ * flash_decode_kernel<T, D>: grid (head groups * splits, sequences), kDecWarps warps.
+ * A block serves one sequence, `hpb` of its heads (a head group) and one slice of
+ * its keys (split). The work is cut into items = (head, KT consecutive keys); the
+ * block's warps take contiguous runs of items (head-major), so all warps are busy
+ * whatever the context length, each warp with its own online-softmax state that it
+ * flushes to shared memory when its run moves to the next head. The warps' states
+ * are combined at the end through the log-sum-exp (fp32, log2 units).
+ *
+ * No shared-memory staging: each lane loads its K/V fragments straight into
+ * registers with 16-byte loads, in layouts chosen so they feed mma.sync directly.
+ * The query is the B operand (column 0 real, columns 1..7 zero), so the 16 rows of
+ * the A operand carry keys (S^T = K Q^T) and head dims (O^T = V^T P^T), not 15 rows
+ * of padding:
+ *   S^T(16 keys, 8) = K(16 keys, D) Q^T(D, 8): lane (g = lane/4, t = lane%4) loads
+ *     16-byte chunks 4j+t (j < D/32) of key rows g and g+8; QK^T sums over d, so
+ *     slice kk = 2j+u of the k dimension takes words 2u, 2u+1 of chunk j (Q is
+ *     permuted the same way). Scores of keys g, g+8 land in lane 4g (c0, c2).
+ *   O^T(D, 8) += V^T(D, 16 keys) P^T(16 keys, 8): lane (g, t) loads chunks g+8c
+ *     (c < D/64) of key rows 2t, 2t+1, 2t+8, 2t+9; d-row g of m-tile dm = 4c+w is
+ *     element 2w of chunk g+8c and d-row g+8 element 2w+1, so byte permutes
+ *     (PRMT) of two words build each A register. P^T comes from lanes 8t, 8t+4 by
+ *     two shuffles. Lane 4g ends up holding O[8(g+8c) + 2w + {0,1}] in o[4c+w][0|2].
+ * Loads of rows past the end of the range read the last valid row (finite data,
+ * weighted 0), so the cache is never read outside the sequence's blocks.
+ * Every bound comes from the device seq_lens, so graph replays stay exact.
+ * ====================================================================== */
+/* Blocks per SM that the register allocation must allow (__launch_bounds__): D=128
+ * holds twice the accumulators; at 4 blocks it spills, at 3 it does not (and is
+ * faster, measured on H100). */
+#ifndef FLASH_DECODE_MIN_BLOCKS64
+#define FLASH_DECODE_MIN_BLOCKS64 4
+#endif
+#ifndef FLASH_DECODE_MIN_BLOCKS128
+#define FLASH_DECODE_MIN_BLOCKS128 3
+#endif
+constexpr int kDecWarps = 4;
+constexpr int kDecMaxHeads = 4;   /* heads per block, at most */
+
+__host__ __device__ constexpr int decode_keys_per_item(int D) { return D == 64 ? 32 : 16; }
+__host__ __device__ constexpr int decode_min_blocks(int D) {
+    return D == 64 ? FLASH_DECODE_MIN_BLOCKS64 : FLASH_DECODE_MIN_BLOCKS128;
+}
+
+/* Keys per split of a context of L keys: whole items, at least one item per warp
+ * (a short context takes fewer splits than the launch has; the rest stay empty). */
+__device__ __forceinline__ int decode_split_keys(int L, int splits, int kt) {
+    const int per = ((L + splits - 1) / splits + kt - 1) / kt * kt;
+    return max(per, kDecWarps * kt);
+}
+/* Keys [kbeg, kend) of split `split`. */
+__device__ __forceinline__ void decode_split_range(int L, int splits, int split, int kt,
+                                                   int &kbeg, int &kend) {
+    if (splits <= 1) {
+        kbeg = 0, kend = L;
+        return;
+    }
+    const int per = decode_split_keys(L, splits, kt);
+    kbeg = split * per;
+    kend = min(L, kbeg + per);
+}
+/* Splits of decode_split_range that hold keys (the leading ones; the rest write nothing). */
+__device__ __forceinline__ int decode_split_count(int L, int splits, int kt) {
+    return min(splits, (L + decode_split_keys(L, splits, kt) - 1) / decode_split_keys(L, splits, kt));
+}
+
+struct DecodeParams {
+    void *out;
+    const void *q;
+    const void *k_cache;
+    const void *v_cache;
+    const int32_t *query_start_loc;
+    const int32_t *seq_lens;
+    const int32_t *block_tables;
+    float *partial_o;     /* (num_seqs, H, splits, D) when splits > 1 */
+    float *partial_lse;   /* (num_seqs, H, splits), log2 units */
+    int q_stride, bt_stride, seq_begin, H, bs_shift, splits;
+    int hpb, groups;      /* heads per block, head groups = ceil(H / hpb) */
+    float scale_log2;
+};
+
+/* 16-byte streaming load: K/V rows are read once, keep them out of L1. */
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+__device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks(D))
+flash_decode_kernel(const DecodeParams p) {
+    constexpr int NT = kDecWarps * 32;
+    constexpr int KT = decode_keys_per_item(D);   /* keys per item */
+    constexpr int MT = KT / 16;                   /* 16-key m-tiles of S^T per item */
+    constexpr int KC = D / 32;                    /* K chunks per key row per lane */
+    constexpr int VC = D / 64;                    /* V chunks per key row per lane */
+    constexpr int KD = D / 16;                    /* k-steps of S^T = m-tiles of O^T */
+    static_assert(D == 64 || D == 128, "head size 64 or 128");
+    __shared__ __align__(16) float s_o[kDecWarps][kDecMaxHeads][D];   /* unnormalised O */
+    __shared__ float s_m[kDecWarps][kDecMaxHeads], s_l[kDecWarps][kDecMaxHeads];
+    __shared__ __align__(16) T s_q[kDecWarps][D];   /* q of the warp's current head */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int s = p.seq_begin + blockIdx.y;
+    const int group = blockIdx.x % p.groups, split = blockIdx.x / p.groups;
+    const int h0 = group * p.hpb, nh = min(p.hpb, p.H - h0);
+    const int L = p.seq_lens[s];
+    int kbeg, kend;
+    decode_split_range(L, p.splits, split, KT, kbeg, kend);
+    if (p.splits > 1 && kbeg >= kend) return;     /* empty split: the merge skips it */
+    const int n_tiles = kend > kbeg ? (kend - kbeg + KT - 1) / KT : 0;
+    const int n_items = nh * n_tiles;
+    const int ib = n_items * warp / kDecWarps, ie = n_items * (warp + 1) / kDecWarps;
+    if (lane == 0) {
+#pragma unroll
+        for (int hh = 0; hh < kDecMaxHeads; hh++) s_m[warp][hh] = -INFINITY, s_l[warp][hh] = 0.f;
+    }
+    const int q0 = p.query_start_loc[s];
+    const T *kc = reinterpret_cast<const T *>(p.k_cache);
+    const T *vc = reinterpret_cast<const T *>(p.v_cache);
+    const int32_t *bt = p.block_tables + (size_t)s * p.bt_stride;
+    const int bmask = (1 << p.bs_shift) - 1;
+
+    /* cache row of key (lane % KT) of an item: lanes look the block table up in
+     * parallel, the fragments' rows are then shuffled out (rows < 2^32: the cache of
+     * one layer holds fewer than 2^32 rows of D elements) */
+    auto item_row = [&](int item) -> uint32_t {
+        const int hh = item / n_tiles, tile = item - hh * n_tiles;
+        const int pos = min(kbeg + tile * KT + (lane % KT), kend - 1);
+        const uint32_t blk = (uint32_t)__ldg(bt + (pos >> p.bs_shift));
+        return ((blk * (uint32_t)p.H + (uint32_t)(h0 + hh)) << p.bs_shift) + (uint32_t)(pos & bmask);
+    };
+
+    float o[KD][4];              /* O^T accumulators */
+    float m = -INFINITY, l = 0.f;
+    int cur = -1;                /* head (in group) of the running state */
+#pragma unroll
+    for (int i = 0; i < KD; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+
+    /* running state of head hh -> shared slot (warp, hh); l summed over the 8 lanes of
+     * a quad position (lanes t = 0 carry column 0, the real one) */
+    auto flush = [&](int hh) {
+        float ls = l;
+        ls += __shfl_xor_sync(0xffffffffu, ls, 4);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 8);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 16);
+        if (t == 0) {
+#pragma unroll
+            for (int c = 0; c < VC; c++)
+#pragma unroll
+                for (int w = 0; w < 4; w++)
+                    *reinterpret_cast<float2 *>(&s_o[warp][hh][8 * (g + 8 * c) + 2 * w]) =
+                        make_float2(o[4 * c + w][0], o[4 * c + w][2]);
+        }
+        if (lane == 0) s_m[warp][hh] = m, s_l[warp][hh] = ls;
+    };
+
+    uint32_t row = ib < ie ? item_row(ib) : 0u;
+    for (int it = ib; it < ie; it++) {
+        const int hh = it / n_tiles, n0 = kbeg + (it - hh * n_tiles) * KT;
+        /* issue this item's loads first: K (A of S^T) and V (A of O^T) */
+        uint4 kr[MT][2][KC], vr[MT][4][VC];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const uint32_t rw = __shfl_sync(0xffffffffu, row, 16 * mt + 8 * r + g);
+                const T *src = kc + (size_t)rw * D + t * 8;
+#pragma unroll
+                for (int j = 0; j < KC; j++) kr[mt][r][j] = ld_stream(src + j * 32);
+            }
+#pragma unroll
+            for (int kq = 0; kq < 4; kq++) {
+                const int key = 16 * mt + 2 * t + (kq & 1) + 8 * (kq >> 1);
+                const uint32_t rw = __shfl_sync(0xffffffffu, row, key);
+                const T *src = vc + (size_t)rw * D + g * 8;
+#pragma unroll
+                for (int c = 0; c < VC; c++) vr[mt][kq][c] = ld_stream(src + c * 64);
+            }
+        }
+        if (hh != cur) {   /* next head: flush the last one, load q, reset the state */
+            if (cur >= 0) flush(cur);
+            const T *qp = reinterpret_cast<const T *>(p.q) + (size_t)q0 * p.q_stride +
+                          (size_t)(h0 + hh) * D;
+            __syncwarp();
+            if (lane < D / 8)
+                *reinterpret_cast<uint4 *>(&s_q[warp][lane * 8]) =
+                    __ldg(reinterpret_cast<const uint4 *>(qp + lane * 8));
+            __syncwarp();
+            m = -INFINITY, l = 0.f;
+#pragma unroll
+            for (int i = 0; i < KD; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+            cur = hh;
+        }
+        if (it + 1 < ie) row = item_row(it + 1);   /* next item's block-table lookups */
+
+        /* S^T = K Q^T; lane 4g holds keys n0 + 16mt + g (+8) in sc[mt][0] (sc[mt][2]) */
+        float x[MT][2], tmax = -INFINITY;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float sc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) {
+                const int j = kk >> 1, u = kk & 1;
+                const uint32_t a[4] = {word(kr[mt][0][j], 2 * u), word(kr[mt][1][j], 2 * u),
+                                       word(kr[mt][0][j], 2 * u + 1), word(kr[mt][1][j], 2 * u + 1)};
+                /* B: words 2u, 2u+1 of q chunk 4j+t in column g = 0, zero elsewhere */
+                const uint2 qw = *reinterpret_cast<const uint2 *>(&s_q[warp][(4 * j + t) * 8 + 4 * u]);
+                Mma<T>::run(sc, a, g == 0 ? qw.x : 0u, g == 0 ? qw.y : 0u);
+            }
+            const int pos = n0 + 16 * mt + g;
+            x[mt][0] = pos < kend ? sc[0] * p.scale_log2 : -INFINITY;
+            x[mt][1] = pos + 8 < kend ? sc[2] * p.scale_log2 : -INFINITY;
+            tmax = fmaxf(tmax, fmaxf(x[mt][0], x[mt][1]));
+        }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 4));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 8));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 16));
+        const float mnew = fmaxf(m, tmax);
+        const float base = mnew == -INFINITY ? 0.f : mnew;   /* no NaN if all masked */
+        const float alpha = fast_exp2(m - base);
+        m = mnew;
+        l *= alpha;
+#pragma unroll
+        for (int i = 0; i < KD; i++) o[i][0] *= alpha, o[i][1] *= alpha, o[i][2] *= alpha, o[i][3] *= alpha;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            const float p0 = fast_exp2(x[mt][0] - base), p1 = fast_exp2(x[mt][1] - base);
+            l += p0 + p1;
+            const uint32_t pk = Mma<T>::pack(p0, p1);                /* keys g | g+8 */
+            const uint32_t pa = __shfl_sync(0xffffffffu, pk, 8 * t);     /* keys 2t | 2t+8 */
+            const uint32_t pb = __shfl_sync(0xffffffffu, pk, 8 * t + 4); /* keys 2t+1 | 2t+9 */
+            const uint32_t b0 = __byte_perm(pa, pb, 0x5410), b1 = __byte_perm(pa, pb, 0x7632);
+            /* O^T += V^T P^T */
+#pragma unroll
+            for (int c = 0; c < VC; c++) {
+#pragma unroll
+                for (int w = 0; w < 4; w++) {
+                    const uint32_t w0 = word(vr[mt][0][c], w), w1 = word(vr[mt][1][c], w);
+                    const uint32_t w2 = word(vr[mt][2][c], w), w3 = word(vr[mt][3][c], w);
+                    const uint32_t a[4] = {__byte_perm(w0, w1, 0x5410), __byte_perm(w0, w1, 0x7632),
+                                           __byte_perm(w2, w3, 0x5410), __byte_perm(w2, w3, 0x7632)};
+                    Mma<T>::run(o[4 * c + w], a, b0, b1);
+                }
+            }
         }
     }
-    float v = den > 0.f ? acc / den : 0.f;
+    if (cur >= 0) flush(cur);
+    __syncthreads();
+
+    /* combine the warps' states of each head: two head dims per thread */
+    for (int idx = tid; idx < nh * (D / 2); idx += NT) {
+        const int hh = idx / (D / 2), d = (idx - hh * (D / 2)) * 2;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kDecWarps; w++) mx = fmaxf(mx, s_m[w][hh]);
+        float den = 0.f, a0 = 0.f, a1 = 0.f;
+#pragma unroll
+        for (int w = 0; w < kDecWarps; w++) {
+            if (s_l[w][hh] > 0.f) {   /* a warp that saw no key of this head weighs nothing */
+                const float wt = exp2f(s_m[w][hh] - mx);
+                const float2 ov = *reinterpret_cast<const float2 *>(&s_o[w][hh][d]);
+                den += wt * s_l[w][hh];
+                a0 += wt * ov.x;
+                a1 += wt * ov.y;
+            }
+        }
+        const float inv = den > 0.f ? 1.f / den : 0.f;
+        const int h = h0 + hh;
+        if (p.splits > 1) {
+            const size_t u = ((size_t)s * p.H + h) * p.splits + split;
+            *reinterpret_cast<float2 *>(p.partial_o + u * D + d) = make_float2(a0 * inv, a1 * inv);
+            if (d == 0) p.partial_lse[u] = den > 0.f ? mx + log2f(den) : -INFINITY;
+        } else {
+            T *orow = reinterpret_cast<T *>(p.out) + (size_t)q0 * p.H * D + (size_t)h * D;
+            *reinterpret_cast<uint32_t *>(orow + d) = Mma<T>::pack(a0 * inv, a1 * inv);
+        }
+    }
+}
+
+/* out[q0(s), h, :] = sum_i w_i o_i, w_i = 2^(lse_i - max) / sum 2^(lse_j - max) over the
+ * splits that hold keys (decode_split_count of the device seq_lens; the others were
+ * never written). grid (H, num_seqs), D threads; splits <= kDecMaxSplits. */
+constexpr int kDecMaxSplits = 64;
+template <typename T, int D>
+__global__ void __launch_bounds__(D)
+flash_decode_merge_kernel(T *out, const float *po, const float *plse,
+                          const int32_t *query_start_loc, const int32_t *seq_lens, int seq_begin,
+                          int H, int splits) {
+    __shared__ float s_w[kDecMaxSplits];
+    __shared__ float s_red[D / 32];
+    const int h = blockIdx.x, s = seq_begin + blockIdx.y, d = threadIdx.x;
+    const int n = decode_split_count(seq_lens[s], splits, decode_keys_per_item(D));
+    const size_t u = ((size_t)s * H + h) * splits;
+    /* max of the lse: one split per thread, then across the warps */
+    float lse = d < n ? plse[u + d] : -INFINITY;
+    float m = lse;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((d & 31) == 0) s_red[d >> 5] = m;
+    __syncthreads();
+    m = s_red[0];
+#pragma unroll
+    for (int w = 1; w < D / 32; w++) m = fmaxf(m, s_red[w]);
+    if (d < n) s_w[d] = lse == -INFINITY ? 0.f : exp2f(lse - m);
+    __syncthreads();
+    float acc = 0.f, den = 0.f;
+#pragma unroll 4
+    for (int i = 0; i < n; i++) {
+        den += s_w[i];
+        acc += s_w[i] * po[(u + i) * D + d];
+    }
+    const float v = den > 0.f ? acc / den : 0.f;
     out[(size_t)query_start_loc[s] * H * D + (size_t)h * D + d] = Mma<T>::from(v);
+}
+
+template <typename T, int D>
+cudaError_t launch_decode(const DecodeParams &p, int num_seqs, cudaStream_t stream) {
+    flash_decode_kernel<T, D><<<dim3(p.groups * p.splits, num_seqs), kDecWarps * 32, 0, stream>>>(p);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || p.splits <= 1) return e;
+    flash_decode_merge_kernel<T, D><<<dim3(p.H, num_seqs), D, 0, stream>>>(
+        reinterpret_cast<T *>(p.out), p.partial_o, p.partial_lse, p.query_start_loc, p.seq_lens,
+        p.seq_begin, p.H, p.splits);
+    return cudaGetLastError();
 }
 
 template <typename T, int D, int NWARPS, int MT, int BN, int STAGES>
@@ -431,37 +724,41 @@ cudaError_t launch_tiles(const FlashParams &p, int num_seqs, int max_query_len, 
                                              (int)smem);
         if (e != cudaSuccess) return e;
     }
-    dim3 grid((max_query_len + BM - 1) / BM, num_seqs, p.H * p.splits);
+    dim3 grid((max_query_len + BM - 1) / BM, num_seqs, p.H);
     kern<<<grid, NWARPS * 32, smem, stream>>>(p);
     return cudaGetLastError();
 }
 
-/* Tile shapes (NWARPS, MT, BN, STAGES), overridable at build time for tuning runs
- * (nvcc splits -D values at commas: pass them through a header, see bench_flash.py).
- * Prefill: 128 query rows per block; decode: one warp (16 rows, one real) per
- * block, many blocks per SM to keep enough bytes in flight. */
+/* Prefill tile shapes (NWARPS, MT, BN, STAGES), overridable at build time for tuning
+ * runs (nvcc splits -D values at commas: pass them through a header, see
+ * bench_flash.py): 128 query rows per block. */
 #ifndef FLASH_P64
 #define FLASH_P64 4, 2, 64, 2   /* prefill D=64: (warps, m-tiles per warp, keys per tile, stages) */
 #endif
 #ifndef FLASH_P128
 #define FLASH_P128 4, 2, 32, 2  /* prefill D=128 */
 #endif
-#ifndef FLASH_D64
-#define FLASH_D64 2, 1, 64, 3   /* decode D=64 */
+/* Decode head packing: a block takes hpb heads (4, else 2) while the grid keeps at
+ * least FLASH_DECODE_PACK blocks per SM, else one head; FLASH_DECODE_HPB > 0 forces hpb. */
+#ifndef FLASH_DECODE_PACK
+#define FLASH_DECODE_PACK 8
 #endif
-#ifndef FLASH_D128
-#define FLASH_D128 2, 1, 32, 3  /* decode D=128 */
+#ifndef FLASH_DECODE_HPB
+#define FLASH_DECODE_HPB 0
 #endif
 
 template <typename T>
-cudaError_t dispatch(const FlashParams &p, int D, int num_seqs, int max_query_len, int decode,
-                     cudaStream_t stream) {
-    if (D == 64)
-        return decode ? launch_tiles<T, 64, FLASH_D64>(p, num_seqs, max_query_len, stream)
-                      : launch_tiles<T, 64, FLASH_P64>(p, num_seqs, max_query_len, stream);
-    if (D == 128)
-        return decode ? launch_tiles<T, 128, FLASH_D128>(p, num_seqs, max_query_len, stream)
-                      : launch_tiles<T, 128, FLASH_P128>(p, num_seqs, max_query_len, stream);
+cudaError_t dispatch_prefill(const FlashParams &p, int D, int num_seqs, int max_query_len,
+                             cudaStream_t stream) {
+    if (D == 64) return launch_tiles<T, 64, FLASH_P64>(p, num_seqs, max_query_len, stream);
+    if (D == 128) return launch_tiles<T, 128, FLASH_P128>(p, num_seqs, max_query_len, stream);
+    return cudaErrorInvalidValue;
+}
+
+template <typename T>
+cudaError_t dispatch_decode(const DecodeParams &p, int D, int num_seqs, cudaStream_t stream) {
+    if (D == 64) return launch_decode<T, 64>(p, num_seqs, stream);
+    if (D == 128) return launch_decode<T, 128>(p, num_seqs, stream);
     return cudaErrorInvalidValue;
 }
 
@@ -471,22 +768,40 @@ static int log2_exact(int x) {
     return (x > 0 && (1 << k) == x) ? k : -1;
 }
 
+/* Heads per decode block (see FLASH_DECODE_PACK). Depends only on the launch shape. */
+static int decode_heads_per_block(int num_seqs, int H, int splits) {
+    if (FLASH_DECODE_HPB > 0) return FLASH_DECODE_HPB < kDecMaxHeads ? FLASH_DECODE_HPB : kDecMaxHeads;
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0)
+        sms = 132;
+    for (int hpb = kDecMaxHeads; hpb > 1; hpb /= 2)
+        if ((long long)num_seqs * ((H + hpb - 1) / hpb) * splits >= (long long)FLASH_DECODE_PACK * sms)
+            return hpb;
+    return 1;
+}
+
 }  // namespace
 
 extern "C" int flash_attention_supported(int head_size, int dtype) {
     return (head_size == 64 || head_size == 128) && (dtype == 1 || dtype == 2);
 }
 
-extern "C" int flash_attention_num_splits(int num_seqs, int H, int max_seq_len, int num_sms,
-                                          int max_splits) {
-    /* enough one-warp blocks to fill every SM ~8 deep, each slice >= 2 tiles of 64 keys */
-    int work = num_seqs * H;
+extern "C" int flash_attention_num_splits(int num_seqs, int H, int D, int max_seq_len,
+                                          int num_sms, int max_splits) {
+    /* As many blocks as fit on the GPU at once (one wave: the blocks are uniform, a
+     * second partial wave would cost as much as a full one), each slice at least
+     * one item per warp; depends only on the launch shape, never on the lengths. */
+    const long long work = (long long)num_seqs * H;
     if (work <= 0) return 1;
-    int want = (num_sms * 8 + work - 1) / work;
-    int cap = (max_seq_len + 127) / 128;
-    int n = want < cap ? want : cap;
+    const long long slots = (long long)num_sms * (D == 64 ? decode_min_blocks(64) : decode_min_blocks(128));
+    long long n = slots / work;
+    const int kmin = kDecWarps * decode_keys_per_item(D == 64 ? 64 : 128);
+    const long long cap = (max_seq_len + kmin - 1) / kmin;
+    if (n > cap) n = cap;
     if (n > max_splits) n = max_splits;
-    return n < 1 ? 1 : n;
+    if (n > kDecMaxSplits) n = kDecMaxSplits;
+    return n < 1 ? 1 : (int)n;
 }
 
 extern "C" cudaError_t flash_attention_prefill(
@@ -498,10 +813,9 @@ extern "C" cudaError_t flash_attention_prefill(
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0) return cudaErrorInvalidValue;
     FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
-                     nullptr, nullptr, q_stride, bt_stride, seq_begin, H, bs_shift, 1,
-                     scale * kLog2e};
-    if (dtype == 1) return dispatch<__half>(p, D, num_seqs, max_query_len, 0, stream);
-    if (dtype == 2) return dispatch<__nv_bfloat16>(p, D, num_seqs, max_query_len, 0, stream);
+                     q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
+    if (dtype == 1) return dispatch_prefill<__half>(p, D, num_seqs, max_query_len, stream);
+    if (dtype == 2) return dispatch_prefill<__nv_bfloat16>(p, D, num_seqs, max_query_len, stream);
     return cudaErrorInvalidValue;
 }
 
@@ -512,23 +826,15 @@ extern "C" cudaError_t flash_attention_decode(
     int dtype, int num_splits, float *partial_o, float *partial_lse, cudaStream_t stream) {
     if (num_seqs <= 0) return cudaSuccess;
     const int bs_shift = log2_exact(block_size);
-    if (bs_shift < 0) return cudaErrorInvalidValue;
-    int split = num_splits > 1 && partial_o && partial_lse;
-    FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
-                     split ? partial_o : nullptr, split ? partial_lse : nullptr, q_stride,
-                     bt_stride, seq_begin, H, bs_shift, split ? num_splits : 1, scale * kLog2e};
-    cudaError_t e;
-    if (dtype == 1) e = dispatch<__half>(p, D, num_seqs, 1, 1, stream);
-    else if (dtype == 2) e = dispatch<__nv_bfloat16>(p, D, num_seqs, 1, 1, stream);
-    else return cudaErrorInvalidValue;
-    if (e != cudaSuccess || !split) return e;
-    dim3 grid(H, num_seqs);
-    if (dtype == 1)
-        flash_attention_merge_kernel<__half><<<grid, D, 0, stream>>>(
-            (__half *)out, partial_o, partial_lse, query_start_loc, seq_begin, H, D, num_splits);
-    else
-        flash_attention_merge_kernel<__nv_bfloat16><<<grid, D, 0, stream>>>(
-            (__nv_bfloat16 *)out, partial_o, partial_lse, query_start_loc, seq_begin, H, D,
-            num_splits);
-    return cudaGetLastError();
+    if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
+    if (num_splits > kDecMaxSplits) return cudaErrorInvalidValue;
+    const int splits = num_splits > 1 && partial_o && partial_lse ? num_splits : 1;
+    const int hpb = decode_heads_per_block(num_seqs, H, splits);
+    DecodeParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
+                      splits > 1 ? partial_o : nullptr, splits > 1 ? partial_lse : nullptr,
+                      q_stride, bt_stride, seq_begin, H, bs_shift, splits, hpb,
+                      (H + hpb - 1) / hpb, scale * kLog2e};
+    if (dtype == 1) return dispatch_decode<__half>(p, D, num_seqs, stream);
+    if (dtype == 2) return dispatch_decode<__nv_bfloat16>(p, D, num_seqs, stream);
+    return cudaErrorInvalidValue;
 }

@@ -6,6 +6,12 @@ lengths that are not a multiple of block_size, scattered block tables, decode-on
 (split-KV and not), prefill-only and mixed batches, chunked prefill equal to one-shot
 prefill, head sizes 64 and 128, float16 and bfloat16 (tolerance 1e-2). A float32
 request is refused with a reason. Skipped without a CUDA build and a visible GPU.
+
+Decode has its own kernel: the DECODE cases cover context lengths around the
+kernel's key items (16 and 32 keys) and block sizes (1, 15, 16, 17, 63, 64, 65,
+1000+), one to a few sequences with many splits (some of them empty, as in a
+graph sized for max_model_len), and batches large enough (on a ~100-SM GPU) for
+one split with 1, 2 and 4 heads per block, head counts not divisible by 4 included.
 """
 import math
 
@@ -139,6 +145,53 @@ def test_long_decode_split_kv():
     ref = reference(q, kc, vc, bt, sl, qsl, 1 / 8)
     flash = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype="bfloat16")
     assert rel_err(flash, ref) < TOL
+
+
+DECODE = {
+    # name: (context lengths = seq_lens, heads, block sizes)
+    "one token": ([1], 2, (16,)),
+    "one seq around items": ([17], 2, (16,)),
+    "one long seq": ([4097], 2, (16, 32)),
+    "three ragged": ([1, 63, 1500], 3, (16, 8)),
+    "edges": ([1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 2049], 3, (16, 32)),
+    "long and tiny (empty splits)": ([4096, 1, 2, 17], 2, (16,)),
+    "batch 70": ("70:1-300", 4, (16,)),
+    "batch 300 h5": ("300:1-100", 5, (16,)),
+    "batch 200 h12": ("200:1-150", 12, (16,)),
+    "batch 400 h11": ("400:1-200", 11, (16, 32)),
+}
+
+
+def decode_lengths(rng, spec):
+    if isinstance(spec, str):   # "count:lo-hi", uniform random lengths
+        n, rng_s = spec.split(":")
+        lo, hi = map(int, rng_s.split("-"))
+        return [int(x) for x in rng.integers(lo, hi + 1, int(n))]
+    return list(spec)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("case", list(DECODE))
+def test_flash_decode_matches_reference_and_paged(case, D, dtype):
+    spec, H, block_sizes = DECODE[case]
+    for BS in block_sizes:
+        rng = np.random.default_rng(abs(hash((case, BS, D, dtype, "decode"))) % 2**32)
+        lens = decode_lengths(rng, spec)
+        q, kc, vc, bt, sl, qsl = make_batch(rng, [1] * len(lens), [n - 1 for n in lens], H, D,
+                                            BS, dtype)
+        scale = 1.0 / math.sqrt(D)
+        ref = reference(q, kc, vc, bt, sl, qsl, scale)
+        flash = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype=dtype)
+        assert np.all(np.isfinite(flash)), f"FLASH left unwritten (NaN) elements (BS {BS})"
+        err = rel_err(flash, ref)
+        assert err < TOL, f"BS {BS}: max rel err {err:.2e} vs NumPy"
+        # per sequence too: a wrong short sequence must not hide behind a long one's scale
+        worst = max(rel_err(flash[i], ref[i]) for i in range(len(lens)))
+        assert worst < 2 * TOL, f"BS {BS}: worst sequence rel err {worst:.2e}"
+        paged = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="PAGED", dtype=dtype)
+        assert rel_err(flash, paged) < TOL
 
 
 @gpu

@@ -12,9 +12,11 @@
  *     too few (sequence, head) pairs to fill the GPU: partial (out, lse) in the
  *     state's workspace, merged by log-sum-exp; the split count depends only on
  *     num_decodes and md->max_seq_len (= max_model_len under graph capture) and
- *     the kernels bound every loop by the device seq_lens, so replays are exact;
+ *     the kernels bound every loop by the device seq_lens (splits past a
+ *     sequence's keys do nothing), so replays are exact;
  *   - prefill / chunked prefill for the remaining sequences.
- * Workspace: max_num_seqs * H * FLASH_MAX_SPLITS * (D + 1) floats.
+ * Workspace: max_num_seqs * H * FLASH_WS_SPLITS * (D + 1) floats; fewer decodes
+ * may use more splits (up to FLASH_MAX_SPLITS) in the same space.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,8 @@
 #include "attention.h"
 #include "kernels.h"
 
-#define FLASH_MAX_SPLITS 16
+#define FLASH_WS_SPLITS 16    /* workspace partials per (sequence, head) at max_num_seqs */
+#define FLASH_MAX_SPLITS 64   /* splits of one decode launch, at most */
 
 typedef struct FlashState {
     int num_heads, head_size, block_size;
@@ -32,8 +35,8 @@ typedef struct FlashState {
     float scale;
     int max_num_seqs;
     int num_sms;                 /* multiprocessors of the backend's device */
-    float *partial_o;            /* (max_num_seqs, H, FLASH_MAX_SPLITS, D) fp32 */
-    float *partial_lse;          /* (max_num_seqs, H, FLASH_MAX_SPLITS) fp32 */
+    float *partial_o;            /* (max_num_seqs * FLASH_WS_SPLITS, H, D) fp32 */
+    float *partial_lse;          /* (max_num_seqs * FLASH_WS_SPLITS, H) fp32 */
 } FlashState;
 
 static Status flash_check(const AttentionConfig *cfg, Error *err)
@@ -88,7 +91,7 @@ static Status flash_create(void **state, Backend *b, const AttentionConfig *cfg,
     if (cudaDeviceGetAttribute(&st->num_sms, cudaDevAttrMultiProcessorCount, b->device) !=
             cudaSuccess || st->num_sms <= 0)
         st->num_sms = 108;   /* only sizes the split heuristic */
-    const size_t units = (size_t)cfg->max_num_seqs * cfg->num_heads * FLASH_MAX_SPLITS;
+    const size_t units = (size_t)cfg->max_num_seqs * cfg->num_heads * FLASH_WS_SPLITS;
     s = b->ops->alloc(b, (void **)&st->partial_o, units * cfg->head_size * sizeof(float), err);
     if (s == GPT2_OK)
         s = b->ops->alloc(b, (void **)&st->partial_lse, units * sizeof(float), err);
@@ -117,10 +120,13 @@ static Status flash_forward(void *state, Backend *b, void *out, const void *q, i
     const int H = st->num_heads, D = st->head_size, dt = (int)st->dtype;
     cudaError_t e;
     if (md->num_decodes > 0) {
+        /* (num_decodes, H, splits, D) partials must fit the workspace */
+        const long long fit = (long long)st->max_num_seqs * FLASH_WS_SPLITS / md->num_decodes;
+        const int max_splits = fit < FLASH_MAX_SPLITS ? (int)fit : FLASH_MAX_SPLITS;
         int splits = 1;
-        if (md->num_decodes <= st->max_num_seqs)   /* workspace rows exist for these seqs */
-            splits = flash_attention_num_splits(md->num_decodes, H, md->max_seq_len,
-                                                st->num_sms, FLASH_MAX_SPLITS);
+        if (max_splits >= 2)
+            splits = flash_attention_num_splits(md->num_decodes, H, D, md->max_seq_len,
+                                                st->num_sms, max_splits);
         e = flash_attention_decode(out, q, q_stride, k_cache, v_cache, md->query_start_loc,
                                    md->seq_lens, md->block_tables, md->block_table_stride, 0,
                                    md->num_decodes, H, D, st->block_size, st->scale, dt, splits,
