@@ -19,6 +19,12 @@ phase() { [[ " $PHASES " == *" $1 "* ]]; }
 stamp() { echo; echo "=== $* ($(date +%T))"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+# build for the GPU that is here only (one arch compiles ~4x faster than the default set)
+if [ -z "${GPT2_ENGINE_CUDA_ARCHS:-}" ]; then
+    cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+    [ -n "$cc" ] && export GPT2_ENGINE_CUDA_ARCHS="$cc"
+fi
+echo "GPT2_ENGINE_CUDA_ARCHS=${GPT2_ENGINE_CUDA_ARCHS:-default}"
 
 if phase build; then
     stamp build
@@ -42,6 +48,21 @@ if phase sanitize; then
     rc=$?
     RESULT[sanitizer]="exit $rc; $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1) $(grep -E 'passed|failed' "$OUT/sanitizer.log" | tail -1)"
     tail -5 "$OUT/sanitizer.log"
+fi
+
+if phase quickbench; then     # the engine's own figures, no HF columns (minutes, not ten)
+    stamp quick benchmarks
+    for b in "bench_decode --quick --skip-hf --json $OUT/bench_decode.json" \
+             "bench_throughput --quick --skip-hf --json $OUT/bench_throughput.json" \
+             "bench_attention --quick" ${EXTRA_BENCH:-}; do
+        set -- $b
+        echo "--- $b"
+        timeout 240 $PY benchmarks/$1.py "${@:2}" 2>&1 | tee -a "$OUT/bench.log" | grep -v "^\[" | tail -30
+    done
+    for bs in ${PROFILE_BATCHES:-1 256}; do
+        timeout 120 $PY benchmarks/profile_decode.py --batch $bs 2>&1 | tee -a "$OUT/profile.log" | tail -25
+    done
+    RESULT[bench]="see bench.log, profile.log"
 fi
 
 if phase bench; then
