@@ -4,7 +4,9 @@ Times the FLASH kernels (kernels/flash_attention.cu) reading K/V through a
 paged cache (block_size 16, scattered block tables) against, in the same run:
   * prefill: torch.nn.functional.scaled_dot_product_attention(is_causal=True)
     on the same data laid out densely (B, H, S, D);
-    TFLOP/s counts half the square: flops = 4*B*H*S*S*D/2;
+    TFLOP/s counts half the square: flops = 4*B*H*S*S*D/2; both FLASH prefill
+    kernels: wgmma (flash_attention_sm90a.cu, used on compute capability 9.0) and
+    mma.sync (GPT2_ENGINE_FLASH_WGMMA=0, read by the launcher at each call);
   * decode: GB/s of K+V bytes read, vs a device-to-device copy (bytes read +
     written) and vs the PAGED backend when its launcher is in the library;
     then engine-shaped decode rows (gpt2: H=12, D=64; a large batch of short
@@ -12,14 +14,16 @@ paged cache (block_size 16, scattered block tables) against, in the same run:
     sees, not from the actual lengths), FLASH vs PAGED, both given that max_len.
 
 The kernels are called through a small shared library built from
-kernels/flash_attention.cu with nvcc (ctypes), on torch's current stream, so the
-timing sees the kernel and nothing of the engine's Python layer.
+kernels/flash_attention.cu and kernels/flash_attention_sm90a.cu with nvcc (ctypes),
+on torch's current stream, so the timing sees the kernel and nothing of the
+engine's Python layer.
 
     python benchmarks/bench_flash.py [--lib path/to/libflash.so] [--arch 90]
         [--decode-only] [--variant "FLASH_DECODE_HPB=1;FLASH_DECODE_MIN_BLOCKS128=4" ...]
 
 --variant builds the kernels again with those macros (tuning knobs of
-flash_attention.cu) and repeats the decode rows with each build.
+flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128")
+and repeats the prefill and decode rows with each build.
 
 Measured 2026-11-22 on an H100 80GB HBM3 (torch 2.11.0+cu130, fp16, H = 2048/D):
   prefill TF/s  FLASH / SDPA:  B=8 S=2048: d64 198.5/355.7 (0.56), d128 191.8/421.3 (0.46);
@@ -44,13 +48,24 @@ DTYPE_CODE = {"float16": 1, "bfloat16": 2}
 
 def build_lib(out_path, arch="90", src="flash_attention.cu", include=None):
     """nvcc kernels/<src> -> a shared library with its extern "C" launchers
-    (include: a header force-included first, e.g. tile-shape overrides)."""
+    (include: a header force-included first, e.g. tile-shape overrides).
+    flash_attention.cu is linked with flash_attention_sm90a.cu (built for sm_90a
+    alone, as setup.py does), whose launcher it dispatches to."""
     nvcc = os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc")
-    cmd = [nvcc, "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-O3", "-lineinfo",
-           "--expt-relaxed-constexpr", f"-gencode=arch=compute_{arch},code=sm_{arch}",
-           "-I" + os.path.join(ROOT, "kernels"), "-I" + os.path.join(ROOT, "csrc", "core"),
-           *(["-include", include] if include else []), os.path.join(ROOT, "kernels", src), "-o", out_path]
-    subprocess.check_call(cmd)
+    units = [(src, f"-gencode=arch=compute_{arch},code=sm_{arch}")]
+    if src == "flash_attention.cu":
+        units.append(("flash_attention_sm90a.cu", "-gencode=arch=compute_90a,code=sm_90a"))
+    objs = []
+    for unit, gencode in units:
+        obj = f"{out_path}.{unit}.o"
+        subprocess.check_call([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
+                               "-lineinfo", "--expt-relaxed-constexpr", gencode,
+                               "-I" + os.path.join(ROOT, "kernels"),
+                               "-I" + os.path.join(ROOT, "csrc", "core"),
+                               *(["-include", include] if include else []),
+                               os.path.join(ROOT, "kernels", unit), "-o", obj])
+        objs.append(obj)
+    subprocess.check_call([nvcc, "-shared", *objs, "-o", out_path])
     return out_path
 
 
@@ -199,12 +214,23 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
         return Fn.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
 
     ref = sdpa()
-    flash()
-    torch.cuda.synchronize()
-    err = ((out.reshape(B, S, H, D).permute(0, 2, 1, 3).float() - ref.float()).abs().max()
-           / ref.float().abs().max()).item()
     flops = 4 * B * H * S * S * D / 2
-    tf = time_ms(torch, flash)
+    res = {}
+    saved = os.environ.get("GPT2_ENGINE_FLASH_WGMMA")
+    try:
+        for path, flag in (("wgmma", "1"), ("mma", "0")):   # the launcher reads it per call
+            os.environ["GPT2_ENGINE_FLASH_WGMMA"] = flag
+            out.fill_(float("nan"))
+            flash()
+            torch.cuda.synchronize()
+            res[path + "_err"] = ((out.reshape(B, S, H, D).permute(0, 2, 1, 3).float()
+                                   - ref.float()).abs().max() / ref.float().abs().max()).item()
+            res[path + "_tflops"] = flops / time_ms(torch, flash) / 1e9
+    finally:
+        if saved is None:
+            os.environ.pop("GPT2_ENGINE_FLASH_WGMMA", None)
+        else:
+            os.environ["GPT2_ENGINE_FLASH_WGMMA"] = saved
     ts = time_ms(torch, sdpa)
     tp = float("nan")
     if paged is not None:
@@ -213,9 +239,8 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
         st = FlashLib._stream()
         tp = time_ms(torch, lambda: paged.lib.paged_attention_prefill(ctypes.byref(a), 0, B, S,
                                                                       st), reps=5)
-    return {"B": B, "S": S, "D": D, "H": H, "flash_ms": tf, "sdpa_ms": ts,
-            "flash_tflops": flops / tf / 1e9, "sdpa_tflops": flops / ts / 1e9,
-            "paged_tflops": flops / tp / 1e9, "max_rel_err": err}
+    return {"B": B, "S": S, "D": D, "H": H, "sdpa_ms": ts, "sdpa_tflops": flops / ts / 1e9,
+            "paged_tflops": flops / tp / 1e9, **res}
 
 
 def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None, H=None,
@@ -273,7 +298,7 @@ def main():
     ap.add_argument("--dtype", default="float16", choices=list(DTYPE_CODE))
     ap.add_argument("--decode-only", action="store_true", help="skip the prefill rows")
     ap.add_argument("--variant", action="append", default=[],
-                    help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat decode')
+                    help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat the rows')
     args = ap.parse_args()
     import torch
     if not torch.cuda.is_available():
@@ -290,16 +315,25 @@ def main():
     dtype = getattr(torch, args.dtype)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}")
-    if not args.decode_only:
-        print("prefill (causal, paged K/V block_size 16 for FLASH, dense for SDPA)")
-        print(f"{'B':>3} {'S':>5} {'D':>4} {'FLASH TF/s':>11} {'SDPA TF/s':>10} {'ratio':>6} "
-              f"{'PAGED TF/s':>11} {'err':>8}")
+
+    def prefill_rows(blib, name):
+        print(f"prefill, build {name} (causal, paged K/V block_size 16 for FLASH, dense for "
+              "SDPA)")
+        print("  wgmma: flash_attention_sm90a.cu (compute capability 9.0 only; elsewhere both "
+              "columns are mma.sync); mma: GPT2_ENGINE_FLASH_WGMMA=0")
+        print(f"{'B':>3} {'S':>5} {'D':>4} {'wgmma TF/s':>11} {'mma TF/s':>9} {'SDPA TF/s':>10} "
+              f"{'wgmma/SDPA':>10} {'mma/SDPA':>8} {'PAGED TF/s':>11} {'err wgmma':>9} "
+              f"{'err mma':>8}")
         for B, S in ((8, 2048), (16, 1024)):
             for D in (64, 128):
-                r = bench_prefill(torch, lib, B, S, D, dtype, paged=paged)
-                print(f"{B:>3} {S:>5} {D:>4} {r['flash_tflops']:>11.1f} "
-                      f"{r['sdpa_tflops']:>10.1f} {r['flash_tflops'] / r['sdpa_tflops']:>6.2f} "
-                      f"{r['paged_tflops']:>11.1f} {r['max_rel_err']:>8.1e}")
+                r = bench_prefill(torch, blib, B, S, D, dtype, paged=paged)
+                print(f"{B:>3} {S:>5} {D:>4} {r['wgmma_tflops']:>11.1f} {r['mma_tflops']:>9.1f} "
+                      f"{r['sdpa_tflops']:>10.1f} {r['wgmma_tflops'] / r['sdpa_tflops']:>10.2f} "
+                      f"{r['mma_tflops'] / r['sdpa_tflops']:>8.2f} {r['paged_tflops']:>11.1f} "
+                      f"{r['wgmma_err']:>9.1e} {r['mma_err']:>8.1e}")
+
+    if not args.decode_only:
+        prefill_rows(lib, "default")
     cb = copy_bandwidth(torch)
     print(f"decode (K+V bytes read, timed as CUDA-graph replays of 20 calls); "
           f"device-to-device copy {cb:.0f} GB/s (read+write)")
@@ -313,6 +347,8 @@ def main():
         builds.append((v, FlashLib(build_lib(f"/tmp/libflash_variant{k}.so", args.arch,
                                              include=hdr))))
     for name, blib in builds:
+        if name != "default" and not args.decode_only:
+            prefill_rows(blib, name)
         print(f"build: {name}")
         print(f"{'B':>3} {'L':>5} {'D':>4} {'H':>3} {'max_len':>7} {'splits':>6} {'ms':>8} "
               f"{'GB/s':>7} {'of copy':>8} {'PAGED ms':>9} {'PAGED GB/s':>11} {'FLASH/PAGED':>11}")

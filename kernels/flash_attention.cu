@@ -1,7 +1,8 @@
 /* flash_attention.cu — the FLASH attention backend's kernels: tensor-core
  * (mma.sync m16n8k16, sm_80+) flash attention over the paged KV cache.
  *
- * Prefill and chunked prefill:
+ * Prefill and chunked prefill (on compute capability 9.0 flash_attention_prefill hands
+ * them to the wgmma kernel of flash_attention_sm90a.cu unless GPT2_ENGINE_FLASH_WGMMA=0):
  *   flash_attention_kernel<T, D, NWARPS, MT, BN, STAGES>
  *     grid  (q tiles, sequences, heads), NWARPS*32 threads;
  *     each warp owns 16*MT query rows (BM = 16*MT*NWARPS rows per block) and the block
@@ -30,6 +31,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -804,12 +807,36 @@ extern "C" int flash_attention_num_splits(int num_seqs, int H, int D, int max_se
     return n < 1 ? 1 : (int)n;
 }
 
+/* The wgmma prefill (flash_attention_sm90a.cu, built for sm_90a only) serves compute
+ * capability 9.0 unless GPT2_ENGINE_FLASH_WGMMA=0; read per call (prefill is never
+ * captured in a graph), the capability from the current device (cheap attribute reads). */
+static bool prefill_use_wgmma(int D, int dtype, int block_size) {
+    const char *env = getenv("GPT2_ENGINE_FLASH_WGMMA");
+    if (env && strcmp(env, "0") == 0) return false;
+    if (!flash_attention_prefill_sm90a_supported(D, dtype, block_size)) return false;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+        (void)cudaGetLastError();   /* do not leave the failed query for the next launch check */
+        return false;
+    }
+    return major == 9 && minor == 0;
+}
+
 extern "C" cudaError_t flash_attention_prefill(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
     int bt_stride, int seq_begin, int num_seqs, int max_query_len, int H, int D, int block_size,
     float scale, int dtype, cudaStream_t stream) {
     if (num_seqs <= 0 || max_query_len <= 0) return cudaSuccess;
+    if (prefill_use_wgmma(D, dtype, block_size)) {
+        cudaError_t e = flash_attention_prefill_sm90a(
+            out, q, q_stride, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
+            bt_stride, seq_begin, num_seqs, max_query_len, H, D, block_size, scale, dtype, stream);
+        if (e != cudaErrorNoKernelImageForDevice && e != cudaErrorInvalidDeviceFunction) return e;
+        (void)cudaGetLastError();   /* no sm_90a image in this build: the mma.sync path */
+    }
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0) return cudaErrorInvalidValue;
     FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,

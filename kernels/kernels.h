@@ -91,7 +91,8 @@ cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, float *partial, un
                       cudaStream_t stream);
 
 /* ======================================================================
- * FLASH attention backend (attention_flash_cuda.c): flash_attention.cu
+ * FLASH attention backend (attention_flash_cuda.c): flash_attention.cu,
+ * flash_attention_sm90a.cu
  * Tensor-core flash attention over the paged KV cache; q (T, H*D) with row
  * stride q_stride, out (T, H*D), caches (num_blocks, H, block_size, D),
  * block_tables (num_seqs, bt_stride). Sequences [seq_begin, seq_begin+num_seqs)
@@ -115,6 +116,20 @@ cudaError_t flash_attention_prefill(void *out, const void *q, int q_stride, cons
                                     int bt_stride, int seq_begin, int num_seqs,
                                     int max_query_len, int H, int D, int block_size, float scale,
                                     int dtype, cudaStream_t stream);
+
+/* flash_attention_sm90a.cu: the Hopper (sm_90a, wgmma) prefill that
+ * flash_attention_prefill dispatches to on compute capability 9.0 unless the
+ * environment variable GPT2_ENGINE_FLASH_WGMMA is "0". Same parameters and results.
+ * _supported: 1 when it serves this head size (64, 128), dtype (DTYPE_F16,
+ * DTYPE_BF16) and block size (a power of two). */
+int flash_attention_prefill_sm90a_supported(int head_size, int dtype, int block_size);
+cudaError_t flash_attention_prefill_sm90a(void *out, const void *q, int q_stride,
+                                          const void *k_cache, const void *v_cache,
+                                          const int32_t *query_start_loc,
+                                          const int32_t *seq_lens, const int32_t *block_tables,
+                                          int bt_stride, int seq_begin, int num_seqs,
+                                          int max_query_len, int H, int D, int block_size,
+                                          float scale, int dtype, cudaStream_t stream);
 
 /* Decode (one query token per sequence). num_splits > 1 splits the keys; then
  * partial_o (seq_begin+num_seqs, H, num_splits, D) and partial_lse

@@ -7,6 +7,12 @@ lengths that are not a multiple of block_size, scattered block tables, decode-on
 prefill, head sizes 64 and 128, float16 and bfloat16 (tolerance 1e-2). A float32
 request is refused with a reason. Skipped without a CUDA build and a visible GPU.
 
+On compute capability 9.0 prefill runs the wgmma kernel (flash_attention_sm90a.cu)
+unless GPT2_ENGINE_FLASH_WGMMA=0 selects the mma.sync one; the PREFILL cases run both
+(elsewhere both settings run the mma.sync kernel) on lengths around the 64-row
+warpgroup, 128/192-row block and 128-key tile edges, one-token prefills, contexts
+cached before the chunk, and block sizes 1, 16 and 32.
+
 Decode has its own kernel: the DECODE cases cover context lengths around the
 kernel's key items (16 and 32 keys) and block sizes (1, 15, 16, 17, 63, 64, 65,
 1000+), one to a few sequences with many splits (some of them empty, as in a
@@ -106,6 +112,39 @@ def test_flash_matches_reference_and_paged(case, BS, D, dtype):
     assert rel_err(flash, ref) < TOL
     paged = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="PAGED", dtype=dtype)
     assert rel_err(flash, paged) < TOL
+
+
+PREFILL = {
+    # name: (query lengths, cached context lengths); all run as prefills (num_decodes=0)
+    "tile edges": ([1, 7, 63, 64, 65, 127, 128, 129], [0] * 8),
+    "one-token prefills first": ([1, 1, 191, 192, 193], [0, 5, 0, 0, 0]),
+    "long": ([1000, 2048], [0, 0]),
+    "chunked over cache": ([65, 1, 129, 300, 64, 7], [100, 33, 700, 1, 2047, 128]),
+}
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("BS", [1, 16, 32])
+@pytest.mark.parametrize("case", list(PREFILL))
+def test_flash_prefill_wgmma_and_mma_sync(case, BS, D, dtype, monkeypatch):
+    """The FLASH prefill with the wgmma kernel allowed (=1) and forbidden (=0)
+    against the NumPy reference, overall and per sequence."""
+    rng = np.random.default_rng(abs(hash((case, BS, D, dtype, "prefill"))) % 2**32)
+    q_lens, ctx = PREFILL[case]
+    H = 2
+    q, kc, vc, bt, sl, qsl = make_batch(rng, q_lens, ctx, H, D, BS, dtype)
+    ref = reference(q, kc, vc, bt, sl, qsl, 1.0 / math.sqrt(D))
+    for flag in ("1", "0"):
+        monkeypatch.setenv("GPT2_ENGINE_FLASH_WGMMA", flag)
+        out = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype=dtype,
+                                  num_decodes=0)
+        assert np.all(np.isfinite(out)), f"WGMMA={flag}: unwritten (NaN) elements"
+        err = rel_err(out, ref)
+        assert err < TOL, f"WGMMA={flag}: max rel err {err:.2e} vs NumPy"
+        worst = max(rel_err(out[a:b], ref[a:b]) for a, b in zip(qsl[:-1], qsl[1:]))
+        assert worst < 2 * TOL, f"WGMMA={flag}: worst sequence rel err {worst:.2e}"
 
 
 @gpu

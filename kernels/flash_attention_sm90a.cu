@@ -1,0 +1,579 @@
+/* flash_attention_sm90a.cu — the FLASH backend's Hopper prefill kernel: causal flash
+ * attention over the paged KV cache with warpgroup MMA (wgmma.mma_async, sm_90a only;
+ * setup.py builds kernels/..._sm90a.cu files for that target alone). It serves the same
+ * calls as the mma.sync prefill of flash_attention.cu, whose flash_attention_prefill
+ * dispatches here on compute capability 9.0 (GPT2_ENGINE_FLASH_WGMMA=0 turns it off).
+ * Not used for decode (flash_decode_kernel there).
+ *
+ * flash_attention_sm90a_kernel<T, D, NWG, BN>
+ *   grid (q tiles, sequences, heads), NWG*128 threads = NWG warpgroups; no producer
+ *   warps: every thread issues cp.async for the next K/V tiles while the tensor cores
+ *   work on the current ones. Warpgroup w owns query rows [64w, 64w+64) of the
+ *   block's BM = 64*NWG rows (wgmma M = 64); key tiles of BN keys.
+ *   Per key tile j, each warpgroup issues (asynchronously, one commit group each)
+ *       S_j = Q K_j^T          m64nBNk16 x D/16, A = Q and B = K_j from shared memory
+ *       O  += P_{j-1} V_{j-1}  m64nDk16 x BN/16, A = P from registers, B = V (transposed)
+ *   then waits for S_j only, runs the online softmax on it while P V still runs,
+ *   waits for P V, rescales O and packs the new P. Softmax in fp32, log2 domain
+ *   (scores * scale*log2(e), ex2.approx); the score matrix never leaves registers.
+ *   Causal: key tiles past the block's last row are never loaded; a warpgroup skips
+ *   the tiles past its own last row and masks only the tiles crossing its diagonal.
+ *   The heaviest q tiles (last rows of a sequence) launch first.
+ *
+ * Shared memory (dynamic, base rounded up to 1024 bytes, the 128-byte swizzle's period):
+ *   Q (BM, D) once; K (BN, D) x 2 slots; V (BN, D) x 2 slots. K_{j+1} and V_j are
+ *   loaded during iteration j, into the slots that held K_{j-1} and V_{j-2} (read by
+ *   wgmma groups that every warpgroup waited for before the iteration's barrier).
+ *   Every (rows, D) tile is D/64 panels of (rows, 64 elements): row r of a panel is
+ *   128 bytes at r*128, its 16-byte chunk c stored at chunk c ^ (r & 7) (the 128B
+ *   swizzle: the hardware XORs address bits 4-6 with bits 7-9, so bases are
+ *   1024-aligned). Element (r, d) of a tile with ROWS rows is at byte
+ *   (d/64)*ROWS*128 + r*128 + (((d%64)/8) ^ (r%8))*16 + (d%8)*2.
+ *
+ * wgmma shared-memory descriptors (64 bits): bits 0-13 start address >> 4,
+ * 16-29 leading byte offset (LBO) >> 4, 32-45 stride byte offset (SBO) >> 4,
+ * 62-63 swizzle mode (1 = 128B). Both layouts below are CUTLASS's canonical SW128 ones.
+ *   K-major operand (Q as A: rows = query rows; K as B: rows = keys; contiguous in d):
+ *     8-row core groups are SBO = 1024 bytes apart along M/N; one k16 step reads 32
+ *     bytes of each 128-byte row, so LBO (the step between 16-byte K groups past the
+ *     swizzle width) is unused (set to 1, i.e. 16 bytes); k-step kk starts at
+ *     panel kk/4, byte (kk%4)*32 of the row (the hardware applies the XOR on top).
+ *   MN-major operand (V as B with the transpose bit: K = keys run down the rows,
+ *     N = d contiguous): the 64 d-values of a row are one 128-byte atom row, 8 rows
+ *     of keys make the atom. SBO = 1024 = the step between 8-key groups (K); LBO =
+ *     BN*128 = the step between 64-wide d panels (N, used when D = 128); k-step kk
+ *     (keys 16kk..16kk+15) starts at byte kk*16*128.
+ * Register fragments (per warp q = warp % 4 of the warpgroup, lane = 4g + t):
+ *   accumulator of m64nNk16: d[4i + 0,1] = (row 16q+g, cols 8i+2t, 8i+2t+1),
+ *                            d[4i + 2,3] = (row 16q+g+8, same cols);
+ *   A from registers (16-bit) for k-step kk: a0 = (row 16q+g, k 2t..2t+1),
+ *     a1 = (row +8, k 2t..), a2 = (row, k 8+2t..), a3 = (row +8, k 8+2t..):
+ *     exactly S's d[8kk .. 8kk+7] packed in pairs, so P needs no shuffles.
+ *
+ * Shapes (elements of T = __half or __nv_bfloat16): q (T_tokens, H*D) row stride
+ * q_stride; out (T_tokens, H*D) contiguous; k/v caches (num_blocks, H, block_size, D);
+ * block_tables (num_seqs, bt_stride); query_start_loc (num_seqs+1); seq_lens (num_seqs).
+ */
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "flash_attention_sm90a.cu uses wgmma: compile it for sm_90a only"
+#endif
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+/* ---- PTX wrappers ---- */
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+/* 16-byte async copy; src_bytes = 0 zero-fills the destination */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+/* makes this thread's generic-proxy writes to shared memory (cp.async) visible to the
+ * async proxy (wgmma operand reads); a barrier then publishes them to the warpgroups */
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ float fast_exp2(float x) {   /* MUFU.EX2; exp2(-inf) = 0 */
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void wgmma_fence() {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Register fences: the compiler may not move reads or writes of these registers across
+ * this point, which keeps them out of the window between a wgmma's issue and its wait. */
+__device__ __forceinline__ void reg_fence(float &x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void reg_fence(uint32_t &x) { asm volatile("" : "+r"(x)::"memory"); }
+template <typename R, int N>
+__device__ __forceinline__ void reg_fence(R (&x)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) reg_fence(x[i]);
+}
+
+/* 128B-swizzle shared-memory descriptor of a matrix starting at shared address addr */
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
+           ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
+}
+
+/* Byte offset of 16-byte chunk ch (0 .. D/8-1) of row r in a (ROWS, D) tile laid out
+ * as D/64 swizzled panels (see the file comment). */
+template <int ROWS>
+__device__ __forceinline__ uint32_t tile_off(int r, int ch) {
+    return (uint32_t)((ch >> 3) * (ROWS * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
+}
+
+template <typename T> struct Pack;
+template <> struct Pack<__half> {
+    static __device__ __forceinline__ uint32_t two(float lo, float hi) {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+template <> struct Pack<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t two(float lo, float hi) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+
+/* ---- wgmma m64nNk16, fp32 accumulators d[N/2] per thread ----
+ * ss: D (+)= A(smem desc a) * B(smem desc b), both K-major; acc = 0 overwrites D.
+ * rs: D += A(registers a[4]) * B(smem desc b), B MN-major (transpose bit set). */
+#define FA90_ACC32 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define FA90_ACC64 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FA90_OUT32(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
+    "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+    "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
+    "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
+    "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define FA90_OUT64(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
+    "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+    "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
+    "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
+    "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+    "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+    "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), \
+    "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), \
+    "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
+    "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+template <typename T, int N> struct Wgmma;
+template <> struct Wgmma<__half, 64> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA90_ACC32
+                     ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : FA90_OUT32(d) : "l"(a), "l"(b), "r"(acc));
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA90_ACC32
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                     : FA90_OUT32(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    }
+};
+template <> struct Wgmma<__half, 128> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA90_ACC64
+                     ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : FA90_OUT64(d) : "l"(a), "l"(b), "r"(acc));
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA90_ACC64
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                     : FA90_OUT64(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 64> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FA90_ACC32
+                     ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : FA90_OUT32(d) : "l"(a), "l"(b), "r"(acc));
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FA90_ACC32
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                     : FA90_OUT32(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 128> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FA90_ACC64
+                     ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : FA90_OUT64(d) : "l"(a), "l"(b), "r"(acc));
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FA90_ACC64
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                     : FA90_OUT64(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    }
+};
+
+struct Sm90Params {
+    void *out;
+    const void *q;
+    const void *k_cache;
+    const void *v_cache;
+    const int32_t *query_start_loc;
+    const int32_t *seq_lens;
+    const int32_t *block_tables;
+    int q_stride, bt_stride, seq_begin, H, bs_shift;   /* block_size = 1 << bs_shift */
+    float scale_log2;                                  /* scale * log2(e) */
+};
+
+/* cp.async of key rows [n0, n0+BN) of head h into a (BN, D) panel tile at shared
+ * address dst, each row gathered through the block table; rows at or past kend are
+ * zero-filled (never read from the cache: a zero V row times P = 0 stays finite). */
+template <typename T, int D, int BN, int NT>
+__device__ __forceinline__ void load_kv_tile(uint32_t dst, const T *cache, const int32_t *bt,
+                                             int n0, int kend, int h, const Sm90Params &p,
+                                             int tid) {
+    constexpr int CPR = D / 8;                 /* 16-byte chunks per row */
+    constexpr int CHUNKS = BN * CPR;
+    const int bmask = (1 << p.bs_shift) - 1;
+    /* two chunks at a time: their block-table reads overlap, and the registers stay
+     * few while every accumulator is pinned by the wgmma in flight (full unrolling
+     * hoists all the reads and spills) */
+#pragma unroll 2
+    for (int i = 0; i < (CHUNKS + NT - 1) / NT; i++) {
+        const int c = tid + i * NT;
+        if (CHUNKS % NT != 0 && c >= CHUNKS) break;
+        const int r = c / CPR, ch = c % CPR, pos = n0 + r;
+        const T *src = cache;
+        int bytes = 0;
+        if (pos < kend) {
+            const size_t blk = (size_t)bt[pos >> p.bs_shift];
+            src = cache + (((blk * p.H + h) << p.bs_shift) + (pos & bmask)) * D + ch * 8;
+            bytes = 16;
+        }
+        cp_async16(dst + tile_off<BN>(r, ch), src, bytes);
+    }
+}
+
+template <typename T, int D, int NWG, int BN>
+__global__ void __launch_bounds__(NWG * 128, 1)
+flash_attention_sm90a_kernel(const Sm90Params p) {
+    constexpr int NT = NWG * 128;
+    constexpr int BM = 64 * NWG;
+    constexpr int CPR = D / 8;
+    constexpr uint32_t Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
+    constexpr int SREG = BN / 2;    /* S accumulator floats per thread: 64 x BN / 128 */
+    constexpr int OREG = D / 2;     /* O accumulator floats per thread */
+    constexpr int PREG = BN / 4;    /* P as A fragments: 4 registers per 16 keys */
+    static_assert(D == 64 || D == 128, "head size 64 or 128");
+    static_assert(BN == 64 || BN == 128, "key tile of 64 or 128 (wgmma N of S)");
+    static_assert((BM * CPR) % NT == 0, "Q chunks divide among the threads");
+
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t sbase = (smem_addr(smem_raw) + 1023u) & ~1023u;   /* swizzle period */
+    const uint32_t sQ = sbase, sK = sQ + Q_BYTES, sV = sK + 2 * KV_BYTES;
+
+    const int tid = threadIdx.x;
+    /* warpgroup: query rows [64wg, 64wg+64); broadcast from lane 0 so that the compiler
+     * sees it (and the per-warpgroup branches around wgmma) as warp-uniform */
+    const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+    const int wq = (tid >> 5) & 3;                 /* warp within the warpgroup: 16 rows */
+    const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+
+    const int s = p.seq_begin + blockIdx.y;
+    const int h = blockIdx.z;
+    const int q0 = p.query_start_loc[s];
+    const int q_len = p.query_start_loc[s + 1] - q0;
+    const int n_qtiles = (q_len + BM - 1) / BM;
+    if ((int)blockIdx.x >= n_qtiles) return;
+    const int m0 = (n_qtiles - 1 - blockIdx.x) * BM;   /* heaviest tiles launch first */
+    const int ctx = p.seq_lens[s] - q_len;              /* cached keys before this step's tokens */
+    const int32_t *bt = p.block_tables + (size_t)s * p.bt_stride;
+    const T *kc = reinterpret_cast<const T *>(p.k_cache);
+    const T *vc = reinterpret_cast<const T *>(p.v_cache);
+
+    /* keys of the block: up to the causal bound of its last row */
+    const int kend = ctx + min(m0 + BM, q_len);
+    const int n_tiles = (kend + BN - 1) / BN;
+    /* this warpgroup's rows: tiles it needs (0 when all its rows are padding) */
+    const int wrow = m0 + 64 * wg;
+    const int w_first_pos = ctx + wrow;
+    const int w_tiles = wrow < q_len ? (ctx + min(wrow + 64, q_len) - 1) / BN + 1 : 0;
+    const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
+
+    /* prologue: Q (zero past q_len) and K tile 0 in one cp.async group */
+    {
+        const T *qb = reinterpret_cast<const T *>(p.q);
+#pragma unroll
+        for (int i = 0; i < BM * CPR / NT; i++) {
+            const int c = tid + i * NT, r = c / CPR, ch = c % CPR, row = m0 + r;
+            const T *src = qb;
+            int bytes = 0;
+            if (row < q_len) {
+                src = qb + (size_t)(q0 + row) * p.q_stride + (size_t)h * D + ch * 8;
+                bytes = 16;
+            }
+            cp_async16(sQ + tile_off<BM>(r, ch), src, bytes);
+        }
+        load_kv_tile<T, D, BN, NT>(sK, kc, bt, 0, kend, h, p, tid);
+        cp_async_commit();
+    }
+
+    /* Q descriptors of this warpgroup's 64 rows, k-step kk adds panel kk/4 and 32 bytes
+     * per step within it; K/V descriptors are built per tile from the slot base. */
+    const uint32_t q_rows = sQ + 64 * wg * 128;
+
+    float oacc[OREG], sacc[SREG];
+    uint32_t pa[PREG];
+#pragma unroll
+    for (int i = 0; i < OREG; i++) oacc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < SREG; i++) sacc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < PREG; i++) pa[i] = 0u;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
+
+    /* ---- the steps of one iteration, as lambdas so that each branch below holds a
+     * whole wgmma pipeline (issue, commit, wait) and never shares one with another:
+     * the compiler then keeps the groups asynchronous ---- */
+    auto issue_s = [&](int j) {   /* S_j = Q K_j^T: D/16 k-steps of m64nBNk16 */
+        const uint32_t kt = sK + (j & 1) * KV_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
+            const uint32_t qoff = (kk >> 2) * (BM * 128) + (kk & 3) * 32;
+            Wgmma<T, BN>::ss(sacc, sw128_desc(q_rows + qoff, 16, 1024),
+                             sw128_desc(kt + koff, 16, 1024), kk > 0);
+        }
+        wgmma_commit();
+    };
+    auto issue_pv = [&](int j) {   /* O += P_j V_j: BN/16 k-steps of m64nDk16 */
+        const uint32_t vt = sV + (j & 1) * KV_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
+        wgmma_commit();
+    };
+    /* next tiles' loads, issued while the tensor cores run: K_{j+1} into the slot of
+     * K_{j-1}, V_j into the slot of V_{j-2} */
+    auto load_next = [&](int j) {
+        if (j + 1 < n_tiles)
+            load_kv_tile<T, D, BN, NT>(sK + ((j + 1) & 1) * KV_BYTES, kc, bt, (j + 1) * BN, kend,
+                                       h, p, tid);
+        if (j < n_tiles)
+            load_kv_tile<T, D, BN, NT>(sV + (j & 1) * KV_BYTES, vc, bt, j * BN, kend, h, p, tid);
+        cp_async_commit();
+    };
+    /* online softmax of S_j in place (sacc becomes P_j in fp32); alpha = rescale of the
+     * old O and l. Rows qpos0 (d[4i], d[4i+1]) and qpos1 (d[4i+2], d[4i+3]), each
+     * spread over the 4 lanes of a quad. */
+    auto softmax = [&](int j) {
+        const int n0 = j * BN;
+        /* causal mask on tiles crossing this warpgroup's diagonal (keys past kend are
+         * past every valid row's position too) */
+        if (n0 + BN - 1 > w_first_pos) {
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) {
+                const int col = n0 + 8 * i + 2 * t4;
+                if (col > qpos0) sacc[4 * i + 0] = -INFINITY;
+                if (col + 1 > qpos0) sacc[4 * i + 1] = -INFINITY;
+                if (col > qpos1) sacc[4 * i + 2] = -INFINITY;
+                if (col + 1 > qpos1) sacc[4 * i + 3] = -INFINITY;
+            }
+        }
+        float mnew[2] = {mx[0], mx[1]};
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) {
+            mnew[0] = fmaxf(mnew[0], fmaxf(sacc[4 * i], sacc[4 * i + 1]) * p.scale_log2);
+            mnew[1] = fmaxf(mnew[1], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]) * p.scale_log2);
+        }
+        float base[2], rsum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
+            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
+            base[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   /* fully masked row: no NaN */
+            alpha[r] = fast_exp2(mx[r] - base[r]);
+            mx[r] = mnew[r];
+        }
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pe = fast_exp2(fmaf(sacc[4 * i + e], p.scale_log2, -base[e >> 1]));
+                sacc[4 * i + e] = pe;
+                rsum[e >> 1] += pe;
+            }
+        }
+        l[0] = l[0] * alpha[0] + rsum[0];
+        l[1] = l[1] * alpha[1] + rsum[1];
+    };
+    /* after P_{j-1} V_{j-1} has landed: O to the new max, P_j packed as the A
+     * fragments of the next P V (pa[4kk..4kk+3] = d[8kk..8kk+7] in pairs) */
+    auto rescale_pack = [&]() {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            oacc[4 * i + 0] *= alpha[0];
+            oacc[4 * i + 1] *= alpha[0];
+            oacc[4 * i + 2] *= alpha[1];
+            oacc[4 * i + 3] *= alpha[1];
+        }
+#pragma unroll
+        for (int i = 0; i < PREG; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
+    };
+
+    /* Iteration j (0 .. n_tiles, the same count for every thread: one barrier each;
+     * after it K_j and V_{j-1} have landed and every warpgroup is done with K_{j-1}
+     * and V_{j-2}). This warpgroup, which needs tiles [0, w_tiles):
+     *   j == 0           S_0, softmax
+     *   0 < j < w_tiles  S_j and P_{j-1} V_{j-1}; softmax of S_j while P V runs
+     *   j == w_tiles     P_{j-1} V_{j-1} only
+     *   j >  w_tiles     loads only (its rows are done) */
+    for (int j = 0; j <= n_tiles; j++) {
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();
+        if (j < w_tiles && j > 0) {
+            reg_fence(oacc);
+            reg_fence(sacc);
+            reg_fence(pa);
+            wgmma_fence();
+            issue_s(j);
+            issue_pv(j - 1);
+            load_next(j);
+            wgmma_wait<1>();   /* S_j done, P V may still run */
+            reg_fence(sacc);
+            softmax(j);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+            reg_fence(pa);
+            rescale_pack();
+        } else if (j < w_tiles) {   /* j == 0 */
+            reg_fence(sacc);
+            wgmma_fence();
+            issue_s(0);
+            load_next(0);
+            wgmma_wait<0>();
+            reg_fence(sacc);
+            softmax(0);
+            rescale_pack();
+        } else if (j == w_tiles && j > 0) {
+            reg_fence(oacc);
+            reg_fence(pa);
+            wgmma_fence();
+            issue_pv(j - 1);
+            load_next(j);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+        } else {
+            load_next(j);
+        }
+    }
+
+    /* out = O / l, l summed over the quad; rows past q_len are never written */
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    }
+    T *ob = reinterpret_cast<T *>(p.out);
+    const size_t ld = (size_t)p.H * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = wrow + 16 * wq + g + 8 * r;
+        if (row >= q_len) continue;
+        T *orow = ob + (size_t)(q0 + row) * ld + (size_t)h * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *reinterpret_cast<uint32_t *>(orow + 8 * i + 2 * t4) =
+                Pack<T>::two(oacc[4 * i + 2 * r] * inv[r], oacc[4 * i + 2 * r + 1] * inv[r]);
+    }
+}
+
+template <typename T, int D, int NWG, int BN>
+cudaError_t launch_sm90a(const Sm90Params &p, int num_seqs, int max_query_len,
+                         cudaStream_t stream) {
+    constexpr int BM = 64 * NWG;
+    constexpr size_t smem = (size_t)(BM + 4 * BN) * D * sizeof(T) + 1024;   /* + alignment */
+    auto kern = flash_attention_sm90a_kernel<T, D, NWG, BN>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    dim3 grid((max_query_len + BM - 1) / BM, num_seqs, p.H);
+    kern<<<grid, NWG * 128, smem, stream>>>(p);
+    return cudaGetLastError();
+}
+
+/* Tile shapes (consumer warpgroups, keys per tile), overridable at build time through
+ * a force-included header (see bench_flash.py --variant). */
+#ifndef FLASH_SM90_P64
+#define FLASH_SM90_P64 3, 128    /* D=64: 192 query rows, 128-key tiles */
+#endif
+#ifndef FLASH_SM90_P128
+#define FLASH_SM90_P128 2, 128   /* D=128: 128 query rows, 128-key tiles */
+#endif
+
+template <typename T>
+cudaError_t dispatch_sm90a(const Sm90Params &p, int D, int num_seqs, int max_query_len,
+                           cudaStream_t stream) {
+    if (D == 64) return launch_sm90a<T, 64, FLASH_SM90_P64>(p, num_seqs, max_query_len, stream);
+    if (D == 128) return launch_sm90a<T, 128, FLASH_SM90_P128>(p, num_seqs, max_query_len, stream);
+    return cudaErrorInvalidValue;
+}
+
+int log2_exact(int x) {
+    int k = 0;
+    while (k < 30 && (1 << k) < x) k++;
+    return (x > 0 && (1 << k) == x) ? k : -1;
+}
+
+}  // namespace
+
+extern "C" int flash_attention_prefill_sm90a_supported(int head_size, int dtype, int block_size) {
+    return (head_size == 64 || head_size == 128) && (dtype == 1 || dtype == 2) &&
+           log2_exact(block_size) >= 0;
+}
+
+extern "C" cudaError_t flash_attention_prefill_sm90a(
+    void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
+    const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
+    int bt_stride, int seq_begin, int num_seqs, int max_query_len, int H, int D, int block_size,
+    float scale, int dtype, cudaStream_t stream) {
+    if (num_seqs <= 0 || max_query_len <= 0) return cudaSuccess;
+    const int bs_shift = log2_exact(block_size);
+    if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
+    Sm90Params p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
+                    q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
+    if (dtype == 1) return dispatch_sm90a<__half>(p, D, num_seqs, max_query_len, stream);
+    if (dtype == 2) return dispatch_sm90a<__nv_bfloat16>(p, D, num_seqs, max_query_len, stream);
+    return cudaErrorInvalidValue;
+}
