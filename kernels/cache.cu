@@ -6,12 +6,15 @@
  * K and V, copied as raw 16-byte units when D, kv_stride and the pointers allow
  * (the op is a pure copy, so it is dtype-agnostic: only the element size matters). */
 #include "common.cuh"
+#include "launch.cuh"
 
 template <typename U>   /* U: the copy unit (uint4, or the 2- or 4-byte element) */
 __global__ void reshape_and_cache_kernel(const U *k, const U *v, int stride_u, U *k_cache,
                                          U *v_cache, const int32_t *slot_mapping, int H,
                                          int D_u, int block_size)
 {
+    pdl_launch_dependents();
+    pdl_wait();
     const int t = blockIdx.x;
     const int32_t slot = slot_mapping[t];
     if (slot < 0) return;
@@ -28,7 +31,8 @@ __global__ void reshape_and_cache_kernel(const U *k, const U *v, int stride_u, U
 extern "C" cudaError_t reshape_and_cache_cuda(const void *k, const void *v, int kv_stride,
                                               void *k_cache, void *v_cache,
                                               const int32_t *slot_mapping, int T, int H, int D,
-                                              int block_size, int dtype, cudaStream_t stream)
+                                              int block_size, int dtype, cudaStream_t stream,
+                                              int pdl)
 {
     if (T <= 0 || H <= 0 || D <= 0) return cudaSuccess;
     if (block_size <= 0 || (dtype != DTYPE_F32 && dtype != DTYPE_F16 && dtype != DTYPE_BF16))
@@ -38,17 +42,18 @@ extern "C" cudaError_t reshape_and_cache_cuda(const void *k, const void *v, int 
                      aligned16(v) && aligned16(k_cache) && aligned16(v_cache);
     if (vec) {
         const int per = (int)(16 / es);
-        reshape_and_cache_kernel<uint4><<<T, 128, 0, stream>>>(
-            (const uint4 *)k, (const uint4 *)v, kv_stride / per, (uint4 *)k_cache,
-            (uint4 *)v_cache, slot_mapping, H, D / per, block_size);
-    } else if (es == 4) {
-        reshape_and_cache_kernel<uint32_t><<<T, 128, 0, stream>>>(
-            (const uint32_t *)k, (const uint32_t *)v, kv_stride, (uint32_t *)k_cache,
-            (uint32_t *)v_cache, slot_mapping, H, D, block_size);
-    } else {
-        reshape_and_cache_kernel<uint16_t><<<T, 128, 0, stream>>>(
-            (const uint16_t *)k, (const uint16_t *)v, kv_stride, (uint16_t *)k_cache,
-            (uint16_t *)v_cache, slot_mapping, H, D, block_size);
+        return launch_kernel(reshape_and_cache_kernel<uint4>, dim3(T), dim3(128), 0, stream, pdl,
+                             1, (const uint4 *)k, (const uint4 *)v, kv_stride / per,
+                             (uint4 *)k_cache, (uint4 *)v_cache, slot_mapping, H, D / per,
+                             block_size);
     }
-    return cudaGetLastError();
+    if (es == 4)
+        return launch_kernel(reshape_and_cache_kernel<uint32_t>, dim3(T), dim3(128), 0, stream,
+                             pdl, 1, (const uint32_t *)k, (const uint32_t *)v, kv_stride,
+                             (uint32_t *)k_cache, (uint32_t *)v_cache, slot_mapping, H, D,
+                             block_size);
+    return launch_kernel(reshape_and_cache_kernel<uint16_t>, dim3(T), dim3(128), 0, stream, pdl,
+                         1, (const uint16_t *)k, (const uint16_t *)v, kv_stride,
+                         (uint16_t *)k_cache, (uint16_t *)v_cache, slot_mapping, H, D,
+                         block_size);
 }

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "launch.cuh"
 
 namespace {
 
@@ -492,6 +493,8 @@ flash_decode_kernel(const DecodeParams p) {
     __shared__ float s_m[kDecWarps][kDecMaxHeads], s_l[kDecWarps][kDecMaxHeads];
     __shared__ __align__(16) T s_q[kDecWarps][D];   /* q of the warp's current head */
 
+    pdl_launch_dependents();
+    pdl_wait();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int s = p.seq_begin + blockIdx.y;
     const int group = blockIdx.x % p.groups, split = blockIdx.x / p.groups;
@@ -681,6 +684,8 @@ flash_decode_merge_kernel(T *out, const float *po, const float *plse,
                           int H, int splits) {
     __shared__ float s_w[kDecMaxSplits];
     __shared__ float s_red[D / 32];
+    pdl_launch_dependents();
+    pdl_wait();
     const int h = blockIdx.x, s = seq_begin + blockIdx.y, d = threadIdx.x;
     const int n = decode_split_count(seq_lens[s], splits, decode_keys_per_item(D));
     const size_t u = ((size_t)s * H + h) * splits;
@@ -707,14 +712,14 @@ flash_decode_merge_kernel(T *out, const float *po, const float *plse,
 }
 
 template <typename T, int D>
-cudaError_t launch_decode(const DecodeParams &p, int num_seqs, cudaStream_t stream) {
-    flash_decode_kernel<T, D><<<dim3(p.groups * p.splits, num_seqs), kDecWarps * 32, 0, stream>>>(p);
-    cudaError_t e = cudaGetLastError();
+cudaError_t launch_decode(const DecodeParams &p, int num_seqs, cudaStream_t stream, int pdl) {
+    cudaError_t e = launch_kernel(flash_decode_kernel<T, D>, dim3(p.groups * p.splits, num_seqs),
+                                  dim3(kDecWarps * 32), 0, stream, pdl, 1, p);
     if (e != cudaSuccess || p.splits <= 1) return e;
-    flash_decode_merge_kernel<T, D><<<dim3(p.H, num_seqs), D, 0, stream>>>(
-        reinterpret_cast<T *>(p.out), p.partial_o, p.partial_lse, p.query_start_loc, p.seq_lens,
-        p.seq_begin, p.H, p.splits);
-    return cudaGetLastError();
+    return launch_kernel(flash_decode_merge_kernel<T, D>, dim3(p.H, num_seqs), dim3(D), 0, stream,
+                         pdl, 1, reinterpret_cast<T *>(p.out), (const float *)p.partial_o,
+                         (const float *)p.partial_lse, p.query_start_loc, p.seq_lens,
+                         p.seq_begin, p.H, p.splits);
 }
 
 template <typename T, int D, int NWARPS, int MT, int BN, int STAGES>
@@ -759,9 +764,10 @@ cudaError_t dispatch_prefill(const FlashParams &p, int D, int num_seqs, int max_
 }
 
 template <typename T>
-cudaError_t dispatch_decode(const DecodeParams &p, int D, int num_seqs, cudaStream_t stream) {
-    if (D == 64) return launch_decode<T, 64>(p, num_seqs, stream);
-    if (D == 128) return launch_decode<T, 128>(p, num_seqs, stream);
+cudaError_t dispatch_decode(const DecodeParams &p, int D, int num_seqs, cudaStream_t stream,
+                            int pdl) {
+    if (D == 64) return launch_decode<T, 64>(p, num_seqs, stream, pdl);
+    if (D == 128) return launch_decode<T, 128>(p, num_seqs, stream, pdl);
     return cudaErrorInvalidValue;
 }
 
@@ -850,7 +856,8 @@ extern "C" cudaError_t flash_attention_decode(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
     int bt_stride, int seq_begin, int num_seqs, int H, int D, int block_size, float scale,
-    int dtype, int num_splits, float *partial_o, float *partial_lse, cudaStream_t stream) {
+    int dtype, int num_splits, float *partial_o, float *partial_lse, cudaStream_t stream,
+    int pdl) {
     if (num_seqs <= 0) return cudaSuccess;
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
@@ -861,7 +868,7 @@ extern "C" cudaError_t flash_attention_decode(
                       splits > 1 ? partial_o : nullptr, splits > 1 ? partial_lse : nullptr,
                       q_stride, bt_stride, seq_begin, H, bs_shift, splits, hpb,
                       (H + hpb - 1) / hpb, scale * kLog2e};
-    if (dtype == 1) return dispatch_decode<__half>(p, D, num_seqs, stream);
-    if (dtype == 2) return dispatch_decode<__nv_bfloat16>(p, D, num_seqs, stream);
+    if (dtype == 1) return dispatch_decode<__half>(p, D, num_seqs, stream, pdl);
+    if (dtype == 2) return dispatch_decode<__nv_bfloat16>(p, D, num_seqs, stream, pdl);
     return cudaErrorInvalidValue;
 }

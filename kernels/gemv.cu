@@ -2,34 +2,43 @@
  *     out(M, N) = act(norm(in)(M, K) @ w + bias [+ out])
  * where norm is an optional layernorm of each input row (the model's ln_1 /
  * ln_2 / ln_f folded into the matmul that reads it) and w is (K, N) (Conv1D) or
- * (N, K) (lm_head = wte). At M = 1..4 a matmul is one pass over the weights:
- * cuBLASLt spends ~5 us (plus a split-K reduction kernel) on a 1-5 MB matrix and
- * the separate layernorm ~3.5 us; these kernels stream w with 16-byte loads from
- * every SM and do the reduction and the epilogue themselves.
+ * (N, K) (lm_head = wte); the qkv projection can also write its K/V columns to
+ * the paged cache (reshape_and_cache folded into the epilogue). At M = 1..4 a
+ * matmul is one pass over the weights, and a decode step is ~50 of them: what
+ * costs is latency, so each kernel
+ *   1. loads (or L2-prefetches) its weights BEFORE pdl_wait(): they depend on
+ *      no earlier kernel, so with programmatic dependent launch (launch.cuh) the
+ *      weight stream overlaps the previous kernel;
+ *   2. then stages its input rows in shared memory as fp32 (with a layernorm:
+ *      whole rows, statistics in fp32 two-pass over shared memory, the value
+ *      rounded to the storage type as the unfused layernorm would store it);
+ *   3. reduces split-K partials inside a thread-block cluster through
+ *      distributed shared memory (no global partials, atomics or second kernel),
+ *      in rank order, so results do not depend on scheduling.
  *
- * Both kernels first stage the block's slice of the input rows in shared memory
- * as fp32. With a layernorm, warp m < M computes row m's statistics over the
- * whole row (two passes, fp32, like layernorm.cu) and the staged value is
- * rounded to the storage type, as the unfused layernorm's output would be.
- *
- * gemv_kn (w (K, N)): grid (N / 64, ksplit), 256 threads. Block (x, y) owns
- * columns [64x, 64x + 64) and rows [y * kps, (y + 1) * kps) of w. Thread t owns 8
- * consecutive columns (t % 8) and every 32nd row of the slice from t / 8: one
- * uint4 of w per row, a warp reads 4 rows x 128 contiguous bytes, GEMV_UNROLL
- * rows in flight per thread. Row-lanes are summed by shuffles, then across warps
- * in shared memory. With ksplit > 1 each block writes fp32 partials; the last
- * block of a column tile (an atomic ticket per tile, reset by that block, so
- * graph replays start from zero) sums them in split order, so the result does
- * not depend on block scheduling, and applies the epilogue.
+ * gemv_kn (w (K, N)): grid (N / 64, ks), cluster (1, ks, 1), 256 threads. Block
+ * (x, y) owns columns [64x, 64x + 64) and rows [y * kps, (y + 1) * kps) of w.
+ * Thread t owns 8 consecutive columns (t % 8) and every 32nd row of the slice
+ * from t / 8: one uint4 of w per row (a warp reads 4 rows x 128 contiguous
+ * bytes). The first GEMV_PF rows of each thread are held in registers across
+ * the wait, the rest prefetched to L2. Row-lanes are summed by shuffles, then
+ * across warps in shared memory, then across the cluster by block rank 0.
  *
  * gemv_nk (w (N, K)): each warp computes whole dot products w[n] . x[m] for rows
- * n = warp, warp + total warps, ...; lanes stride K in 16-byte chunks. */
+ * n = warp, warp + total warps, ...; lanes stride K in 16-byte chunks; the first
+ * two rows of each warp are prefetched to L2 before the wait. */
+#include <cooperative_groups.h>
+
 #include "common.cuh"
+#include "launch.cuh"
+
+namespace cg = cooperative_groups;
 
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_COLS 64
 #define GEMV_LANES (GEMV_THREADS / 8)   /* row-lanes of gemv_kn */
+#define GEMV_PF 8                         /* rows per thread held in registers across the wait */
 #define GEMV_UNROLL 4
 
 namespace {
@@ -69,91 +78,157 @@ __device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __nv_bfloat1
     }
 }
 
-/* out[m, n] = act(v + bias[n] (+ out[m, n])) */
+/* 16-byte read-only load (weights: read once per step, never written) */
+__device__ __forceinline__ uint4 ldg16(const void *p) { return __ldg(reinterpret_cast<const uint4 *>(p)); }
+
+/* out[m, n] = act(v + bias[n] (+ out[m, n])); the qkv K/V columns also go to the cache */
 template <typename T>
 __device__ __forceinline__ void gemv_store(const GemvArgs &a, int m, int n, float v)
 {
     T *o = reinterpret_cast<T *>(a.out) + (size_t)m * a.N + n;
     if (a.bias) v += to_f32(reinterpret_cast<const T *>(a.bias)[n]);
     if (a.accumulate) v += to_f32(*o);
-    *o = from_f32<T>(gemv_act(v, a.act));
+    const T r = from_f32<T>(gemv_act(v, a.act));
+    *o = r;
+    if (a.k_cache) {
+        const int C = a.kv_heads * a.head_size, j = n - C;
+        const int32_t slot = j >= 0 ? a.slot_mapping[m] : -1;
+        if (slot >= 0) {
+            const int is_v = j >= C, jj = j - (is_v ? C : 0);
+            const int h = jj / a.head_size, d = jj - h * a.head_size;
+            const size_t blk = (size_t)(slot / a.block_size), off = (size_t)(slot % a.block_size);
+            T *cache = reinterpret_cast<T *>(is_v ? a.v_cache : a.k_cache);
+            cache[((blk * a.kv_heads + h) * a.block_size + off) * a.head_size + d] = r;
+        }
+    }
 }
 
-/* xs[m * len + i] = norm(in[m])[k0 + i] for i < len, as fp32; the layernorm (when
- * a.ln_w) uses row statistics over all K columns. Ends with __syncthreads. */
+/* Stages the input as fp32 in xs and returns its layout through (xoff, xld):
+ * value (m, kb + i) of the normalized input is xs[m * xld + xoff + i].
+ * With a layernorm xs holds whole rows (M, K) (the statistics need them), else
+ * only this block's slice (M, len). Ends with __syncthreads. */
 template <typename T, int M>
-__device__ void stage_input(const GemvArgs &a, float *xs, int k0, int len)
+__device__ void stage_input(const GemvArgs &a, float *xs, int kb, int len, int &xoff, int &xld)
 {
     __shared__ float stats[2 * M];
     const T *in = reinterpret_cast<const T *>(a.in);
     const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
-    if (a.ln_w) {
-        if (warp < M) {
-            const T *x = in + (size_t)warp * a.K;
-            float s = 0.0f;
-            for (int c = lane; c < a.K; c += 32) s += to_f32(x[c]);
-            const float mean = warp_sum(s) / (float)a.K;
-            float q = 0.0f;
-            for (int c = lane; c < a.K; c += 32) { const float d = to_f32(x[c]) - mean; q += d * d; }
-            const float rstd = rsqrtf(warp_sum(q) / (float)a.K + a.eps);
-            if (lane == 0) { stats[2 * warp] = mean; stats[2 * warp + 1] = rstd; }
+    if (!a.ln_w) {
+        xoff = 0;
+        xld = len;
+        for (int idx = t; idx < M * len; idx += GEMV_THREADS) {
+            const int m = idx / len, k = kb + idx - m * len;
+            xs[idx] = to_f32(in[(size_t)m * a.K + k]);
         }
         __syncthreads();
+        return;
     }
+    xoff = kb;
+    xld = a.K;
+    const int n = M * a.K;
+    if ((a.K & 7) == 0 && ((uintptr_t)in & 15) == 0) {
+        for (int c = t; c < n / 8; c += GEMV_THREADS) {
+            float f[8];
+            unpack8(ldg16(in + (size_t)c * 8), f, T());
+            float4 *dst = reinterpret_cast<float4 *>(xs + (size_t)c * 8);
+            dst[0] = make_float4(f[0], f[1], f[2], f[3]);
+            dst[1] = make_float4(f[4], f[5], f[6], f[7]);
+        }
+    } else {
+        for (int idx = t; idx < n; idx += GEMV_THREADS) xs[idx] = to_f32(in[idx]);
+    }
+    __syncthreads();
+    if (warp < M) {
+        const float *x = xs + (size_t)warp * a.K;
+        float s = 0.0f;
+        for (int c = lane; c < a.K; c += 32) s += x[c];
+        const float mean = warp_sum(s) / (float)a.K;
+        float q = 0.0f;
+        for (int c = lane; c < a.K; c += 32) { const float d = x[c] - mean; q += d * d; }
+        const float rstd = rsqrtf(warp_sum(q) / (float)a.K + a.eps);
+        if (lane == 0) { stats[2 * warp] = mean; stats[2 * warp + 1] = rstd; }
+    }
+    __syncthreads();
     const T *g = reinterpret_cast<const T *>(a.ln_w), *b = reinterpret_cast<const T *>(a.ln_b);
     for (int idx = t; idx < M * len; idx += GEMV_THREADS) {
-        const int m = idx / len, k = k0 + idx % len;
-        float v = to_f32(in[(size_t)m * a.K + k]);
-        if (g) {
-            v = (v - stats[2 * m]) * stats[2 * m + 1] * to_f32(g[k]) + to_f32(b[k]);
-            v = to_f32(from_f32<T>(v));   /* what the unfused layernorm would have stored */
-        }
-        xs[idx] = v;
+        const int m = idx / len, k = kb + idx - m * len;
+        float *p = xs + (size_t)m * a.K + k;
+        const float v = (*p - stats[2 * m]) * stats[2 * m + 1] * to_f32(g[k]) + to_f32(b[k]);
+        *p = to_f32(from_f32<T>(v));   /* what the unfused layernorm would have stored */
     }
     __syncthreads();
 }
 
+/* acc[m][0..7] += x[m][k] * w row (8 columns) */
+template <typename T, int M>
+__device__ __forceinline__ void fma_row(float (&acc)[M][8], const uint4 &wv, const float *xs,
+                                        int k, int xld)
+{
+    float wf[8];
+    unpack8(wv, wf, T());
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        const float xv = xs[m * xld + k];
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[m][j] = fmaf(xv, wf[j], acc[m][j]);
+    }
+}
+
 template <typename T, int M>
 __global__ void __launch_bounds__(GEMV_THREADS)
-gemv_kn_kernel(const GemvArgs a, int kps, float *partial, unsigned *tickets)
+gemv_kn_kernel(const GemvArgs a, int kps)
 {
-    extern __shared__ __align__(16) float xs[];       /* (M, kps) */
+    extern __shared__ __align__(16) float xs[];
     __shared__ float red[GEMV_WARPS * M * GEMV_COLS];
-    __shared__ int is_last;
+    __shared__ float part[M * GEMV_COLS];        /* this block's split-K partial */
+    pdl_launch_dependents();
     const int t = threadIdx.x, group = t & 7, lane = t >> 3, warp = t >> 5;
-    const int col0 = blockIdx.x * GEMV_COLS, n0 = col0 + group * 8;
+    const int col0 = blockIdx.x * GEMV_COLS;
     const int kb = blockIdx.y * kps, ke = min(a.K, kb + kps), len = max(ke - kb, 0);
-    stage_input<T, M>(a, xs, kb, len);
-
     const T *w = reinterpret_cast<const T *>(a.w);
+    const T *wcol = w + (size_t)kb * a.N + col0 + group * 8;   /* row kb, my 8 columns */
+
+    /* 1. weights: GEMV_PF rows into registers, the rest of the slice toward L2 */
+    uint4 wv[GEMV_PF];
+#pragma unroll
+    for (int u = 0; u < GEMV_PF; u++) {
+        const int i = lane + u * GEMV_LANES;
+        wv[u] = i < len ? ldg16(wcol + (size_t)i * a.N) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (group == 0)
+        for (int i = lane + GEMV_PF * GEMV_LANES; i < len; i += GEMV_LANES)
+            prefetch_l2(w + (size_t)(kb + i) * a.N + col0);
+    pdl_wait();
+
+    /* 2. the input rows */
+    int xoff, xld;
+    stage_input<T, M>(a, xs, kb, len, xoff, xld);
+
     float acc[M][8];
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
         for (int j = 0; j < 8; j++) acc[m][j] = 0.0f;
-    for (int i0 = lane; i0 < len; i0 += GEMV_LANES * GEMV_UNROLL) {
-        uint4 wv[GEMV_UNROLL];
+#pragma unroll
+    for (int u = 0; u < GEMV_PF; u++) {
+        const int i = lane + u * GEMV_LANES;
+        if (i < len) fma_row<T, M>(acc, wv[u], xs, xoff + i, xld);
+    }
+    for (int i0 = lane + GEMV_PF * GEMV_LANES; i0 < len; i0 += GEMV_LANES * GEMV_UNROLL) {
+        uint4 v[GEMV_UNROLL];
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             const int i = i0 + u * GEMV_LANES;
-            if (i < len) wv[u] = __ldg(reinterpret_cast<const uint4 *>(w + (size_t)(kb + i) * a.N + n0));
-            else wv[u] = make_uint4(0u, 0u, 0u, 0u);
+            v[u] = i < len ? ldg16(wcol + (size_t)i * a.N) : make_uint4(0u, 0u, 0u, 0u);
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             const int i = i0 + u * GEMV_LANES;
-            if (i >= len) break;
-            float wf[8];
-            unpack8(wv[u], wf, T());
-#pragma unroll
-            for (int m = 0; m < M; m++) {
-                const float xv = xs[m * len + i];
-#pragma unroll
-                for (int j = 0; j < 8; j++) acc[m][j] = fmaf(xv, wf[j], acc[m][j]);
-            }
+            if (i < len) fma_row<T, M>(acc, v[u], xs, xoff + i, xld);
         }
     }
-    /* the 4 row-lanes of a warp (lanes t>>3 differ in bits 3, 4 of the lane id) */
+
+    /* 3. reduce: the 4 row-lanes of a warp (bits 3, 4 of the lane id), the warps, the cluster */
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
@@ -170,32 +245,25 @@ gemv_kn_kernel(const GemvArgs a, int kps, float *partial, unsigned *tickets)
             for (int j = 0; j < 8; j++) red[(warp * M + m) * GEMV_COLS + group * 8 + j] = acc[m][j];
     }
     __syncthreads();
-
-    const int nsplit = gridDim.y;
-    for (int idx = t; idx < M * GEMV_COLS; idx += GEMV_THREADS) {
-        const int m = idx / GEMV_COLS, c = idx % GEMV_COLS;
-        float s = 0.0f;
+    float s = 0.0f;
+    const int m = t / GEMV_COLS, c = t % GEMV_COLS;    /* M * 64 <= 256 threads: one each */
+    if (t < M * GEMV_COLS) {
 #pragma unroll
         for (int wp = 0; wp < GEMV_WARPS; wp++) s += red[(wp * M + m) * GEMV_COLS + c];
-        if (nsplit == 1) gemv_store<T>(a, m, col0 + c, s);
-        else partial[((size_t)blockIdx.y * M + m) * a.N + col0 + c] = s;
     }
-    if (nsplit == 1) return;
-
-    __threadfence();                 /* this block's partials visible before its ticket */
-    __syncthreads();
-    if (t == 0) is_last = atomicAdd(&tickets[blockIdx.x], 1u) == (unsigned)(nsplit - 1);
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    for (int idx = t; idx < M * GEMV_COLS; idx += GEMV_THREADS) {
-        const int m = idx / GEMV_COLS, c = idx % GEMV_COLS;
-        float s = 0.0f;
-        for (int sp = 0; sp < nsplit; sp++)
-            s += __ldcg(&partial[((size_t)sp * M + m) * a.N + col0 + c]);
-        gemv_store<T>(a, m, col0 + c, s);
+    if (gridDim.y == 1) {
+        if (t < M * GEMV_COLS) gemv_store<T>(a, m, col0 + c, s);
+        return;
     }
-    if (t == 0) tickets[blockIdx.x] = 0u;
+    cg::cluster_group cluster = cg::this_cluster();
+    if (t < M * GEMV_COLS) part[t] = s;
+    cluster.sync();                     /* every block's partial written and visible */
+    if (cluster.block_rank() == 0 && t < M * GEMV_COLS) {
+        float tot = 0.0f;
+        for (unsigned r = 0; r < cluster.num_blocks(); r++) tot += cluster.map_shared_rank(part, r)[t];
+        gemv_store<T>(a, m, col0 + c, tot);
+    }
+    cluster.sync();                     /* keep every partial alive until rank 0 has read it */
 }
 
 template <typename T, int M>
@@ -203,11 +271,22 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_nk_kernel(const GemvArgs a)
 {
     extern __shared__ __align__(16) float xs[];       /* (M, K) */
-    stage_input<T, M>(a, xs, 0, a.K);
+    pdl_launch_dependents();
     const T *w = reinterpret_cast<const T *>(a.w);
     const int lane = threadIdx.x & 31;
     const int gwarp = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int nwarps = gridDim.x * GEMV_WARPS, chunks = a.K / 8;
+    const size_t row_bytes = (size_t)a.K * sizeof(T);
+    /* my first two rows toward L2 (a 128-byte line per lane) */
+    for (int r = 0; r < 2; r++) {
+        const int n = gwarp + r * nwarps;
+        if (n < a.N)
+            for (size_t off = (size_t)lane * 128; off < row_bytes; off += 32 * 128)
+                prefetch_l2(reinterpret_cast<const char *>(w + (size_t)n * a.K) + off);
+    }
+    pdl_wait();
+    int xoff, xld;
+    stage_input<T, M>(a, xs, 0, a.K, xoff, xld);
     for (int n = gwarp; n < a.N; n += 2 * nwarps) {
         const int n2 = n + nwarps;                       /* a second row in flight */
         const bool two = n2 < a.N;
@@ -232,8 +311,8 @@ gemv_nk_kernel(const GemvArgs a)
                 unpack8(v[2 * h + 1], f2, T());
 #pragma unroll
                 for (int m = 0; m < M; m++) {
-                    const float4 xa = *reinterpret_cast<const float4 *>(&xs[m * a.K + c * 8]);
-                    const float4 xb = *reinterpret_cast<const float4 *>(&xs[m * a.K + c * 8 + 4]);
+                    const float4 xa = *reinterpret_cast<const float4 *>(&xs[m * xld + c * 8]);
+                    const float4 xb = *reinterpret_cast<const float4 *>(&xs[m * xld + c * 8 + 4]);
                     const float x8[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
@@ -254,56 +333,44 @@ gemv_nk_kernel(const GemvArgs a)
     }
 }
 
-int g_num_sms = 0;
-
-int num_sms()
-{
-    if (g_num_sms > 0) return g_num_sms;
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
-        n = 108;
-    g_num_sms = n;
-    return n;
-}
-
-/* Splits of K for gemv_kn: about two blocks per SM in all, each row-lane with at
- * least one row, and the staged slice within GEMV_MAX_STAGE floats. */
+/* K splits of gemv_kn: about two blocks per SM in all, each row-lane with at
+ * least one row, at most one cluster (GEMV_MAX_SPLIT), and the staged slice
+ * within GEMV_MAX_STAGE floats. 0: the shape does not fit. */
 int kn_splits(const GemvArgs &a)
 {
-    const int tiles = a.N / GEMV_COLS;
-    int ks = (2 * num_sms() + tiles - 1) / tiles;
+    const int tiles = a.N / GEMV_COLS, sms = a.num_sms > 0 ? a.num_sms : 132;
+    int ks = (2 * sms + tiles - 1) / tiles;
     if (ks > a.K / GEMV_LANES) ks = a.K / GEMV_LANES;
+    if (ks > GEMV_MAX_SPLIT) ks = GEMV_MAX_SPLIT;
     if (ks < 1) ks = 1;
-    while (ks < GEMV_MAX_SPLIT && a.M * ((a.K + ks - 1) / ks) > GEMV_MAX_STAGE) ks++;
-    return ks > GEMV_MAX_SPLIT ? GEMV_MAX_SPLIT : ks;
+    if (a.ln_w) return (size_t)a.M * a.K <= GEMV_MAX_STAGE ? ks : 0;
+    while (ks < GEMV_MAX_SPLIT && (size_t)a.M * ((a.K + ks - 1) / ks) > GEMV_MAX_STAGE) ks++;
+    return (size_t)a.M * ((a.K + ks - 1) / ks) <= GEMV_MAX_STAGE ? ks : 0;
 }
 
 template <typename T, int M>
-cudaError_t launch_m(const GemvArgs &a, int w_nk, float *partial, unsigned *tickets,
-                     cudaStream_t stream)
+cudaError_t launch_m(const GemvArgs &a, int w_nk, cudaStream_t stream)
 {
     if (w_nk) {
-        const int blocks = min(4 * num_sms(), (a.N + GEMV_WARPS - 1) / GEMV_WARPS);
-        gemv_nk_kernel<T, M><<<blocks, GEMV_THREADS, (size_t)M * a.K * sizeof(float), stream>>>(a);
-    } else {
-        const int ks = kn_splits(a), kps = (a.K + ks - 1) / ks;
-        const dim3 grid(a.N / GEMV_COLS, ks);
-        gemv_kn_kernel<T, M><<<grid, GEMV_THREADS, (size_t)M * kps * sizeof(float), stream>>>(
-            a, kps, partial, tickets);
+        const int sms = a.num_sms > 0 ? a.num_sms : 132;
+        const int blocks = min(4 * sms, (a.N + GEMV_WARPS - 1) / GEMV_WARPS);
+        return launch_kernel(gemv_nk_kernel<T, M>, dim3(blocks), dim3(GEMV_THREADS),
+                             (size_t)M * a.K * sizeof(float), stream, a.pdl, 1, a);
     }
-    return cudaGetLastError();
+    const int ks = kn_splits(a), kps = (a.K + ks - 1) / ks;
+    const size_t smem = (size_t)M * (a.ln_w ? a.K : kps) * sizeof(float);
+    return launch_kernel(gemv_kn_kernel<T, M>, dim3(a.N / GEMV_COLS, ks), dim3(GEMV_THREADS),
+                         smem, stream, a.pdl, ks, a, kps);
 }
 
 template <typename T>
-cudaError_t launch(const GemvArgs &a, int w_nk, float *partial, unsigned *tickets,
-                   cudaStream_t stream)
+cudaError_t launch(const GemvArgs &a, int w_nk, cudaStream_t stream)
 {
     switch (a.M) {
-    case 1: return launch_m<T, 1>(a, w_nk, partial, tickets, stream);
-    case 2: return launch_m<T, 2>(a, w_nk, partial, tickets, stream);
-    case 3: return launch_m<T, 3>(a, w_nk, partial, tickets, stream);
-    case 4: return launch_m<T, 4>(a, w_nk, partial, tickets, stream);
+    case 1: return launch_m<T, 1>(a, w_nk, stream);
+    case 2: return launch_m<T, 2>(a, w_nk, stream);
+    case 3: return launch_m<T, 3>(a, w_nk, stream);
+    case 4: return launch_m<T, 4>(a, w_nk, stream);
     default: return cudaErrorInvalidValue;
     }
 }
@@ -315,16 +382,17 @@ extern "C" int gemv_supported(const GemvArgs *a, int w_nk, int dtype)
     if (dtype != DTYPE_F16 && dtype != DTYPE_BF16) return 0;
     if (a->M < 1 || a->M > GEMV_MAX_M || a->K < 1 || a->N < 1 || !aligned16(a->w)) return 0;
     if (a->ln_w && (!a->ln_b || a->eps < 0.0f)) return 0;
-    if (w_nk) return a->K % 8 == 0 && a->M * a->K <= GEMV_MAX_STAGE;
-    /* K / GEMV_MAX_SPLIT rows per split must fit the staging buffer */
-    return a->N % GEMV_COLS == 0 && a->N <= GEMV_MAX_N &&
-           (size_t)a->M * ((a->K + GEMV_MAX_SPLIT - 1) / GEMV_MAX_SPLIT) <= GEMV_MAX_STAGE;
+    if (a->k_cache && (w_nk || !a->v_cache || !a->slot_mapping || a->kv_heads < 1 ||
+                       a->head_size < 1 || a->block_size < 1 ||
+                       a->N != 3 * a->kv_heads * a->head_size))
+        return 0;
+    if (w_nk) return a->K % 8 == 0 && !a->k_cache && (size_t)a->M * a->K <= GEMV_MAX_STAGE;
+    return a->N % GEMV_COLS == 0 && kn_splits(*a) > 0;
 }
 
-extern "C" cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, float *partial,
-                                 unsigned *tickets, cudaStream_t stream)
+extern "C" cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t stream)
 {
     if (!gemv_supported(a, w_nk, dtype)) return cudaErrorInvalidValue;
-    if (dtype == DTYPE_F16) return launch<__half>(*a, w_nk, partial, tickets, stream);
-    return launch<__nv_bfloat16>(*a, w_nk, partial, tickets, stream);
+    if (dtype == DTYPE_F16) return launch<__half>(*a, w_nk, stream);
+    return launch<__nv_bfloat16>(*a, w_nk, stream);
 }

@@ -7,7 +7,9 @@
  *   - the work is queued on `stream` and the launcher returns
  *     cudaGetLastError() (cudaSuccess when nothing was launched);
  *   - shapes use the legend of backend.h (T tokens, C channels, H heads,
- *     D head size, V vocab).
+ *     D head size, V vocab);
+ *   - `pdl` (the decode-path launchers): launch with programmatic dependent
+ *     launch (kernels/launch.cuh says what that permits); 0 on pre-sm_90 GPUs.
  * Each kernel engineer keeps their launchers in their own section below.
  */
 #ifndef GPT2_KERNELS_H
@@ -35,21 +37,22 @@ cudaError_t embed_cuda(void *out, const int32_t *ids, const int32_t *pos, const 
 
 /* out(T, C) = (in - mean) * rstd * w + bias per row; fp32 statistics */
 cudaError_t layernorm_cuda(void *out, const void *in, const void *w, const void *bias, int T,
-                           int C, float eps, int dtype, cudaStream_t stream);
+                           int C, float eps, int dtype, cudaStream_t stream, int pdl);
 
 /* k, v: (T, H*D) rows of stride kv_stride elements -> caches (num_blocks, H, block_size, D)
  * at slot_mapping[t]; negative slots are skipped. */
 cudaError_t reshape_and_cache_cuda(const void *k, const void *v, int kv_stride, void *k_cache,
                                    void *v_cache, const int32_t *slot_mapping, int T, int H,
-                                   int D, int block_size, int dtype, cudaStream_t stream);
+                                   int D, int block_size, int dtype, cudaStream_t stream,
+                                   int pdl);
 
 /* out(n, C) = in[rows[i]] */
 cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int n, int C,
-                             int dtype, cudaStream_t stream);
+                             int dtype, cudaStream_t stream, int pdl);
 
 /* out(n) fp32 = in(n) converted from dtype (in may equal out only for fp32) */
 cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld, int dtype,
-                          cudaStream_t stream);
+                          cudaStream_t stream, int pdl);
 
 /* x(n) = gelu_erf(x) in place: the activation cuBLASLt has no epilogue for */
 cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
@@ -70,13 +73,14 @@ cudaError_t sample_cuda(const float *logits, float *work, int R, int V, const Sa
  *     out(M, N) = act(norm(in)(M, K) @ w + bias [+ out if accumulate])
  * norm = layernorm with ln_w/ln_b/eps when ln_w != NULL (fp32 statistics over K),
  * else identity; w (K, N), or (N, K) with w_nk; bias may be NULL; act is an
- * ACT_CODE_*. Work buffers (preallocated by the backend, shared by every call on
- * one stream): partial >= GEMV_MAX_SPLIT * GEMV_MAX_M * GEMV_MAX_N floats,
- * tickets >= GEMV_MAX_N / 64 unsigned, zeroed once (each call leaves them zero).
+ * ACT_CODE_*. With k_cache != NULL (w (K, N) only, N = 3 * H * D, the qkv
+ * projection) the K and V columns [H*D, 3*H*D) of each row m are also written to
+ * the paged caches (num_blocks, H, block_size, D) at slot_mapping[m] (negative:
+ * skipped), as reshape_and_cache would. Split-K partials are reduced inside a
+ * thread-block cluster (distributed shared memory): no work buffers.
  * gemv_supported says whether gemv_cuda serves the shape (else use cuBLASLt). */
 #define GEMV_MAX_M 4
-#define GEMV_MAX_SPLIT 32
-#define GEMV_MAX_N 16384
+#define GEMV_MAX_SPLIT 8      /* K splits = blocks of one cluster (portable cluster size) */
 #define GEMV_MAX_STAGE 8192   /* fp32 input values staged in shared memory per block */
 enum { ACT_CODE_NONE = -1, ACT_CODE_GELU_TANH = 0, ACT_CODE_GELU_ERF = 1, ACT_CODE_RELU = 2 };
 typedef struct GemvArgs {
@@ -85,10 +89,15 @@ typedef struct GemvArgs {
     const void *ln_w, *ln_b;
     float eps;
     int M, K, N, accumulate, act;
+    /* fused cache write (qkv): NULL k_cache = none */
+    void *k_cache, *v_cache;
+    const int32_t *slot_mapping;
+    int kv_heads, head_size, block_size;
+    int num_sms;   /* multiprocessors of the device (sizes the split) */
+    int pdl;
 } GemvArgs;
 int gemv_supported(const GemvArgs *a, int w_nk, int dtype);
-cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, float *partial, unsigned *tickets,
-                      cudaStream_t stream);
+cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t stream);
 
 /* ======================================================================
  * FLASH attention backend (attention_flash_cuda.c): flash_attention.cu,
@@ -140,7 +149,8 @@ cudaError_t flash_attention_decode(void *out, const void *q, int q_stride, const
                                    const int32_t *seq_lens, const int32_t *block_tables,
                                    int bt_stride, int seq_begin, int num_seqs, int H, int D,
                                    int block_size, float scale, int dtype, int num_splits,
-                                   float *partial_o, float *partial_lse, cudaStream_t stream);
+                                   float *partial_o, float *partial_lse, cudaStream_t stream,
+                                   int pdl);
 
 /* ======================================================================
  * PAGED attention backend (attention_paged_cuda.c): paged_attention.cu
@@ -180,7 +190,7 @@ size_t paged_attention_workspace_floats(int max_num_seqs, int num_heads, int hea
  * 1 single pass, 2 split-KV partitions merged by log-sum-exp (needs the workspace). */
 cudaError_t paged_attention_decode(const PagedAttnArgs *a, int num_decodes, int max_seq_len,
                                    int version, float *workspace, size_t workspace_floats,
-                                   cudaStream_t stream);
+                                   cudaStream_t stream, int pdl);
 /* Causal prefill / chunked prefill for sequences seq_begin .. seq_begin+num_prefills-1:
  * query i of sequence s is at position seq_lens[s] - q_len + i and attends to cache
  * positions 0 .. that position (its own K/V already cached). */

@@ -4,6 +4,7 @@
  * cancellation); the row is re-read from L1/L2 for each pass. Loads are 16 bytes
  * wide when C and every pointer allow it. */
 #include "common.cuh"
+#include "launch.cuh"
 
 #define LN_ROWS_PER_BLOCK 4
 
@@ -11,6 +12,8 @@ template <typename T, bool VEC>
 __global__ void layernorm_kernel(T *out, const T *in, const T *w, const T *bias, int T_,
                                  int C, float eps)
 {
+    pdl_launch_dependents();
+    pdl_wait();
     const int row = blockIdx.x * LN_ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= T_) return;                      /* whole warp leaves together */
     const T *x = in + (size_t)row * C;
@@ -57,21 +60,18 @@ __global__ void layernorm_kernel(T *out, const T *in, const T *w, const T *bias,
 }
 
 extern "C" cudaError_t layernorm_cuda(void *out, const void *in, const void *w, const void *bias,
-                                      int T, int C, float eps, int dtype, cudaStream_t stream)
+                                      int T, int C, float eps, int dtype, cudaStream_t stream,
+                                      int pdl)
 {
     if (T <= 0 || C <= 0) return cudaSuccess;
     const unsigned int blocks = ceil_div((size_t)T, LN_ROWS_PER_BLOCK);
     DISPATCH_DTYPE(dtype, {
         const bool vec = C % Pack16<scalar_t>::N == 0 && aligned16(out) && aligned16(in) &&
                          aligned16(w) && aligned16(bias);
-        if (vec)
-            layernorm_kernel<scalar_t, true><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, stream>>>(
-                (scalar_t *)out, (const scalar_t *)in, (const scalar_t *)w,
-                (const scalar_t *)bias, T, C, eps);
-        else
-            layernorm_kernel<scalar_t, false><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, stream>>>(
-                (scalar_t *)out, (const scalar_t *)in, (const scalar_t *)w,
-                (const scalar_t *)bias, T, C, eps);
+        return launch_kernel(vec ? layernorm_kernel<scalar_t, true> : layernorm_kernel<scalar_t, false>,
+                             dim3(blocks), dim3(32 * LN_ROWS_PER_BLOCK), 0, stream, pdl, 1,
+                             (scalar_t *)out, (const scalar_t *)in, (const scalar_t *)w,
+                             (const scalar_t *)bias, T, C, eps);
     });
-    return cudaGetLastError();
+    return cudaSuccess;
 }

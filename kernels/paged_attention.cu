@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "launch.cuh"
 
 namespace {
 
@@ -121,6 +122,8 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
     using S = DecodeShape<T, D>;
     __shared__ float sm_m[kWarps], sm_l[kWarps];
     __shared__ float sm_acc[kWarps][D];
+    pdl_launch_dependents();
+    pdl_wait();
 
     const int h = blockIdx.x, s = blockIdx.y, p = blockIdx.z;
     const int L = seq_lens[s];
@@ -275,6 +278,8 @@ paged_attention_reduce_kernel(T *__restrict__ out, const float *__restrict__ par
 {
     extern __shared__ float sw[];
     __shared__ float red[kWarps];
+    pdl_launch_dependents();
+    pdl_wait();
     const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
     const int L = seq_lens[s];
     const int n = min(max_parts, (L + partition_size - 1) / partition_size);
@@ -479,7 +484,7 @@ size_t reduce_smem_bytes(int max_parts) { return ((size_t)max_parts + 7) / 4 * 4
 
 template <typename T, int D>
 cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_len, int version,
-                          float *ws, size_t ws_floats, cudaStream_t stream)
+                          float *ws, size_t ws_floats, cudaStream_t stream, int pdl)
 {
     const int bs_log2 = ilog2_exact(a->block_size);
     if (bs_log2 < 0) return cudaErrorInvalidValue;
@@ -508,29 +513,29 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
                    (max_parts <= 1 || (int64_t)num_decodes * a->num_heads > 512)) ? 1 : 2;
     const dim3 threads(kThreads);
     if (version == 1) {
-        paged_attention_decode_kernel<T, D><<<dim3(a->num_heads, num_decodes, 1), threads, 0,
-                                              stream>>>(
-            (T *)a->out, nullptr, nullptr, nullptr, (const T *)a->q, a->q_stride,
-            (const T *)a->k_cache, (const T *)a->v_cache, a->block_tables,
-            a->block_table_stride, a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2,
-            0, 1);
-        return cudaGetLastError();
+        return launch_kernel(paged_attention_decode_kernel<T, D>,
+                             dim3(a->num_heads, num_decodes, 1), threads, 0, stream, pdl, 1,
+                             (T *)a->out, (float *)nullptr, (float *)nullptr, (float *)nullptr,
+                             (const T *)a->q, a->q_stride, (const T *)a->k_cache,
+                             (const T *)a->v_cache, a->block_tables, a->block_table_stride,
+                             a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, 0, 1);
     }
     const size_t rows = (size_t)num_decodes * a->num_heads * (size_t)max_parts;
     if (max_parts < 1 || !ws || rows * (D + 2) > ws_floats) return cudaErrorInvalidValue;
     float *part_out = ws, *part_max = ws + rows * D, *part_sum = part_max + rows;
-    paged_attention_decode_kernel<T, D><<<dim3(a->num_heads, num_decodes, max_parts), threads,
-                                          0, stream>>>(
-        (T *)a->out, part_out, part_max, part_sum, (const T *)a->q, a->q_stride,
-        (const T *)a->k_cache, (const T *)a->v_cache, a->block_tables, a->block_table_stride,
-        a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, P, max_parts);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = launch_kernel(paged_attention_decode_kernel<T, D>,
+                                  dim3(a->num_heads, num_decodes, max_parts), threads, 0, stream,
+                                  pdl, 1, (T *)a->out, part_out, part_max, part_sum,
+                                  (const T *)a->q, a->q_stride, (const T *)a->k_cache,
+                                  (const T *)a->v_cache, a->block_tables, a->block_table_stride,
+                                  a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, P,
+                                  max_parts);
     if (e != cudaSuccess) return e;
-    paged_attention_reduce_kernel<T, D><<<dim3(a->num_heads, num_decodes), threads,
-                                          reduce_smem_bytes(max_parts), stream>>>(
-        (T *)a->out, part_out, part_max, part_sum, a->seq_lens, a->query_start_loc,
-        a->num_heads, P, max_parts);
-    return cudaGetLastError();
+    return launch_kernel(paged_attention_reduce_kernel<T, D>, dim3(a->num_heads, num_decodes),
+                         threads, reduce_smem_bytes(max_parts), stream, pdl, 1, (T *)a->out,
+                         (const float *)part_out, (const float *)part_max,
+                         (const float *)part_sum, a->seq_lens, a->query_start_loc,
+                         a->num_heads, P, max_parts);
 }
 
 template <typename T, int D>
@@ -582,12 +587,13 @@ extern "C" size_t paged_attention_workspace_floats(int max_num_seqs, int num_hea
 
 extern "C" cudaError_t paged_attention_decode(const PagedAttnArgs *a, int num_decodes,
                                               int max_seq_len, int version, float *workspace,
-                                              size_t workspace_floats, cudaStream_t stream)
+                                              size_t workspace_floats, cudaStream_t stream,
+                                              int pdl)
 {
     if (num_decodes <= 0) return cudaSuccess;
     if (max_seq_len <= 0 || version < 0 || version > 2) return cudaErrorInvalidValue;
 #define PA_DECODE(T, D) decode_launch<T, D>(a, num_decodes, max_seq_len, version, workspace, \
-                                            workspace_floats, stream)
+                                            workspace_floats, stream, pdl)
     PA_DISPATCH(a->dtype, a->head_size, PA_DECODE)
 #undef PA_DECODE
 }

@@ -3,33 +3,34 @@
  * fp32 for the sampler) and gelu_erf (the activation cuBLASLt has no epilogue
  * for; applied in place after the GEMM). */
 #include "common.cuh"
+#include "launch.cuh"
 
 /* out(n, C) = in[rows[i]]: one 128-thread block per output row; raw copy units */
 template <typename U>
 __global__ void gather_rows_kernel(U *out, const U *in, const int32_t *rows, int C_u)
 {
+    pdl_launch_dependents();
+    pdl_wait();
     const U *src = in + (size_t)rows[blockIdx.x] * C_u;
     U *dst = out + (size_t)blockIdx.x * C_u;
     for (int i = threadIdx.x; i < C_u; i += blockDim.x) dst[i] = src[i];
 }
 
 extern "C" cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int n,
-                                        int C, int dtype, cudaStream_t stream)
+                                        int C, int dtype, cudaStream_t stream, int pdl)
 {
     if (n <= 0 || C <= 0) return cudaSuccess;
     if (dtype != DTYPE_F32 && dtype != DTYPE_F16 && dtype != DTYPE_BF16)
         return cudaErrorInvalidValue;
     const size_t es = dtype == DTYPE_F32 ? 4 : 2;
     if ((C * es) % 16 == 0 && aligned16(out) && aligned16(in))
-        gather_rows_kernel<uint4><<<n, 128, 0, stream>>>((uint4 *)out, (const uint4 *)in, rows,
-                                                         (int)(C * es / 16));
-    else if (es == 4)
-        gather_rows_kernel<uint32_t><<<n, 128, 0, stream>>>((uint32_t *)out,
-                                                            (const uint32_t *)in, rows, C);
-    else
-        gather_rows_kernel<uint16_t><<<n, 128, 0, stream>>>((uint16_t *)out,
-                                                            (const uint16_t *)in, rows, C);
-    return cudaGetLastError();
+        return launch_kernel(gather_rows_kernel<uint4>, dim3(n), dim3(128), 0, stream, pdl, 1,
+                             (uint4 *)out, (const uint4 *)in, rows, (int)(C * es / 16));
+    if (es == 4)
+        return launch_kernel(gather_rows_kernel<uint32_t>, dim3(n), dim3(128), 0, stream, pdl, 1,
+                             (uint32_t *)out, (const uint32_t *)in, rows, C);
+    return launch_kernel(gather_rows_kernel<uint16_t>, dim3(n), dim3(128), 0, stream, pdl, 1,
+                         (uint16_t *)out, (const uint16_t *)in, rows, C);
 }
 
 /* out(rows, cols) = fp32(in(rows, ld)): grid-stride over the output, 256 threads
@@ -37,6 +38,8 @@ extern "C" cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t
 template <typename T>
 __global__ void to_float_kernel(float *out, const T *in, size_t n, int cols, int ld)
 {
+    pdl_launch_dependents();
+    pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / (size_t)cols, c = i - r * (size_t)cols;
@@ -45,7 +48,7 @@ __global__ void to_float_kernel(float *out, const T *in, size_t n, int cols, int
 }
 
 extern "C" cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld,
-                                     int dtype, cudaStream_t stream)
+                                     int dtype, cudaStream_t stream, int pdl)
 {
     const size_t n = (size_t)rows * (size_t)cols;
     if (n == 0) return cudaSuccess;
@@ -57,10 +60,10 @@ extern "C" cudaError_t to_float_cuda(float *out, const void *in, int rows, int c
     }
     const unsigned int blocks = ceil_div(n, 256) < 65535u ? ceil_div(n, 256) : 65535u;
     DISPATCH_DTYPE(dtype, {
-        to_float_kernel<scalar_t><<<blocks, 256, 0, stream>>>(out, (const scalar_t *)in, n, cols,
-                                                              ld);
+        return launch_kernel(to_float_kernel<scalar_t>, dim3(blocks), dim3(256), 0, stream, pdl, 1,
+                             out, (const scalar_t *)in, n, cols, ld);
     });
-    return cudaGetLastError();
+    return cudaSuccess;
 }
 
 /* x = 0.5 x (1 + erf(x / sqrt 2)) in place, fp32 math; grid-stride */

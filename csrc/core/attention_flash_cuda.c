@@ -24,6 +24,7 @@
 #include <cuda_runtime_api.h>
 
 #include "attention.h"
+#include "backend_cuda.h"
 #include "kernels.h"
 
 #define FLASH_WS_SPLITS 16    /* workspace partials per (sequence, head) at max_num_seqs */
@@ -116,7 +117,8 @@ static Status flash_forward(void *state, Backend *b, void *out, const void *q, i
     if (q_stride % 8 != 0)
         return error_set(err, GPT2_ERR_INTERNAL, "FLASH: q row stride %d is not a multiple of "
                          "8 elements (16-byte loads)", q_stride);
-    const cudaStream_t stream = *(cudaStream_t *)b->impl;
+    const cudaStream_t stream = cuda_impl(b)->stream;
+    const int pdl = cuda_impl(b)->pdl;
     const int H = st->num_heads, D = st->head_size, dt = (int)st->dtype;
     cudaError_t e;
     if (md->num_decodes > 0) {
@@ -130,7 +132,7 @@ static Status flash_forward(void *state, Backend *b, void *out, const void *q, i
         e = flash_attention_decode(out, q, q_stride, k_cache, v_cache, md->query_start_loc,
                                    md->seq_lens, md->block_tables, md->block_table_stride, 0,
                                    md->num_decodes, H, D, st->block_size, st->scale, dt, splits,
-                                   st->partial_o, st->partial_lse, stream);
+                                   st->partial_o, st->partial_lse, stream, pdl);
         if (e != cudaSuccess)
             return error_set(err, GPT2_ERR_DEVICE, "%s:%d: flash_attention_decode (%d seqs, "
                              "%d splits): %s", __FILE__, __LINE__, md->num_decodes, splits,

@@ -19,6 +19,7 @@
 #include <cuda_runtime_api.h>
 
 #include "attention.h"
+#include "backend_cuda.h"
 #include "kernels.h"
 
 typedef struct PagedState {
@@ -95,7 +96,8 @@ static Status paged_forward(void *state, Backend *b, void *out, const void *q, i
     int empty = 0;
     if (attention_check_batch("PAGED", md, &empty, err) != GPT2_OK) return err->code;
     if (empty) return GPT2_OK;
-    const cudaStream_t stream = *(cudaStream_t *)b->impl;
+    const cudaStream_t stream = cuda_impl(b)->stream;
+    const int pdl = cuda_impl(b)->pdl;
     const PagedAttnArgs a = {
         .out = out, .q = q, .q_stride = q_stride, .k_cache = k_cache, .v_cache = v_cache,
         .block_tables = md->block_tables, .block_table_stride = md->block_table_stride,
@@ -114,7 +116,7 @@ static Status paged_forward(void *state, Backend *b, void *out, const void *q, i
                                                              st->head_size, md->max_seq_len);
         const int version = need > st->workspace_floats ? 1 : 0;
         e = paged_attention_decode(&a, md->num_decodes, md->max_seq_len, version, st->workspace,
-                                   st->workspace_floats, stream);
+                                   st->workspace_floats, stream, pdl);
         if (e != cudaSuccess)
             return error_set(err, GPT2_ERR_DEVICE, "%s:%d: paged_attention_decode (%d seqs, "
                              "max_seq_len %d): %s", __FILE__, __LINE__, md->num_decodes,

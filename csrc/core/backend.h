@@ -25,6 +25,13 @@ enum MatmulFlags {
     MATMUL_ACCUMULATE = 1 << 2, /* out += in @ w + bias (residual add fused in the GEMM) */
 };
 
+/* Where layernorm_matmul writes this step's K/V (see reshape_and_cache below). */
+typedef struct CacheWrite {
+    void *k_cache, *v_cache;            /* (num_blocks, H, block_size, D) */
+    const int32_t *slot_mapping;        /* (M); negative: padding, skipped */
+    int num_heads, head_size, block_size;
+} CacheWrite;
+
 typedef struct BackendOps {
     /* ---- memory ---- */
     Status (*alloc)(Backend *b, void **ptr, size_t bytes, Error *err);
@@ -53,11 +60,13 @@ typedef struct BackendOps {
                      int M, int K, int N, int flags, int act, Error *err);
     /* out(M, N) = layernorm(in(M, K)) @ w + bias: the two ops above in one call, so
      * a backend can fold the layernorm into the matmul (CUDA does for small M).
-     * ln_out (M, K) is scratch that may receive the layernorm's output. */
+     * ln_out (M, K) is scratch that may receive the layernorm's output. With
+     * cw != NULL (the qkv projection, N = 3 * H * D) this step's K and V columns of
+     * out are also written to the paged cache, as reshape_and_cache would. */
     Status (*layernorm_matmul)(Backend *b, void *out, const void *in, const void *ln_w,
                                const void *ln_b, float eps, void *ln_out, const void *w,
                                const void *bias, int M, int K, int N, int flags, int act,
-                               Error *err);
+                               const CacheWrite *cw, Error *err);
     /* Writes this step's K and V into the paged cache through the slot mapping:
      * k, v: (T, H*D) rows with row stride kv_stride elements (they live inside qkv);
      * caches: (num_blocks, H, block_size, D); slot s -> block s / block_size, offset s % block_size.

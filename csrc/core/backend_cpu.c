@@ -119,14 +119,22 @@ static Status cpu_matmul(Backend *b, void *out, const void *in, const void *w, c
     return GPT2_OK;
 }
 
+static Status cpu_reshape_and_cache(Backend *b, const void *k, const void *v, int kv_stride,
+                                    void *k_cache, void *v_cache, const int32_t *slot_mapping,
+                                    int T, int H, int D, int block_size, Error *err);
+
 static Status cpu_layernorm_matmul(Backend *b, void *out, const void *in, const void *ln_w,
                                    const void *ln_b, float eps, void *ln_out, const void *w,
                                    const void *bias, int M, int K, int N, int flags, int act,
-                                   Error *err)
+                                   const CacheWrite *cw, Error *err)
 {
     Status s = cpu_layernorm(b, ln_out, in, ln_w, ln_b, M, K, eps, err);
-    if (s != GPT2_OK) return s;
-    return cpu_matmul(b, out, ln_out, w, bias, M, K, N, flags, act, err);
+    if (s == GPT2_OK) s = cpu_matmul(b, out, ln_out, w, bias, M, K, N, flags, act, err);
+    if (s != GPT2_OK || !cw) return s;
+    const int C = cw->num_heads * cw->head_size;
+    return cpu_reshape_and_cache(b, (float *)out + C, (float *)out + 2 * (size_t)C, N,
+                                 cw->k_cache, cw->v_cache, cw->slot_mapping, M, cw->num_heads,
+                                 cw->head_size, cw->block_size, err);
 }
 
 static Status cpu_reshape_and_cache(Backend *b, const void *k, const void *v, int kv_stride,

@@ -126,7 +126,8 @@ static Status cuda_layernorm(Backend *b, void *out, const void *in, const void *
                              const void *bias, int T, int C, float eps, Error *err)
 {
     CUDA_CHECK(cuda_use_device(b));
-    CUDA_CHECK(layernorm_cuda(out, in, w, bias, T, C, eps, b->dtype, cuda_impl(b)->stream));
+    CUDA_CHECK(layernorm_cuda(out, in, w, bias, T, C, eps, b->dtype, cuda_impl(b)->stream,
+                              cuda_impl(b)->pdl));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;
@@ -138,7 +139,8 @@ static Status cuda_reshape_and_cache(Backend *b, const void *k, const void *v, i
 {
     CUDA_CHECK(cuda_use_device(b));
     CUDA_CHECK(reshape_and_cache_cuda(k, v, kv_stride, k_cache, v_cache, slot_mapping, T, H, D,
-                                      block_size, b->dtype, cuda_impl(b)->stream));
+                                      block_size, b->dtype, cuda_impl(b)->stream,
+                                      cuda_impl(b)->pdl));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;
@@ -148,7 +150,8 @@ static Status cuda_gather_rows(Backend *b, void *out, const void *in, const int3
                                int C, Error *err)
 {
     CUDA_CHECK(cuda_use_device(b));
-    CUDA_CHECK(gather_rows_cuda(out, in, rows, n, C, b->dtype, cuda_impl(b)->stream));
+    CUDA_CHECK(gather_rows_cuda(out, in, rows, n, C, b->dtype, cuda_impl(b)->stream,
+                                cuda_impl(b)->pdl));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;
@@ -158,7 +161,8 @@ static Status cuda_to_float(Backend *b, float *out, const void *in, int rows, in
                             Error *err)
 {
     CUDA_CHECK(cuda_use_device(b));
-    CUDA_CHECK(to_float_cuda(out, in, rows, cols, ld, b->dtype, cuda_impl(b)->stream));
+    CUDA_CHECK(to_float_cuda(out, in, rows, cols, ld, b->dtype, cuda_impl(b)->stream,
+                             cuda_impl(b)->pdl));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;
@@ -204,6 +208,8 @@ static Status cuda_graph_capture_end(Backend *b, int key, Error *err)
         goto fail;
     }
     CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    /* upload now: the first replay would otherwise pay for it (milliseconds) */
+    CUDA_CHECK(cudaGraphUpload(exec, im->stream));
     cudaGraphDestroy(graph);
     if (slot < 0) {
         slot = im->n_graphs++;
@@ -215,6 +221,7 @@ static Status cuda_graph_capture_end(Backend *b, int key, Error *err)
     return GPT2_OK;
 fail:
     if (graph) cudaGraphDestroy(graph);
+    if (exec) cudaGraphExecDestroy(exec);
     cudaGetLastError();   /* a failed capture leaves a sticky-free error behind */
     return err ? err->code : GPT2_ERR_DEVICE;
 }
@@ -247,7 +254,6 @@ static void cuda_destroy(Backend *b)
         for (int i = 0; i < im->n_graphs; i++) cudaGraphExecDestroy(im->graphs[i]);
         cuda_matmul_plans_free(im);
         cuda_sample_buffers_free(im);
-        cuda_gemv_free(im);
         if (im->workspace) cudaFree(im->workspace);
         if (im->lt) cublasLtDestroy(im->lt);
         if (im->stream) cudaStreamDestroy(im->stream);
@@ -321,6 +327,11 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
     CUBLAS_CHECK(cublasLtCreate(&im->lt));
     CUDA_CHECK(cudaMalloc(&im->workspace, MATMUL_WORKSPACE_BYTES));
     if (cuda_gemv_init(im, err) != GPT2_OK) goto fail;
+    CUDA_CHECK(cudaDeviceGetAttribute(&im->num_sms, cudaDevAttrMultiProcessorCount, device));
+    {
+        const char *env = getenv("GPT2_ENGINE_PDL");
+        im->pdl = major >= 9 && !(env && strcmp(env, "0") == 0);
+    }
     *out = b;
     return GPT2_OK;
 fail:

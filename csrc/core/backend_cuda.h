@@ -1,8 +1,8 @@
 /* backend_cuda.h — private to the CUDA device backend (backend_cuda.c,
  * matmul_cuda.c, sample_cuda.c): the impl struct behind Backend.impl and the
  * CUDA_CHECK / CUBLAS_CHECK macros. CUDA builds only. Not a public interface:
- * other modules see the backend through backend.h; attention backends rely only
- * on `stream` being the first member (they launch on *(cudaStream_t *)b->impl). */
+ * other modules see the backend through backend.h; the CUDA attention backends
+ * read `stream` and `pdl` (they launch on the backend's stream). */
 #ifndef GPT2_BACKEND_CUDA_H
 #define GPT2_BACKEND_CUDA_H
 
@@ -67,10 +67,11 @@ typedef struct CudaImpl {
     void *sample_out; size_t sample_out_bytes;  /* device: tokens, logprobs, ranks, top-k */
     float *sample_work; size_t sample_work_bytes; /* device: (R, V) adjusted logits / p */
     void *host_stage; size_t host_stage_bytes;  /* pinned host staging for both copies */
-    /* small-batch GEMV (kernels/gemv.cu): split-K partials and per-tile tickets */
-    int gemv_enabled;                 /* GPT2_ENGINE_GEMV=0 turns it off (cuBLASLt only) */
-    float *gemv_partial;              /* GEMV_MAX_SPLIT * GEMV_MAX_M * GEMV_MAX_N floats */
-    unsigned *gemv_tickets;           /* GEMV_MAX_N / 64, zero between calls */
+    int gemv_enabled;                 /* small-batch GEMV (kernels/gemv.cu); GPT2_ENGINE_GEMV=0: off */
+    int num_sms;                      /* multiprocessors of the device */
+    /* programmatic dependent launch for the decode-path kernels (kernels/launch.cuh):
+     * compute capability >= 9.0 unless GPT2_ENGINE_PDL=0 */
+    int pdl;
 } CudaImpl;
 
 static inline CudaImpl *cuda_impl(Backend *b) { return (CudaImpl *)b->impl; }
@@ -91,10 +92,9 @@ Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const v
 Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *ln_w,
                              const void *ln_b, float eps, void *ln_out, const void *w,
                              const void *bias, int M, int K, int N, int flags, int act,
-                             Error *err);
-/* allocates / frees the GEMV work buffers and reads GPT2_ENGINE_GEMV */
+                             const CacheWrite *cw, Error *err);
+/* reads GPT2_ENGINE_GEMV */
 Status cuda_gemv_init(CudaImpl *im, Error *err);
-void cuda_gemv_free(CudaImpl *im);
 void cuda_matmul_plans_free(CudaImpl *im);
 /* sample_cuda.c */
 Status cuda_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,

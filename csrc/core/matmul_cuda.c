@@ -147,34 +147,22 @@ static Status plan_get(CudaImpl *im, MatmulPlan **out, DType dtype, int M, int K
 
 Status cuda_gemv_init(CudaImpl *im, Error *err)
 {
+    (void)err;
     const char *env = getenv("GPT2_ENGINE_GEMV");
     im->gemv_enabled = !(env && strcmp(env, "0") == 0);
-    CUDA_CHECK(cudaMalloc((void **)&im->gemv_partial,
-                          sizeof(float) * GEMV_MAX_SPLIT * GEMV_MAX_M * GEMV_MAX_N));
-    CUDA_CHECK(cudaMalloc((void **)&im->gemv_tickets, sizeof(unsigned) * (GEMV_MAX_N / 64)));
-    CUDA_CHECK(cudaMemsetAsync(im->gemv_tickets, 0, sizeof(unsigned) * (GEMV_MAX_N / 64),
-                               im->stream));
     return GPT2_OK;
-fail:
-    return err ? err->code : GPT2_ERR_DEVICE;
-}
-
-void cuda_gemv_free(CudaImpl *im)
-{
-    if (im->gemv_partial) cudaFree(im->gemv_partial);
-    if (im->gemv_tickets) cudaFree(im->gemv_tickets);
-    im->gemv_partial = NULL;
-    im->gemv_tickets = NULL;
 }
 
 /* Runs the GEMV when it serves this call (returns 1), else 0; *s is the launch status. */
-static int try_gemv(Backend *b, const GemvArgs *a, int flags, Status *s, Error *err)
+static int try_gemv(Backend *b, GemvArgs *a, int flags, Status *s, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
     const int wnk = (flags & MATMUL_W_NK) != 0;
+    a->num_sms = im->num_sms;
+    a->pdl = im->pdl;
     if (!im->gemv_enabled || !gemv_supported(a, wnk, (int)b->dtype)) return 0;
     *s = GPT2_OK;
-    CUDA_CHECK(gemv_cuda(a, wnk, (int)b->dtype, im->gemv_partial, im->gemv_tickets, im->stream));
+    CUDA_CHECK(gemv_cuda(a, wnk, (int)b->dtype, im->stream));
     return 1;
 fail:
     *s = err ? err->code : GPT2_ERR_DEVICE;
@@ -191,19 +179,34 @@ static int gemv_act_code(int flags, int act)
 Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *ln_w,
                              const void *ln_b, float eps, void *ln_out, const void *w,
                              const void *bias, int M, int K, int N, int flags, int act,
-                             Error *err)
+                             const CacheWrite *cw, Error *err)
 {
     if (M < 0 || K <= 0 || N <= 0)
         return error_set(err, GPT2_ERR_VALUE, "layernorm_matmul: bad shape M=%d K=%d N=%d", M,
                          K, N);
+    if (cw && N != 3 * cw->num_heads * cw->head_size)
+        return error_set(err, GPT2_ERR_VALUE, "layernorm_matmul: cache write needs N = 3*H*D "
+                         "(N=%d H=%d D=%d)", N, cw->num_heads, cw->head_size);
     if (M == 0) return GPT2_OK;
+    CudaImpl *im = cuda_impl(b);
     CUDA_CHECK(cuda_use_device(b));
-    const GemvArgs a = {out, in, w, bias, ln_w, ln_b, eps, M, K, N,
-                        (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act)};
+    GemvArgs a = {out, in, w, bias, ln_w, ln_b, eps, M, K, N,
+                  (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act),
+                  cw ? cw->k_cache : NULL, cw ? cw->v_cache : NULL,
+                  cw ? cw->slot_mapping : NULL, cw ? cw->num_heads : 0,
+                  cw ? cw->head_size : 0, cw ? cw->block_size : 0, 0, 0};
     Status s;
     if (try_gemv(b, &a, flags, &s, err)) return s;
-    CUDA_CHECK(layernorm_cuda(ln_out, in, ln_w, ln_b, M, K, eps, b->dtype, cuda_impl(b)->stream));
-    return cuda_matmul(b, out, ln_out, w, bias, M, K, N, flags, act, err);
+    CUDA_CHECK(layernorm_cuda(ln_out, in, ln_w, ln_b, M, K, eps, b->dtype, im->stream, im->pdl));
+    if ((s = cuda_matmul(b, out, ln_out, w, bias, M, K, N, flags, act, err))) return s;
+    if (cw) {
+        const size_t C = (size_t)cw->num_heads * cw->head_size, es = dtype_size(b->dtype);
+        CUDA_CHECK(reshape_and_cache_cuda((char *)out + C * es, (char *)out + 2 * C * es, N,
+                                          cw->k_cache, cw->v_cache, cw->slot_mapping, M,
+                                          cw->num_heads, cw->head_size, cw->block_size,
+                                          b->dtype, im->stream, im->pdl));
+    }
+    return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;
 }
@@ -219,8 +222,9 @@ Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const v
     if (M == 0) return GPT2_OK;
     CUDA_CHECK(cuda_use_device(b));
     {
-        const GemvArgs a = {out, in, w, bias, NULL, NULL, 0.0f, M, K, N,
-                            (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act)};
+        GemvArgs a = {out, in, w, bias, NULL, NULL, 0.0f, M, K, N,
+                      (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act),
+                      NULL, NULL, NULL, 0, 0, 0, 0, 0};
         Status s;
         if (try_gemv(b, &a, flags, &s, err)) return s;
     }

@@ -1,12 +1,6 @@
 /* model.c — the GPT-2 forward pass (see model.h), backend-agnostic. */
 #include "model.h"
 
-/* Element offset into a buffer of the compute dtype. */
-static void *at(const void *base, size_t elems, DType dt)
-{
-    return (char *)base + elems * dtype_size(dt);
-}
-
 #define CHECK(call) do { if ((call) != GPT2_OK) goto fail; } while (0)
 
 Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const ForwardBatch *batch,
@@ -16,7 +10,6 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
     const GPT2Weights *w = m->weights;
     Backend *b = m->backend;
     const BackendOps *op = b->ops;
-    const DType dt = b->dtype;
     const int T = batch->num_tokens, R = batch->num_logits;
     const int C = cfg->n_embd, H = cfg->n_head, D = cfg->head_size, V = cfg->vocab_size;
     const float eps = cfg->layer_norm_epsilon;
@@ -25,20 +18,19 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
                     err));
     for (int l = 0; l < cfg->n_layer; l++) {
         const GPT2LayerWeights *lw = &w->layers[l];
+        /* qkv rows are [q | k | v], each H*D wide; k and v also go to the cache */
+        const CacheWrite cw = {m->key_cache[l], m->value_cache[l], batch->slot_mapping, H, D,
+                               m->block_size};
         CHECK(op->layernorm_matmul(b, buf->qkv, buf->residual, lw->ln_1_w, lw->ln_1_b, eps,
                                    buf->ln, lw->c_attn_w, lw->c_attn_b, T, C, 3 * C, 0,
-                                   cfg->activation, err));
-        /* qkv rows are [q | k | v], each H*D wide */
-        CHECK(op->reshape_and_cache(b, at(buf->qkv, C, dt), at(buf->qkv, 2 * (size_t)C, dt),
-                                    3 * C, m->key_cache[l], m->value_cache[l],
-                                    batch->slot_mapping, T, H, D, m->block_size, err));
+                                   cfg->activation, &cw, err));
         CHECK(m->attn->forward(m->attn_state, b, buf->attn, buf->qkv, 3 * C, m->key_cache[l],
                                m->value_cache[l], &batch->attn, err));
         CHECK(op->matmul(b, buf->residual, buf->attn, lw->attn_proj_w, lw->attn_proj_b, T, C, C,
                          MATMUL_ACCUMULATE, cfg->activation, err));
         CHECK(op->layernorm_matmul(b, buf->fc, buf->residual, lw->ln_2_w, lw->ln_2_b, eps,
                                    buf->ln, lw->c_fc_w, lw->c_fc_b, T, C, 4 * C, MATMUL_GELU,
-                                   cfg->activation, err));
+                                   cfg->activation, NULL, err));
         CHECK(op->matmul(b, buf->residual, buf->fc, lw->mlp_proj_w, lw->mlp_proj_b, T, 4 * C, C,
                          MATMUL_ACCUMULATE, cfg->activation, err));
     }
@@ -47,7 +39,7 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
     CHECK(op->gather_rows(b, buf->ln, buf->residual, batch->logits_indices, R, C, err));
     CHECK(op->layernorm_matmul(b, buf->logits, buf->ln, w->ln_f_w, w->ln_f_b, eps, buf->hidden,
                                w->wte, NULL, R, C, m->logits_ld, MATMUL_W_NK, cfg->activation,
-                               err));
+                               NULL, err));
     if ((void *)buf->logits_f32 != buf->logits || m->logits_ld != V)
         CHECK(op->to_float(b, buf->logits_f32, buf->logits, R, V, m->logits_ld, err));
     return GPT2_OK;

@@ -138,7 +138,7 @@ static PyObject *op_matmul(PyObject *self, PyObject *args)
     else dout = ops_ctx_alloc(&c, (size_t)(M * N) * es);
     if (!dout) goto done;
     Status s = gw ? c.b->ops->layernorm_matmul(c.b, dout, dx, dgw, dgb, (float)eps, dln, dw, db,
-                                               (int)M, (int)K, (int)N, flags, act, &c.err)
+                                               (int)M, (int)K, (int)N, flags, act, NULL, &c.err)
                   : c.b->ops->matmul(c.b, dout, dx, dw, db, (int)M, (int)K, (int)N, flags, act,
                                      &c.err);
     if (ops_ctx_check(&c, s) < 0) goto done;
