@@ -141,11 +141,13 @@ def test_pdl_on_off_identical(model_f16, backend, eager, monkeypatch):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_gemv_matches_cublas_in_engine(model_f16, n, monkeypatch):
+def test_gemv_matches_cublas_in_engine(half_models, n, monkeypatch):
     """n decodes run every matmul through the GEMV (qkv with the K/V cache write
     folded in); GPT2_ENGINE_GEMV=0 runs layernorm + cuBLASLt + reshape_and_cache.
     Up to the first token where fp16 rounding flips a near-tie, the tokens agree
-    and so do the logprobs of each chosen token."""
+    and so do the logprobs of each chosen token. The std-0.05 checkpoint: on the
+    chaotic std-0.2 one a rounding difference flips a tie within a few tokens."""
+    model_f16 = half_models["float16"]
     ps = prompts(n=n, seed=7 + n)
     sp = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True, logprobs=1)
     outs = {}

@@ -392,6 +392,50 @@ fail:
     return error_prefix(err, "capturing CUDA graphs (enforce_eager=True skips them)");
 }
 
+/* One full-budget prefill at start-up (vLLM's profile run): max_num_batched_tokens
+ * tokens in sequences of at most max_model_len, so the library plans of the
+ * shapes a loaded engine runs most (cuBLASLt heuristics, kernel attributes) are
+ * built now, not inside the user's first generate(). Nothing is written to the
+ * KV cache (negative slots); the outputs are discarded. */
+static Status warm_up_prefill(ModelRunner *r, Error *err)
+{
+    Backend *b = r->backend;
+    const int per = r->rc.max_model_len;
+    const int T = GPT2_MIN(r->rc.max_num_batched_tokens, r->rc.max_num_seqs * per);
+    const int S = (T + per - 1) / per, B = r->max_blocks_per_seq;
+    const int R = GPT2_MIN(S, r->max_logits_rows);
+    int32_t *zeros = calloc((size_t)T + (size_t)S * B + 1, 4), *neg = malloc((size_t)T * 4);
+    int32_t *qsl = malloc(((size_t)S + 1) * 4), *lens = malloc((size_t)S * 4);
+    int32_t *last = malloc((size_t)S * 4);
+    Status st = GPT2_OK;
+    if (!zeros || !neg || !qsl || !lens || !last) {
+        st = error_set(err, GPT2_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    for (int i = 0; i < T; i++) neg[i] = -1;
+    qsl[0] = 0;
+    for (int i = 0; i < S; i++) {
+        lens[i] = GPT2_MIN(per, T - i * per);
+        qsl[i + 1] = qsl[i] + lens[i];
+        last[i] = qsl[i + 1] - 1;
+    }
+    StepInput in = {
+        .num_seqs = S, .num_tokens = T, .num_decodes = 0, .input_ids = zeros,
+        .positions = zeros, .slot_mapping = neg, .query_start_loc = qsl, .seq_lens = lens,
+        .block_tables = zeros, .block_table_stride = B, .num_logits = R, .logits_indices = last,
+    };
+    IntLayout L = int_layout(T, S, B, R);
+    ForwardBatch fb;
+    pack_step(r, &in, &L, T, S, B, R, &fb);
+    ModelContext m = model_context(r);
+    if ((st = b->ops->copy_h2d(b, r->dev_ints, r->host_ints, L.total * sizeof(int32_t), err)) ||
+        (st = model_forward(&m, &r->act, &fb, err)) || (st = b->ops->synchronize(b, err)))
+        error_prefix(err, "start-up warm-up forward");
+done:
+    free(zeros); free(neg); free(qsl); free(lens); free(last);
+    return st;
+}
+
 /* ---- life cycle ---- */
 
 static Status check_config(ModelRunner *r, Error *err)
@@ -453,6 +497,7 @@ Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfi
     CHECK(alloc_kv_cache(r, err));
     if (r->backend->ops->graph_capture_begin) {
         make_buckets(r);
+        CHECK(warm_up_prefill(r, err));
         if (!r->rc.enforce_eager) CHECK(capture_graphs(r, err));
     }
     CHECK(r->backend->ops->synchronize(r->backend, err));
