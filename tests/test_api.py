@@ -7,6 +7,7 @@ replaying the definition on teacher-forced logits; logprobs vs log_softmax;
 the step API, KeyboardInterrupt, argument validation and lifetime."""
 import gc
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -302,17 +303,22 @@ def replay_choice(logits, params, prompt_ids, generated):
 ], ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items() if k != "logit_bias") or "bias")
 def test_processor_effects_match_definition(llm, kw):
     """Greedy with a processor: each chosen token is the argmax of the definition
-    applied to the engine's own teacher-forced logits; and it changes the output."""
-    rng = np.random.default_rng(abs(hash(str(kw))) % 2**32)
-    ids = prompt(rng, 8) * 2                    # repeated prompt tokens
+    applied to the engine's own teacher-forced logits; and it changes the output
+    (of at least one of three prompts: a mild processor may leave one greedy
+    continuation as it was)."""
+    rng = np.random.default_rng(zlib.crc32(str(kw).encode()))
     params = greedy(24, **kw)
-    got = llm.generate([ids], params, use_tqdm=False)[0].outputs[0].token_ids
-    plain = llm.generate([ids], greedy(24), use_tqdm=False)[0].outputs[0].token_ids
-    tf = teacher_forced_logits(llm, ids, got)
-    for i, tok in enumerate(got):
-        x = replay_choice(tf[i], params, ids, got[:i])
-        assert x[tok] >= x.max() - 1e-4, (i, tok, int(np.argmax(x)))
-    assert got != plain
+    changed = 0
+    for _ in range(3):
+        ids = prompt(rng, 8) * 2                # repeated prompt tokens
+        got = llm.generate([ids], params, use_tqdm=False)[0].outputs[0].token_ids
+        plain = llm.generate([ids], greedy(24), use_tqdm=False)[0].outputs[0].token_ids
+        tf = teacher_forced_logits(llm, ids, got)
+        for i, tok in enumerate(got):
+            x = replay_choice(tf[i], params, ids, got[:i])
+            assert x[tok] >= x.max() - 1e-4, (i, tok, int(np.argmax(x)))
+        changed += got != plain
+    assert changed > 0
 
 
 def test_min_tokens_and_stop_token_ids(llm):
