@@ -35,30 +35,11 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "flash_common.cuh"
 #include "launch.cuh"
 
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-
-/* ---- small PTX wrappers ---- */
-__device__ __forceinline__ uint32_t smem_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16-byte async copy; src_bytes = 0 zero-fills the destination (rows past the keys). */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(src_bytes));
-}
-__device__ __forceinline__ float fast_exp2(float x) {   /* MUFU.EX2; exp2(-inf) = 0 */
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2,
                                         uint32_t &r3) {
@@ -104,18 +85,6 @@ template <int D>
 __device__ __forceinline__ int swz(int r, int c) {
     return r * D + ((c ^ (r & 7)) << 3);
 }
-
-struct FlashParams {
-    void *out;
-    const void *q;
-    const void *k_cache;
-    const void *v_cache;
-    const int32_t *query_start_loc;
-    const int32_t *seq_lens;
-    const int32_t *block_tables;
-    int q_stride, bt_stride, seq_begin, H, bs_shift;   /* block_size = 1 << bs_shift */
-    float scale_log2;     /* scale * log2(e) */
-};
 
 /* Loads key rows [n0, n0+BN) of (seq, head) into a swizzled (BN, D) tile;
  * rows at or past kend are zero-filled (never read from the cache). */

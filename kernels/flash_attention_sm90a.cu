@@ -59,6 +59,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "flash_common.cuh"
 #include "kernels.h"
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -67,32 +68,10 @@
 
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-
-/* ---- PTX wrappers ---- */
-__device__ __forceinline__ uint32_t smem_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-/* 16-byte async copy; src_bytes = 0 zero-fills the destination */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
 /* makes this thread's generic-proxy writes to shared memory (cp.async) visible to the
  * async proxy (wgmma operand reads); a barrier then publishes them to the warpgroups */
 __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-__device__ __forceinline__ float fast_exp2(float x) {   /* MUFU.EX2; exp2(-inf) = 0 */
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
 }
 __device__ __forceinline__ void wgmma_fence() {
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -241,24 +220,12 @@ template <> struct Wgmma<__nv_bfloat16, 128> {
     }
 };
 
-struct Sm90Params {
-    void *out;
-    const void *q;
-    const void *k_cache;
-    const void *v_cache;
-    const int32_t *query_start_loc;
-    const int32_t *seq_lens;
-    const int32_t *block_tables;
-    int q_stride, bt_stride, seq_begin, H, bs_shift;   /* block_size = 1 << bs_shift */
-    float scale_log2;                                  /* scale * log2(e) */
-};
-
 /* cp.async of key rows [n0, n0+BN) of head h into a (BN, D) panel tile at shared
  * address dst, each row gathered through the block table; rows at or past kend are
  * zero-filled (never read from the cache: a zero V row times P = 0 stays finite). */
 template <typename T, int D, int BN, int NT>
 __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T *cache, const int32_t *bt,
-                                             int n0, int kend, int h, const Sm90Params &p,
+                                             int n0, int kend, int h, const FlashParams &p,
                                              int tid) {
     constexpr int CPR = D / 8;                 /* 16-byte chunks per row */
     constexpr int CHUNKS = BN * CPR;
@@ -284,7 +251,7 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T *cache, const
 
 template <typename T, int D, int NWG, int BN>
 __global__ void __launch_bounds__(NWG * 128, 1)
-flash_attention_sm90a_kernel(const Sm90Params p) {
+flash_attention_sm90a_kernel(const FlashParams p) {
     constexpr int NT = NWG * 128;
     constexpr int BM = 64 * NWG;
     constexpr int CPR = D / 8;
@@ -457,7 +424,7 @@ flash_attention_sm90a_kernel(const Sm90Params p) {
      *   j == w_tiles     P_{j-1} V_{j-1} only
      *   j >  w_tiles     loads only (its rows are done) */
     for (int j = 0; j <= n_tiles; j++) {
-        cp_async_wait_all();
+        cp_async_wait<0>();
         fence_proxy_async();
         __syncthreads();
         if (j < w_tiles && j > 0) {
@@ -520,7 +487,7 @@ flash_attention_sm90a_kernel(const Sm90Params p) {
 }
 
 template <typename T, int D, int NWG, int BN>
-cudaError_t launch_sm90a(const Sm90Params &p, int num_seqs, int max_query_len,
+cudaError_t launch_sm90a(const FlashParams &p, int num_seqs, int max_query_len,
                          cudaStream_t stream) {
     constexpr int BM = 64 * NWG;
     constexpr size_t smem = (size_t)(BM + 4 * BN) * D * sizeof(T) + 1024;   /* + alignment */
@@ -543,7 +510,7 @@ cudaError_t launch_sm90a(const Sm90Params &p, int num_seqs, int max_query_len,
 #endif
 
 template <typename T>
-cudaError_t dispatch_sm90a(const Sm90Params &p, int D, int num_seqs, int max_query_len,
+cudaError_t dispatch_sm90a(const FlashParams &p, int D, int num_seqs, int max_query_len,
                            cudaStream_t stream) {
     if (D == 64) return launch_sm90a<T, 64, FLASH_SM90_P64>(p, num_seqs, max_query_len, stream);
     if (D == 128) return launch_sm90a<T, 128, FLASH_SM90_P128>(p, num_seqs, max_query_len, stream);
@@ -571,7 +538,7 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     if (num_seqs <= 0 || max_query_len <= 0) return cudaSuccess;
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
-    Sm90Params p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
+    FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
                     q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
     if (dtype == 1) return dispatch_sm90a<__half>(p, D, num_seqs, max_query_len, stream);
     if (dtype == 2) return dispatch_sm90a<__nv_bfloat16>(p, D, num_seqs, max_query_len, stream);
