@@ -296,7 +296,7 @@ def test_to_float_drops_padding_columns(device, dtype, rows, cols, ld, rng):
 @gpu
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("M,K,N", [(3, 64, 48), (17, 768, 777),
-                                   # split-K GEMV in fp16/bf16: its tickets must reset per replay
+                                   # split-K GEMV in fp16/bf16 (cluster reduction) replayed from a graph
                                    (2, 768, 3072), (1, 3072, 768)])
 def test_graph_replay(dtype, M, K, N, rng):
     x1 = rnd(rng.standard_normal((M, K)), dtype)
