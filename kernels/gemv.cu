@@ -255,6 +255,7 @@ gemv_kn_kernel(const GemvArgs a, int kps)
         if (t < M * GEMV_COLS) gemv_store<T>(a, m, col0 + c, s);
         return;
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cg::cluster_group cluster = cg::this_cluster();
     if (t < M * GEMV_COLS) part[t] = s;
     cluster.sync();                     /* every block's partial written and visible */
@@ -264,6 +265,10 @@ gemv_kn_kernel(const GemvArgs a, int kps)
         gemv_store<T>(a, m, col0 + c, tot);
     }
     cluster.sync();                     /* keep every partial alive until rank 0 has read it */
+#else
+    (void)part;
+    __trap();                           /* no clusters before sm_90: launched with ks = 1 only */
+#endif
 }
 
 template <typename T, int M>
@@ -334,17 +339,19 @@ gemv_nk_kernel(const GemvArgs a)
 }
 
 /* K splits of gemv_kn: about two blocks per SM in all, each row-lane with at
- * least one row, at most one cluster (GEMV_MAX_SPLIT), and the staged slice
+ * least one row, at most one cluster (GEMV_MAX_SPLIT; 1 without clusters, before
+ * sm_90), and the staged slice
  * within GEMV_MAX_STAGE floats. 0: the shape does not fit. */
 int kn_splits(const GemvArgs &a)
 {
     const int tiles = a.N / GEMV_COLS, sms = a.num_sms > 0 ? a.num_sms : 132;
+    const int max_split = a.clusters ? GEMV_MAX_SPLIT : 1;
     int ks = (2 * sms + tiles - 1) / tiles;
     if (ks > a.K / GEMV_LANES) ks = a.K / GEMV_LANES;
-    if (ks > GEMV_MAX_SPLIT) ks = GEMV_MAX_SPLIT;
+    if (ks > max_split) ks = max_split;
     if (ks < 1) ks = 1;
     if (a.ln_w) return (size_t)a.M * a.K <= GEMV_MAX_STAGE ? ks : 0;
-    while (ks < GEMV_MAX_SPLIT && (size_t)a.M * ((a.K + ks - 1) / ks) > GEMV_MAX_STAGE) ks++;
+    while (ks < max_split && (size_t)a.M * ((a.K + ks - 1) / ks) > GEMV_MAX_STAGE) ks++;
     return (size_t)a.M * ((a.K + ks - 1) / ks) <= GEMV_MAX_STAGE ? ks : 0;
 }
 

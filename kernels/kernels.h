@@ -94,6 +94,7 @@ typedef struct GemvArgs {
     const int32_t *slot_mapping;
     int kv_heads, head_size, block_size;
     int num_sms;   /* multiprocessors of the device (sizes the split) */
+    int clusters;  /* thread-block clusters available (sm_90+): split-K; else ks = 1 */
     int pdl;
 } GemvArgs;
 int gemv_supported(const GemvArgs *a, int w_nk, int dtype);

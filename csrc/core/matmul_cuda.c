@@ -159,6 +159,7 @@ static int try_gemv(Backend *b, GemvArgs *a, int flags, Status *s, Error *err)
     CudaImpl *im = cuda_impl(b);
     const int wnk = (flags & MATMUL_W_NK) != 0;
     a->num_sms = im->num_sms;
+    a->clusters = b->compute_capability >= 90;
     a->pdl = im->pdl;
     if (!im->gemv_enabled || !gemv_supported(a, wnk, (int)b->dtype)) return 0;
     *s = GPT2_OK;
@@ -194,7 +195,7 @@ Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *
                   (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act),
                   cw ? cw->k_cache : NULL, cw ? cw->v_cache : NULL,
                   cw ? cw->slot_mapping : NULL, cw ? cw->num_heads : 0,
-                  cw ? cw->head_size : 0, cw ? cw->block_size : 0, 0, 0};
+                  cw ? cw->head_size : 0, cw ? cw->block_size : 0, 0, 0, 0};
     Status s;
     if (try_gemv(b, &a, flags, &s, err)) return s;
     CUDA_CHECK(layernorm_cuda(ln_out, in, ln_w, ln_b, M, K, eps, b->dtype, im->stream, im->pdl));
@@ -224,7 +225,7 @@ Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const v
     {
         GemvArgs a = {out, in, w, bias, NULL, NULL, 0.0f, M, K, N,
                       (flags & MATMUL_ACCUMULATE) != 0, gemv_act_code(flags, act),
-                      NULL, NULL, NULL, 0, 0, 0, 0, 0};
+                      NULL, NULL, NULL, 0, 0, 0, 0, 0, 0};
         Status s;
         if (try_gemv(b, &a, flags, &s, err)) return s;
     }
