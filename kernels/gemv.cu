@@ -14,7 +14,8 @@
  *      rounded to the storage type as the unfused layernorm would store it);
  *   3. reduces split-K partials inside a thread-block cluster through
  *      distributed shared memory (no global partials, atomics or second kernel),
- *      in rank order, so results do not depend on scheduling.
+ *      in rank order, so results do not depend on scheduling (clusters need
+ *      sm_90: on older GPUs the host asks for no split, ks = 1).
  *
  * gemv_kn (w (K, N)): grid (N / 64, ks), cluster (1, ks, 1), 256 threads. Block
  * (x, y) owns columns [64x, 64x + 64) and rows [y * kps, (y + 1) * kps) of w.

@@ -77,7 +77,8 @@ cudaError_t sample_cuda(const float *logits, float *work, int R, int V, const Sa
  * projection) the K and V columns [H*D, 3*H*D) of each row m are also written to
  * the paged caches (num_blocks, H, block_size, D) at slot_mapping[m] (negative:
  * skipped), as reshape_and_cache would. Split-K partials are reduced inside a
- * thread-block cluster (distributed shared memory): no work buffers.
+ * thread-block cluster (distributed shared memory): no work buffers; without
+ * clusters (before sm_90, a.clusters = 0) K is not split.
  * gemv_supported says whether gemv_cuda serves the shape (else use cuBLASLt). */
 #define GEMV_MAX_M 4
 #define GEMV_MAX_SPLIT 8      /* K splits = blocks of one cluster (portable cluster size) */
