@@ -15,8 +15,9 @@
  * Decode (one query per sequence): flash_decode_kernel<T, D>, all warps of a block
  *   on disjoint key ranges of the same (sequence, heads), K/V fragments loaded
  *   straight into registers, the query as the B operand (see the comment above it).
- *   Split-KV: each slice of the keys writes a partial (out, lse) in fp32 and
- *   flash_decode_merge_kernel combines them through the log-sum-exp.
+ *   Split-KV: each slice of the keys writes a partial (out, lse) in fp32; the last
+ *   slice of a (sequence, heads) to finish combines them through the log-sum-exp
+ *   (decode_merge_last: a ticket per (sequence, head group), no second kernel).
  *
  * Shapes (elements of T = __half or __nv_bfloat16):
  *   q       (T_tokens, H*D) row stride q_stride (q lives inside qkv)
@@ -394,6 +395,7 @@ flash_attention_kernel(const FlashParams p) {
 #endif
 constexpr int kDecWarps = 4;
 constexpr int kDecMaxHeads = 4;   /* heads per block, at most */
+static_assert(kDecWarps == kDecMaxHeads, "decode_merge_last: one warp per head");
 
 __host__ __device__ constexpr int decode_keys_per_item(int D) { return D == 64 ? 32 : 16; }
 __host__ __device__ constexpr int decode_min_blocks(int D) {
@@ -432,6 +434,7 @@ struct DecodeParams {
     const int32_t *block_tables;
     float *partial_o;     /* (num_seqs, H, splits, D) when splits > 1 */
     float *partial_lse;   /* (num_seqs, H, splits), log2 units */
+    int *tickets;         /* (num_seqs, groups) split-arrival counters, 0 between launches */
     int q_stride, bt_stride, seq_begin, H, bs_shift, splits;
     int hpb, groups;      /* heads per block, head groups = ceil(H / hpb) */
     float scale_log2;
@@ -446,6 +449,66 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
 }
 __device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+constexpr int kDecMaxSplits = 64;
+
+/* Split-KV merge, run by the last block of a (sequence, head group) to finish: each
+ * block publishes its partials, then takes a ticket; the block that draws the last
+ * one (of the splits that hold keys, decode_split_count) merges every split's
+ * (o_i, lse_i) of its heads: out = sum_i w_i o_i / sum_i w_i, w_i = 2^(lse_i - max).
+ * That block resets the ticket to 0, so the next launch (and every graph replay)
+ * starts from zero. Saves the second kernel of flash-decoding (one launch per layer). */
+template <typename T, int D>
+__device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
+    __shared__ float s_w[kDecMaxHeads][kDecMaxSplits];
+    __shared__ float s_inv[kDecMaxHeads];
+    __shared__ int s_last;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    /* the block's coordinates again (re-read, not kept live through the main loop) */
+    const int s = p.seq_begin + blockIdx.y, group = blockIdx.x % p.groups;
+    const int h0 = group * p.hpb, nh = min(p.hpb, p.H - h0);
+    __threadfence();                      /* this block's partials, device-wide, before the ticket */
+    __syncthreads();
+    const int n = decode_split_count(p.seq_lens[s], p.splits, decode_keys_per_item(D));
+    if (tid == 0) {
+        int *ticket = p.tickets + (size_t)s * p.groups + group;
+        const int last = atomicAdd(ticket, 1) == n - 1;
+        if (last) *ticket = 0;            /* every other block of this launch has drawn */
+        s_last = last;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();                      /* acquire: the other blocks' partials */
+    /* weights: warp hh for head hh (kDecWarps == kDecMaxHeads) */
+    if (warp < nh) {
+        const float *lse = p.partial_lse + ((size_t)s * p.H + h0 + warp) * p.splits;
+        float m = -INFINITY;
+        for (int i = lane; i < n; i += 32) m = fmaxf(m, __ldcg(lse + i));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float den = 0.f;
+        for (int i = lane; i < n; i += 32) {
+            const float li = __ldcg(lse + i);
+            const float w = li == -INFINITY ? 0.f : exp2f(li - m);
+            s_w[warp][i] = w;
+            den += w;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+        if (lane == 0) s_inv[warp] = den > 0.f ? 1.f / den : 0.f;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < nh * D; idx += kDecWarps * 32) {
+        const int hh = idx / D, d = idx - hh * D;
+        const float *po = p.partial_o + ((size_t)s * p.H + h0 + hh) * p.splits * D + d;
+        float acc = 0.f;
+#pragma unroll 4
+        for (int i = 0; i < n; i++) acc = fmaf(s_w[hh][i], __ldcg(po + (size_t)i * D), acc);
+        T *orow = reinterpret_cast<T *>(p.out) + (size_t)p.query_start_loc[s] * p.H * D +
+                  (size_t)(h0 + hh) * D;
+        orow[d] = Mma<T>::from(acc * s_inv[hh]);
+    }
 }
 
 template <typename T, int D>
@@ -640,55 +703,13 @@ flash_decode_kernel(const DecodeParams p) {
             *reinterpret_cast<uint32_t *>(orow + d) = Mma<T>::pack(a0 * inv, a1 * inv);
         }
     }
-}
-
-/* out[q0(s), h, :] = sum_i w_i o_i, w_i = 2^(lse_i - max) / sum 2^(lse_j - max) over the
- * splits that hold keys (decode_split_count of the device seq_lens; the others were
- * never written). grid (H, num_seqs), D threads; splits <= kDecMaxSplits. */
-constexpr int kDecMaxSplits = 64;
-template <typename T, int D>
-__global__ void __launch_bounds__(D)
-flash_decode_merge_kernel(T *out, const float *po, const float *plse,
-                          const int32_t *query_start_loc, const int32_t *seq_lens, int seq_begin,
-                          int H, int splits) {
-    __shared__ float s_w[kDecMaxSplits];
-    __shared__ float s_red[D / 32];
-    pdl_launch_dependents();
-    pdl_wait();
-    const int h = blockIdx.x, s = seq_begin + blockIdx.y, d = threadIdx.x;
-    const int n = decode_split_count(seq_lens[s], splits, decode_keys_per_item(D));
-    const size_t u = ((size_t)s * H + h) * splits;
-    /* max of the lse: one split per thread, then across the warps */
-    float lse = d < n ? plse[u + d] : -INFINITY;
-    float m = lse;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if ((d & 31) == 0) s_red[d >> 5] = m;
-    __syncthreads();
-    m = s_red[0];
-#pragma unroll
-    for (int w = 1; w < D / 32; w++) m = fmaxf(m, s_red[w]);
-    if (d < n) s_w[d] = lse == -INFINITY ? 0.f : exp2f(lse - m);
-    __syncthreads();
-    float acc = 0.f, den = 0.f;
-#pragma unroll 4
-    for (int i = 0; i < n; i++) {
-        den += s_w[i];
-        acc += s_w[i] * po[(u + i) * D + d];
-    }
-    const float v = den > 0.f ? acc / den : 0.f;
-    out[(size_t)query_start_loc[s] * H * D + (size_t)h * D + d] = Mma<T>::from(v);
+    if (p.splits > 1) decode_merge_last<T, D>(p);
 }
 
 template <typename T, int D>
 cudaError_t launch_decode(const DecodeParams &p, int num_seqs, cudaStream_t stream, int pdl) {
-    cudaError_t e = launch_kernel(flash_decode_kernel<T, D>, dim3(p.groups * p.splits, num_seqs),
-                                  dim3(kDecWarps * 32), 0, stream, pdl, 1, p);
-    if (e != cudaSuccess || p.splits <= 1) return e;
-    return launch_kernel(flash_decode_merge_kernel<T, D>, dim3(p.H, num_seqs), dim3(D), 0, stream,
-                         pdl, 1, reinterpret_cast<T *>(p.out), (const float *)p.partial_o,
-                         (const float *)p.partial_lse, p.query_start_loc, p.seq_lens,
-                         p.seq_begin, p.H, p.splits);
+    return launch_kernel(flash_decode_kernel<T, D>, dim3(p.groups * p.splits, num_seqs),
+                         dim3(kDecWarps * 32), 0, stream, pdl, 1, p);
 }
 
 template <typename T, int D, int NWARPS, int MT, int BN, int STAGES>
@@ -825,17 +846,17 @@ extern "C" cudaError_t flash_attention_decode(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
     int bt_stride, int seq_begin, int num_seqs, int H, int D, int block_size, float scale,
-    int dtype, int num_splits, float *partial_o, float *partial_lse, cudaStream_t stream,
-    int pdl) {
+    int dtype, int num_splits, float *partial_o, float *partial_lse, int *tickets,
+    cudaStream_t stream, int pdl) {
     if (num_seqs <= 0) return cudaSuccess;
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
     if (num_splits > kDecMaxSplits) return cudaErrorInvalidValue;
-    const int splits = num_splits > 1 && partial_o && partial_lse ? num_splits : 1;
+    const int splits = num_splits > 1 && partial_o && partial_lse && tickets ? num_splits : 1;
     const int hpb = decode_heads_per_block(num_seqs, H, splits);
     DecodeParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
                       splits > 1 ? partial_o : nullptr, splits > 1 ? partial_lse : nullptr,
-                      q_stride, bt_stride, seq_begin, H, bs_shift, splits, hpb,
+                      splits > 1 ? tickets : nullptr, q_stride, bt_stride, seq_begin, H, bs_shift, splits, hpb,
                       (H + hpb - 1) / hpb, scale * kLog2e};
     if (dtype == 1) return dispatch_decode<__half>(p, D, num_seqs, stream, pdl);
     if (dtype == 2) return dispatch_decode<__nv_bfloat16>(p, D, num_seqs, stream, pdl);

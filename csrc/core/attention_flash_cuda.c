@@ -10,7 +10,8 @@
  * backend's impl):
  *   - decode for the leading md->num_decodes sequences, split-KV when there are
  *     too few (sequence, head) pairs to fill the GPU: partial (out, lse) in the
- *     state's workspace, merged by log-sum-exp; the split count depends only on
+ *     state's workspace, merged by log-sum-exp in the same kernel (the last split
+ *     of a (sequence, heads) to finish merges; tickets zeroed once at create); the split count depends only on
  *     num_decodes and md->max_seq_len (= max_model_len under graph capture) and
  *     the kernels bound every loop by the device seq_lens (splits past a
  *     sequence's keys do nothing), so replays are exact;
@@ -38,6 +39,7 @@ typedef struct FlashState {
     int num_sms;                 /* multiprocessors of the backend's device */
     float *partial_o;            /* (max_num_seqs * FLASH_WS_SPLITS, H, D) fp32 */
     float *partial_lse;          /* (max_num_seqs * FLASH_WS_SPLITS, H) fp32 */
+    int *tickets;                /* (max_num_seqs, H) split-arrival counters, kept zero */
 } FlashState;
 
 static Status flash_check(const AttentionConfig *cfg, Error *err)
@@ -71,8 +73,10 @@ static void flash_destroy(void *state, Backend *b)
     if (b) {
         b->ops->free(b, st->partial_o);
         b->ops->free(b, st->partial_lse);
+        b->ops->free(b, st->tickets);
     }
     st->partial_o = st->partial_lse = NULL;
+    st->tickets = NULL;
     free(st);
 }
 
@@ -96,6 +100,9 @@ static Status flash_create(void **state, Backend *b, const AttentionConfig *cfg,
     s = b->ops->alloc(b, (void **)&st->partial_o, units * cfg->head_size * sizeof(float), err);
     if (s == GPT2_OK)
         s = b->ops->alloc(b, (void **)&st->partial_lse, units * sizeof(float), err);
+    const size_t tickets = (size_t)cfg->max_num_seqs * cfg->num_heads * sizeof(int);
+    if (s == GPT2_OK) s = b->ops->alloc(b, (void **)&st->tickets, tickets, err);
+    if (s == GPT2_OK) s = b->ops->memset_zero(b, st->tickets, tickets, err);
     if (s != GPT2_OK) {
         error_prefix(err, "FLASH split-KV workspace (%zu partials): ", units);
         flash_destroy(st, b);
@@ -132,7 +139,7 @@ static Status flash_forward(void *state, Backend *b, void *out, const void *q, i
         e = flash_attention_decode(out, q, q_stride, k_cache, v_cache, md->query_start_loc,
                                    md->seq_lens, md->block_tables, md->block_table_stride, 0,
                                    md->num_decodes, H, D, st->block_size, st->scale, dt, splits,
-                                   st->partial_o, st->partial_lse, stream, pdl);
+                                   st->partial_o, st->partial_lse, st->tickets, stream, pdl);
         if (e != cudaSuccess)
             return error_set(err, GPT2_ERR_DEVICE, "%s:%d: flash_attention_decode (%d seqs, "
                              "%d splits): %s", __FILE__, __LINE__, md->num_decodes, splits,
