@@ -58,13 +58,15 @@ cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld
 cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
 
 /* The sampling contract of sampling.h, one 1024-thread block per row.
- *   logits (R, V) fp32, work (R, V) fp32 scratch; rows (R), adj (n_adj) and
+ *   logits (R, V) with row stride ld elements of dtype (0 fp32, 1 fp16, 2 bf16: the
+ *   lm_head's output, read as it is), work (R, V) fp32 scratch; rows (R), adj (n_adj) and
  *   uniforms (R) (= sampling_uniform01(seed, step), computed on the host) on the device;
  *   outputs on the device: tokens/logprobs/ranks (R), topk_ids/topk_logprobs
  *   (R, max_logprobs) or NULL when max_logprobs == 0.
  * A row whose every token is masked gets token -1 (the host reports the error).
  * Inputs must have been validated as sample_cpu does. */
-cudaError_t sample_cuda(const float *logits, float *work, int R, int V, const SamplingRow *rows,
+cudaError_t sample_cuda(const void *logits, int dtype, int ld, float *work, int R, int V,
+                        const SamplingRow *rows,
                         const TokenAdjust *adj, const float *uniforms, int max_logprobs,
                         int32_t *tokens, float *logprobs, int32_t *ranks, int32_t *topk_ids,
                         float *topk_logprobs, cudaStream_t stream);
@@ -144,15 +146,17 @@ cudaError_t flash_attention_prefill_sm90a(void *out, const void *q, int q_stride
 
 /* Decode (one query token per sequence). num_splits > 1 splits the keys; then
  * partial_o (seq_begin+num_seqs, H, num_splits, D) and partial_lse
- * (seq_begin+num_seqs, H, num_splits) fp32 are the workspace, merged into out
- * (splits past a sequence's seq_lens entry are neither written nor read). */
+ * (seq_begin+num_seqs, H, num_splits) fp32 are the workspace, merged into out by
+ * the last split to finish (splits past a sequence's seq_lens entry are neither
+ * written nor read); tickets (seq_begin+num_seqs, H) int32 must be zero before the
+ * first call, and every call leaves them zero. */
 cudaError_t flash_attention_decode(void *out, const void *q, int q_stride, const void *k_cache,
                                    const void *v_cache, const int32_t *query_start_loc,
                                    const int32_t *seq_lens, const int32_t *block_tables,
                                    int bt_stride, int seq_begin, int num_seqs, int H, int D,
                                    int block_size, float scale, int dtype, int num_splits,
-                                   float *partial_o, float *partial_lse, cudaStream_t stream,
-                                   int pdl);
+                                   float *partial_o, float *partial_lse, int *tickets,
+                                   cudaStream_t stream, int pdl);
 
 /* ======================================================================
  * PAGED attention backend (attention_paged_cuda.c): paged_attention.cu
@@ -189,10 +193,11 @@ size_t paged_attention_workspace_floats(int max_num_seqs, int num_heads, int hea
  * query_start_loc[s]). max_seq_len sizes the grid (max_model_len under graph
  * capture; the kernels loop to the device seq_lens). version: 0 auto (vLLM's rule:
  * v1 when max_seq_len <= 8192 and (one 512-token partition or num_decodes*H > 512)),
- * 1 single pass, 2 split-KV partitions merged by log-sum-exp (needs the workspace). */
+ * 1 single pass, 2 split-KV partitions merged by log-sum-exp (needs the workspace and
+ * tickets: num_decodes * H int32, zero before the first call; every call leaves them zero). */
 cudaError_t paged_attention_decode(const PagedAttnArgs *a, int num_decodes, int max_seq_len,
                                    int version, float *workspace, size_t workspace_floats,
-                                   cudaStream_t stream, int pdl);
+                                   int *tickets, cudaStream_t stream, int pdl);
 /* Causal prefill / chunked prefill for sequences seq_begin .. seq_begin+num_prefills-1:
  * query i of sequence s is at position seq_lens[s] - q_len + i and attends to cache
  * positions 0 .. that position (its own K/V already cached). */

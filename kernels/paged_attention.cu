@@ -10,8 +10,9 @@
  *            128 threads. v1: one partition = the whole context, written straight
  *            to out. v2 (flash-decoding): partitions of 512 tokens (fewer when
  *            the grid would not fill the chip) write a
- *            normalised partial output + (max, sum) of their logits, and
- *            reduce merges the partitions through their log-sum-exp.
+ *            normalised partial output + (max, sum) of their logits, and the
+ *            last partition of a (head, sequence) to finish merges them through
+ *            their log-sum-exp (a ticket per (sequence, head); no second kernel).
  *            Every loop is bounded by the device seq_lens, so a graph captured
  *            with a grid sized from max_model_len replays correctly.
  *   prefill  causal attention for query chunks that attend to cached context:
@@ -37,6 +38,17 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kPartition = 512;          /* v2 partition size (tokens), at most */
 constexpr int kMinPartition = 128;       /* ... and at least (small grids) */
 constexpr int kV1MaxLen = 8192;          /* vLLM: v1 only up to this context */
+/* Tuning knobs (build-time; benchmarks/bench_flash.py --variant rebuilds with others):
+ * PAGED_DECODE_PREFETCH: which decode kernels load the next tokens' K/V before using
+ * the current ones (twice the registers): 0 none, 1 v1 and v2, 2 v2 only (its grids
+ * are small, so registers do not limit residency); PAGED_DECODE_WAVES: v2 halves its
+ * partitions while the grid has fewer than this many blocks per SM. */
+#ifndef PAGED_DECODE_PREFETCH
+#define PAGED_DECODE_PREFETCH 2
+#endif
+#ifndef PAGED_DECODE_WAVES
+#define PAGED_DECODE_WAVES 4
+#endif
 constexpr float kLog2e = 1.4426950408889634f;
 
 /* ---- element conversions ---- */
@@ -107,11 +119,76 @@ struct DecodeShape {
     static_assert(D % VEC == 0, "head size must be a multiple of 16 bytes");
 };
 
-/* One (head, sequence, partition) per block. partition_size == 0: v1. */
+/* v2's merge, run by the last partition of a (head, sequence) to finish: every
+ * block publishes its partial (out, max, sum), then takes a ticket; the block that
+ * draws the last one (of the partitions holding keys) merges all of them by their
+ * log-sum-exp and resets the ticket to 0 for the next launch (graph replays too).
+ * vLLM runs this as a second kernel; here it saves that launch. Dynamic shared
+ * memory: max_parts floats (the partition weights). */
 template <typename T, int D>
+__device__ __forceinline__ void decode_reduce_last(T *__restrict__ out,
+                                                   const float *__restrict__ part_out,
+                                                   const float *__restrict__ part_max,
+                                                   const float *__restrict__ part_sum,
+                                                   int *__restrict__ tickets, int64_t tok_q,
+                                                   int H, int h, int s, int n, int max_parts)
+{
+    extern __shared__ float sw[];
+    __shared__ float red[kWarps];
+    __shared__ int s_last;
+    const int tid = threadIdx.x;
+    __threadfence();                     /* this block's partial, device-wide, before the ticket */
+    __syncthreads();
+    if (tid == 0) {
+        int *ticket = tickets + (int64_t)s * H + h;
+        const int last = atomicAdd(ticket, 1) == n - 1;
+        if (last) *ticket = 0;           /* every other partition of this launch has drawn */
+        s_last = last;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();                     /* acquire: the other partitions' partials */
+    const int64_t base = ((int64_t)s * H + h) * max_parts;
+    float mx = -INFINITY;
+    for (int i = tid; i < n; i += kThreads) mx = fmaxf(mx, __ldcg(part_max + base + i));
+    mx = warp_max(mx);
+    if ((tid & 31) == 0) red[tid >> 5] = mx;
+    __syncthreads();
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; w++) M = fmaxf(M, red[w]);
+    __syncthreads();
+    float sum = 0.f;
+    for (int i = tid; i < n; i += kThreads) {
+        const float pm = __ldcg(part_max + base + i);
+        const float w = pm == -INFINITY ? 0.f : __ldcg(part_sum + base + i) * exp2f(pm - M);
+        sw[i] = w;
+        sum += w;
+    }
+    sum = warp_sum(sum);
+    if ((tid & 31) == 0) red[tid >> 5] = sum;
+    __syncthreads();
+    float Ls = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; w++) Ls += red[w];
+    const float inv = Ls > 0.f ? 1.f / Ls : 0.f;
+    T *orow = out + tok_q * ((int64_t)H * D) + (int64_t)h * D;
+    for (int d = tid; d < D; d += kThreads) {
+        float v = 0.f;
+        for (int i = 0; i < n; i++) v = fmaf(sw[i], __ldcg(part_out + (base + i) * D + d), v);
+        from_f(orow + d, v * inv);
+    }
+}
+
+/* One (head, sequence, partition) per block. partition_size == 0: v1. PREFETCH: the
+ * K/V of the next group of tokens are loaded while the current group's are used (two
+ * register buffers, so each thread keeps loads in flight through the math, at the
+ * cost of registers = resident blocks per SM). */
+template <typename T, int D, bool PREFETCH>
 __global__ void __launch_bounds__(kThreads)
 paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
                               float *__restrict__ part_max, float *__restrict__ part_sum,
+                              int *__restrict__ tickets,
                               const T *__restrict__ q, int q_stride,
                               const T *__restrict__ k_cache, const T *__restrict__ v_cache,
                               const int32_t *__restrict__ block_tables, int bt_stride,
@@ -120,6 +197,7 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
                               float scale_log2, int partition_size, int max_parts)
 {
     using S = DecodeShape<T, D>;
+    constexpr int STEP = S::NGROUPS * S::U;      /* tokens per iteration of the block */
     __shared__ float sm_m[kWarps], sm_l[kWarps];
     __shared__ float sm_acc[kWarps][D];
     pdl_launch_dependents();
@@ -137,28 +215,14 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
     const int lane = tid & 31, warp = tid >> 5;
     const int64_t tok_q = query_start_loc[s];
     const int bs_mask = (1 << bs_log2) - 1;
-
-    float qv[S::E];
-    const T *qrow = q + tok_q * q_stride + (int64_t)h * D;
-#pragma unroll
-    for (int j = 0; j < S::NV; j++)
-#pragma unroll
-        for (int e = 0; e < S::VEC; e++)
-            qv[j * S::VEC + e] = to_f(qrow[(r + j * S::G) * S::VEC + e]) * scale_log2;
-
-    float m = -INFINITY, l = 0.f, acc[S::E];
-#pragma unroll
-    for (int e = 0; e < S::E; e++) acc[e] = 0.f;
-
     const int32_t *bt = block_tables + (int64_t)s * bt_stride;
-    for (int base = start; base < end; base += S::NGROUPS * S::U) {
-        uint4 kr[S::U][S::NV], vr[S::U][S::NV];
-        bool valid[S::U];
+
+    /* K/V chunks of this thread for the U tokens of group g at `base` */
+    auto load = [&](int base, uint4 (&kr)[S::U][S::NV], uint4 (&vr)[S::U][S::NV]) {
 #pragma unroll
         for (int u = 0; u < S::U; u++) {
             const int tok = base + g + u * S::NGROUPS;
-            valid[u] = tok < end;
-            if (valid[u]) {
+            if (tok < end) {
                 const int64_t phys = bt[tok >> bs_log2];
                 const int64_t row = ((phys * H + h) << bs_log2) + (tok & bs_mask);
                 const T *kp = k_cache + row * D, *vp = v_cache + row * D;
@@ -172,6 +236,26 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
                 for (int j = 0; j < S::NV; j++) kr[u][j] = vr[u][j] = make_uint4(0, 0, 0, 0);
             }
         }
+    };
+    uint4 kr[S::U][S::NV], vr[S::U][S::NV];
+    if constexpr (PREFETCH) load(start, kr, vr);   /* in flight while q is read */
+
+    float qv[S::E];
+    const T *qrow = q + tok_q * q_stride + (int64_t)h * D;
+#pragma unroll
+    for (int j = 0; j < S::NV; j++)
+#pragma unroll
+        for (int e = 0; e < S::VEC; e++)
+            qv[j * S::VEC + e] = to_f(qrow[(r + j * S::G) * S::VEC + e]) * scale_log2;
+
+    float m = -INFINITY, l = 0.f, acc[S::E];
+#pragma unroll
+    for (int e = 0; e < S::E; e++) acc[e] = 0.f;
+
+    for (int base = start; base < end; base += STEP) {
+        uint4 kn[S::U][S::NV], vn[S::U][S::NV];
+        if constexpr (PREFETCH) load(base + STEP, kn, vn);   /* past `end`: zeros, no read */
+        else load(base, kr, vr);
         float sc[S::U];
         float mx = m;
 #pragma unroll
@@ -186,28 +270,35 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
             }
 #pragma unroll
             for (int o = S::G / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-            sc[u] = valid[u] ? dot : -INFINITY;
+            sc[u] = base + g + u * S::NGROUPS < end ? dot : -INFINITY;
             mx = fmaxf(mx, sc[u]);
         }
-        if (mx == -INFINITY) continue;          /* the group's tokens all past the end */
-        const float alpha = exp2f(m - mx);
-        l *= alpha;
+        if (mx != -INFINITY) {           /* else: the group's tokens all past the end */
+            const float alpha = exp2f(m - mx);
+            l *= alpha;
 #pragma unroll
-        for (int e = 0; e < S::E; e++) acc[e] *= alpha;
+            for (int e = 0; e < S::E; e++) acc[e] *= alpha;
 #pragma unroll
-        for (int u = 0; u < S::U; u++) {
-            const float pu = exp2f(sc[u] - mx);
-            l += pu;
+            for (int u = 0; u < S::U; u++) {
+                const float pu = exp2f(sc[u] - mx);
+                l += pu;
 #pragma unroll
-            for (int j = 0; j < S::NV; j++) {
-                float vf[S::VEC];
-                unpack(vr[u][j], vf, (const T *)nullptr);
+                for (int j = 0; j < S::NV; j++) {
+                    float vf[S::VEC];
+                    unpack(vr[u][j], vf, (const T *)nullptr);
 #pragma unroll
-                for (int e = 0; e < S::VEC; e++)
-                    acc[j * S::VEC + e] = fmaf(pu, vf[e], acc[j * S::VEC + e]);
+                    for (int e = 0; e < S::VEC; e++)
+                        acc[j * S::VEC + e] = fmaf(pu, vf[e], acc[j * S::VEC + e]);
+                }
             }
+            m = mx;
         }
-        m = mx;
+        if constexpr (PREFETCH) {
+#pragma unroll
+            for (int u = 0; u < S::U; u++)
+#pragma unroll
+                for (int j = 0; j < S::NV; j++) kr[u][j] = kn[u][j], vr[u][j] = vn[u][j];
+        }
     }
 
     /* merge the groups of a warp (lanes with equal r), then the warps */
@@ -262,57 +353,9 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
             part_out[idx * D + d] = v * inv;
         }
         if (tid == 0) { part_max[idx] = M; part_sum[idx] = Ls; }
-    }
-}
-
-/* v2 second pass: grid (H, num_decodes); merges the partitions of one head and
- * sequence by their log-sum-exp. Dynamic shared memory: max_parts floats. */
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads)
-paged_attention_reduce_kernel(T *__restrict__ out, const float *__restrict__ part_out,
-                              const float *__restrict__ part_max,
-                              const float *__restrict__ part_sum,
-                              const int32_t *__restrict__ seq_lens,
-                              const int32_t *__restrict__ query_start_loc, int H,
-                              int partition_size, int max_parts)
-{
-    extern __shared__ float sw[];
-    __shared__ float red[kWarps];
-    pdl_launch_dependents();
-    pdl_wait();
-    const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
-    const int L = seq_lens[s];
-    const int n = min(max_parts, (L + partition_size - 1) / partition_size);
-    const int64_t base = ((int64_t)s * H + h) * max_parts;
-
-    float mx = -INFINITY;
-    for (int i = tid; i < n; i += kThreads) mx = fmaxf(mx, part_max[base + i]);
-    mx = warp_max(mx);
-    if ((tid & 31) == 0) red[tid >> 5] = mx;
-    __syncthreads();
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; w++) M = fmaxf(M, red[w]);
-    __syncthreads();
-    float sum = 0.f;
-    for (int i = tid; i < n; i += kThreads) {
-        const float pm = part_max[base + i];
-        const float w = pm == -INFINITY ? 0.f : part_sum[base + i] * exp2f(pm - M);
-        sw[i] = w;
-        sum += w;
-    }
-    sum = warp_sum(sum);
-    if ((tid & 31) == 0) red[tid >> 5] = sum;
-    __syncthreads();
-    float Ls = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; w++) Ls += red[w];
-    const float inv = Ls > 0.f ? 1.f / Ls : 0.f;
-    T *orow = out + (int64_t)query_start_loc[s] * ((int64_t)H * D) + (int64_t)h * D;
-    for (int d = tid; d < D; d += kThreads) {
-        float v = 0.f;
-        for (int i = 0; i < n; i++) v = fmaf(sw[i], part_out[(base + i) * D + d], v);
-        from_f(orow + d, v * inv);
+        const int n = min(max_parts, (L + partition_size - 1) / partition_size);
+        decode_reduce_last<T, D>(out, part_out, part_max, part_sum, tickets, tok_q, H, h, s, n,
+                                 max_parts);
     }
 }
 
@@ -484,13 +527,13 @@ size_t reduce_smem_bytes(int max_parts) { return ((size_t)max_parts + 7) / 4 * 4
 
 template <typename T, int D>
 cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_len, int version,
-                          float *ws, size_t ws_floats, cudaStream_t stream, int pdl)
+                          float *ws, size_t ws_floats, int *tickets, cudaStream_t stream, int pdl)
 {
     const int bs_log2 = ilog2_exact(a->block_size);
     if (bs_log2 < 0) return cudaErrorInvalidValue;
     const float sl2 = a->scale * kLog2e;
     /* Partition size: vLLM's 512, halved (down to 128) while the grid would fill
-     * fewer than two waves of the SMs and the workspace still fits, so a small
+     * fewer than PAGED_DECODE_WAVES blocks per SM and the workspace still fits, so a small
      * batch with a long context still spreads over the chip. */
     int P = kPartition;
     if (version != 1) {
@@ -501,7 +544,7 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
         while (P > kMinPartition) {
             const int64_t parts = (max_seq_len + P - 1) / P;
             const int64_t half_parts = (max_seq_len + P / 2 - 1) / (P / 2);
-            if (heads * parts >= 2 * (int64_t)sms ||
+            if (heads * parts >= PAGED_DECODE_WAVES * (int64_t)sms ||
                 (size_t)(heads * half_parts) * (D + 2) > ws_floats)
                 break;
             P /= 2;
@@ -513,29 +556,26 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
                    (max_parts <= 1 || (int64_t)num_decodes * a->num_heads > 512)) ? 1 : 2;
     const dim3 threads(kThreads);
     if (version == 1) {
-        return launch_kernel(paged_attention_decode_kernel<T, D>,
+        return launch_kernel(paged_attention_decode_kernel<T, D, PAGED_DECODE_PREFETCH == 1>,
                              dim3(a->num_heads, num_decodes, 1), threads, 0, stream, pdl, 1,
                              (T *)a->out, (float *)nullptr, (float *)nullptr, (float *)nullptr,
-                             (const T *)a->q, a->q_stride, (const T *)a->k_cache,
-                             (const T *)a->v_cache, a->block_tables, a->block_table_stride,
-                             a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, 0, 1);
+                             (int *)nullptr, (const T *)a->q, a->q_stride,
+                             (const T *)a->k_cache, (const T *)a->v_cache, a->block_tables,
+                             a->block_table_stride, a->seq_lens, a->query_start_loc,
+                             a->num_heads, bs_log2, sl2, 0, 1);
     }
     const size_t rows = (size_t)num_decodes * a->num_heads * (size_t)max_parts;
-    if (max_parts < 1 || !ws || rows * (D + 2) > ws_floats) return cudaErrorInvalidValue;
+    const size_t smem = reduce_smem_bytes(max_parts);
+    if (max_parts < 1 || !ws || !tickets || rows * (D + 2) > ws_floats || smem > 48 * 1024)
+        return cudaErrorInvalidValue;
     float *part_out = ws, *part_max = ws + rows * D, *part_sum = part_max + rows;
-    cudaError_t e = launch_kernel(paged_attention_decode_kernel<T, D>,
-                                  dim3(a->num_heads, num_decodes, max_parts), threads, 0, stream,
-                                  pdl, 1, (T *)a->out, part_out, part_max, part_sum,
-                                  (const T *)a->q, a->q_stride, (const T *)a->k_cache,
-                                  (const T *)a->v_cache, a->block_tables, a->block_table_stride,
-                                  a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, P,
-                                  max_parts);
-    if (e != cudaSuccess) return e;
-    return launch_kernel(paged_attention_reduce_kernel<T, D>, dim3(a->num_heads, num_decodes),
-                         threads, reduce_smem_bytes(max_parts), stream, pdl, 1, (T *)a->out,
-                         (const float *)part_out, (const float *)part_max,
-                         (const float *)part_sum, a->seq_lens, a->query_start_loc,
-                         a->num_heads, P, max_parts);
+    return launch_kernel(paged_attention_decode_kernel<T, D, PAGED_DECODE_PREFETCH != 0>,
+                         dim3(a->num_heads, num_decodes, max_parts), threads, smem, stream, pdl,
+                         1, (T *)a->out, part_out, part_max, part_sum, tickets,
+                         (const T *)a->q, a->q_stride, (const T *)a->k_cache,
+                         (const T *)a->v_cache, a->block_tables, a->block_table_stride,
+                         a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, P,
+                         max_parts);
 }
 
 template <typename T, int D>
@@ -587,13 +627,13 @@ extern "C" size_t paged_attention_workspace_floats(int max_num_seqs, int num_hea
 
 extern "C" cudaError_t paged_attention_decode(const PagedAttnArgs *a, int num_decodes,
                                               int max_seq_len, int version, float *workspace,
-                                              size_t workspace_floats, cudaStream_t stream,
-                                              int pdl)
+                                              size_t workspace_floats, int *tickets,
+                                              cudaStream_t stream, int pdl)
 {
     if (num_decodes <= 0) return cudaSuccess;
     if (max_seq_len <= 0 || version < 0 || version > 2) return cudaErrorInvalidValue;
 #define PA_DECODE(T, D) decode_launch<T, D>(a, num_decodes, max_seq_len, version, workspace, \
-                                            workspace_floats, stream, pdl)
+                                            workspace_floats, tickets, stream, pdl)
     PA_DISPATCH(a->dtype, a->head_size, PA_DECODE)
 #undef PA_DECODE
 }

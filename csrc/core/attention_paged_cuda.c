@@ -29,6 +29,7 @@ typedef struct PagedState {
     int max_num_seqs, max_model_len;
     float *workspace;            /* v2 partials, device memory of the backend */
     size_t workspace_floats;
+    int *tickets;                /* (max_num_seqs, H) v2 merge counters, kept zero */
 } PagedState;
 
 static int is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -57,7 +58,9 @@ static void paged_destroy(void *state, Backend *b)
     PagedState *st = state;
     if (!st) return;
     if (st->workspace && b) b->ops->free(b, st->workspace);
+    if (st->tickets && b) b->ops->free(b, st->tickets);
     st->workspace = NULL;
+    st->tickets = NULL;
     free(st);
 }
 
@@ -78,6 +81,9 @@ static Status paged_create(void **state, Backend *b, const AttentionConfig *cfg,
     st->workspace_floats = paged_attention_workspace_floats(cfg->max_num_seqs, cfg->num_heads,
                                                             cfg->head_size, cfg->max_model_len);
     s = b->ops->alloc(b, (void **)&st->workspace, st->workspace_floats * sizeof(float), err);
+    const size_t tickets = (size_t)cfg->max_num_seqs * cfg->num_heads * sizeof(int);
+    if (s == GPT2_OK) s = b->ops->alloc(b, (void **)&st->tickets, tickets, err);
+    if (s == GPT2_OK) s = b->ops->memset_zero(b, st->tickets, tickets, err);
     if (s != GPT2_OK) {
         error_prefix(err, "PAGED workspace (%zu floats): ", st->workspace_floats);
         paged_destroy(st, b);
@@ -116,7 +122,7 @@ static Status paged_forward(void *state, Backend *b, void *out, const void *q, i
                                                              st->head_size, md->max_seq_len);
         const int version = need > st->workspace_floats ? 1 : 0;
         e = paged_attention_decode(&a, md->num_decodes, md->max_seq_len, version, st->workspace,
-                                   st->workspace_floats, stream, pdl);
+                                   st->workspace_floats, st->tickets, stream, pdl);
         if (e != cudaSuccess)
             return error_set(err, GPT2_ERR_DEVICE, "%s:%d: paged_attention_decode (%d seqs, "
                              "max_seq_len %d): %s", __FILE__, __LINE__, md->num_decodes,
