@@ -22,8 +22,10 @@ engine's Python layer.
         [--decode-only] [--variant "FLASH_DECODE_HPB=1;FLASH_DECODE_MIN_BLOCKS128=4" ...]
 
 --variant builds the kernels again with those macros (tuning knobs of
-flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128")
-and repeats the prefill and decode rows with each build.
+flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128", and
+of paged_attention.cu, e.g. "PAGED_DECODE_WAVES=2": the PAGED peer is rebuilt too;
+a variant of PAGED_* knobs alone reuses the default FLASH build) and repeats the
+prefill and decode rows with each build.
 
 Measured 2026-11-22 on an H100 80GB HBM3 (torch 2.11.0+cu130, fp16, H = 2048/D):
   prefill TF/s  FLASH / SDPA:  B=8 S=2048: d64 198.5/355.7 (0.56), d128 191.8/421.3 (0.46);
@@ -55,16 +57,19 @@ def build_lib(out_path, arch="90", src="flash_attention.cu", include=None):
     units = [(src, f"-gencode=arch=compute_{arch},code=sm_{arch}")]
     if src == "flash_attention.cu":
         units.append(("flash_attention_sm90a.cu", "-gencode=arch=compute_90a,code=sm_90a"))
-    objs = []
-    for unit, gencode in units:
+    objs, procs = [], []
+    for unit, gencode in units:            # the units compile side by side
         obj = f"{out_path}.{unit}.o"
-        subprocess.check_call([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
-                               "-lineinfo", "--expt-relaxed-constexpr", gencode,
-                               "-I" + os.path.join(ROOT, "kernels"),
-                               "-I" + os.path.join(ROOT, "csrc", "core"),
-                               *(["-include", include] if include else []),
-                               os.path.join(ROOT, "kernels", unit), "-o", obj])
+        procs.append(subprocess.Popen([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
+                                       "-lineinfo", "--expt-relaxed-constexpr", gencode,
+                                       "-I" + os.path.join(ROOT, "kernels"),
+                                       "-I" + os.path.join(ROOT, "csrc", "core"),
+                                       *(["-include", include] if include else []),
+                                       os.path.join(ROOT, "kernels", unit), "-o", obj]))
         objs.append(obj)
+    for proc in procs:
+        if proc.wait() != 0:
+            raise subprocess.CalledProcessError(proc.returncode, nvcc)
     subprocess.check_call([nvcc, "-shared", *objs, "-o", out_path])
     return out_path
 
@@ -79,7 +84,7 @@ class FlashLib:
                                                      F, I, P]
         self.lib.flash_attention_prefill.restype = I
         self.lib.flash_attention_decode.argtypes = [P, P, I, P, P, P, P, P, I, I, I, I, I, I, F,
-                                                    I, I, P, P, P]
+                                                    I, I, P, P, P, P, I]
         self.lib.flash_attention_decode.restype = I
         self.lib.flash_attention_num_splits.argtypes = [I, I, I, I, I, I]
         self.lib.flash_attention_num_splits.restype = I
@@ -99,13 +104,14 @@ class FlashLib:
             raise RuntimeError(f"flash_attention_prefill: cudaError {e}")
 
     def decode(self, out, q, q_stride, kc, vc, qsl, sl, bt, seq_begin, num_seqs, H, D, bs, scale,
-               splits, po=None, plse=None):
+               splits, po=None, plse=None, tickets=None):
         e = self.lib.flash_attention_decode(
             out.data_ptr(), q.data_ptr(), q_stride, kc.data_ptr(), vc.data_ptr(), qsl.data_ptr(),
             sl.data_ptr(), bt.data_ptr(), bt.shape[1], seq_begin, num_seqs, H, D, bs, scale,
             DTYPE_CODE[str(out.dtype).split(".")[1]], splits,
             po.data_ptr() if po is not None else None,
-            plse.data_ptr() if plse is not None else None, self._stream())
+            plse.data_ptr() if plse is not None else None,
+            tickets.data_ptr() if tickets is not None else None, self._stream(), 0)
         if e != 0:
             raise RuntimeError(f"flash_attention_decode: cudaError {e}")
 
@@ -126,7 +132,7 @@ class PagedLib:
     def __init__(self, path):
         self.lib = ctypes.CDLL(path)
         P, I = ctypes.c_void_p, ctypes.c_int
-        self.lib.paged_attention_decode.argtypes = [P, I, I, I, P, ctypes.c_size_t, P]
+        self.lib.paged_attention_decode.argtypes = [P, I, I, I, P, ctypes.c_size_t, P, P, I]
         self.lib.paged_attention_decode.restype = I
         self.lib.paged_attention_prefill.argtypes = [P, I, I, I, P]
         self.lib.paged_attention_prefill.restype = I
@@ -246,11 +252,16 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
 def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None, H=None,
                  max_len=None):
     """max_len: the length the launch is sized for (splits, PAGED partitions); the
-    kernels read the actual L from seq_lens, as in a replayed CUDA graph."""
+    kernels read the actual L from seq_lens, as in a replayed CUDA graph. When one
+    cache is smaller than 4x the L2, disjoint caches are rotated from call to call,
+    so the figures are DRAM bandwidth, not L2 hits."""
     H = H or 2048 // D
     max_len = max_len or L
+    nbytes = 2 * B * H * L * D * torch.empty((), dtype=dtype).element_size()
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    rot = max(1, min(-(-4 * l2 // nbytes), 16))
     gen = torch.Generator().manual_seed(B * L + D + 1)
-    kc, vc, bt = make_paged(torch, [L] * B, H, D, bs, dtype, gen)
+    caches = [make_paged(torch, [L] * B, H, D, bs, dtype, gen) for _ in range(rot)]
     q = torch.randn(B, 3 * H * D, device="cuda", dtype=dtype)
     qsl = torch.arange(B + 1, dtype=torch.int32, device="cuda")
     sl = torch.full((B,), L, dtype=torch.int32, device="cuda")
@@ -258,29 +269,43 @@ def bench_decode(torch, lib, B, L, D, dtype, bs=16, num_sms=132, paged=None, H=N
     splits = lib.lib.flash_attention_num_splits(B, H, D, max_len, num_sms, 64)
     po = torch.empty(B, H, splits, D, device="cuda", dtype=torch.float32)
     plse = torch.empty(B, H, splits, device="cuda", dtype=torch.float32)
+    tickets = torch.zeros(B * H, device="cuda", dtype=torch.int32)
+    calls = max(20, rot)
+    state = {"i": 0}
 
     def flash():
+        kc, vc, bt = caches[state["i"] % rot]
+        state["i"] += 1
         lib.decode(out, q, 3 * H * D, kc, vc, qsl, sl, bt, 0, B, H, D, bs, D ** -0.5, splits,
-                   po, plse)
+                   po, plse, tickets)
 
-    t = time_graph_ms(torch, flash)
-    nbytes = 2 * B * H * L * D * kc.element_size()
+    t = time_graph_ms(torch, flash, n=calls)
     tp = float("nan")
     if paged is not None:
         pout = torch.empty_like(out)
-        a = PagedLib.args(pout, q, 3 * H * D, kc, vc, qsl, sl, bt, H, D, bs, D ** -0.5)
+        args = [PagedLib.args(pout, q, 3 * H * D, kc, vc, qsl, sl, bt, H, D, bs, D ** -0.5)
+                for kc, vc, bt in caches]
         nf = paged.lib.paged_attention_workspace_floats(B, H, D, max_len)
         ws = torch.empty(max(nf, 1), device="cuda", dtype=torch.float32)
-        tp = time_graph_ms(torch, lambda: paged.lib.paged_attention_decode(
-            ctypes.byref(a), B, max_len, 0, ws.data_ptr(), nf, FlashLib._stream()))
+
+        def paged_call():
+            a = args[state["i"] % rot]
+            state["i"] += 1
+            paged.lib.paged_attention_decode(ctypes.byref(a), B, max_len, 0, ws.data_ptr(), nf,
+                                             tickets.data_ptr(), FlashLib._stream(), 0)
+        tp = time_graph_ms(torch, paged_call, n=calls)
         torch.cuda.synchronize()
+        state["i"] = 0
+        paged_call()
+        state["i"] = 0
         flash()
         torch.cuda.synchronize()
         rel = ((pout.float() - out.float()).abs().max() / out.float().abs().max()).item()
         if rel > 1e-2:
             print(f"  warning: PAGED and FLASH decode differ by {rel:.1e} (B={B} L={L} D={D})")
+    del caches
     return {"B": B, "L": L, "D": D, "splits": splits, "ms": t, "GBps": nbytes / t / 1e6,
-            "paged_ms": tp, "paged_GBps": nbytes / tp / 1e6}
+            "paged_ms": tp, "paged_GBps": nbytes / tp / 1e6, "rot": rot}
 
 
 def copy_bandwidth(torch):
@@ -337,29 +362,43 @@ def main():
     cb = copy_bandwidth(torch)
     print(f"decode (K+V bytes read, timed as CUDA-graph replays of 20 calls); "
           f"device-to-device copy {cb:.0f} GB/s (read+write)")
-    builds = [("default", lib)]
+    builds = [("default", lib, paged)]
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max_workers=8)   # variant libraries build side by side
     for k, v in enumerate(args.variant):
         hdr = f"/tmp/flash_variant{k}.h"
         with open(hdr, "w") as f:
             for d in filter(None, v.split(";")):
                 name, _, val = d.partition("=")
                 f.write(f"#define {name.strip()} {val.strip()}\n")
-        builds.append((v, FlashLib(build_lib(f"/tmp/libflash_variant{k}.so", args.arch,
-                                             include=hdr))))
-    for name, blib in builds:
+        names = [d.partition("=")[0].strip() for d in filter(None, v.split(";"))]
+        vpaged, vlib = paged, lib            # rebuilt only where the variant's knobs live
+        if paged is not None and not args.paged_lib and any(n.startswith("PAGED_") for n in names):
+            vpaged = pool.submit(build_lib, f"/tmp/libpaged_variant{k}.so", args.arch,
+                                 "paged_attention.cu", include=hdr)
+        if not all(n.startswith("PAGED_") for n in names):
+            vlib = pool.submit(build_lib, f"/tmp/libflash_variant{k}.so", args.arch, include=hdr)
+        builds.append((v, vlib, vpaged))
+    # (futures resolve to library paths; the libraries load in build order)
+    builds = [(n, FlashLib(fl.result()) if hasattr(fl, "result") else fl,
+               PagedLib(pl.result()) if hasattr(pl, "result") else pl) for n, fl, pl in builds]
+    pool.shutdown()
+    for name, blib, bpaged in builds:
         if name != "default" and not args.decode_only:
             prefill_rows(blib, name)
         print(f"build: {name}")
-        print(f"{'B':>3} {'L':>5} {'D':>4} {'H':>3} {'max_len':>7} {'splits':>6} {'ms':>8} "
+        print(f"{'B':>3} {'L':>5} {'D':>4} {'H':>3} {'max_len':>7} {'splits':>6} {'rot':>3} {'ms':>8} "
               f"{'GB/s':>7} {'of copy':>8} {'PAGED ms':>9} {'PAGED GB/s':>11} {'FLASH/PAGED':>11}")
         rows = [(B, L, D, None, None) for B, L in ((1, 4096), (8, 2048), (64, 1024), (256, 512))
                 for D in (64, 128)]
         rows += [(256, L, 64, 12, 1024) for L in (64, 128, 256)]    # engine-shaped
         rows += [(32, 128, 64, 12, 1024), (8, 200, 64, 12, 1024)]
+        rows += [(8, 2048, 64, 12, 2048), (8, 2048, 128, 16, 2048)]   # bench_attention's B=8
         for B, L, D, H, max_len in rows:
-            r = bench_decode(torch, blib, B, L, D, dtype, num_sms=num_sms, paged=paged, H=H,
+            r = bench_decode(torch, blib, B, L, D, dtype, num_sms=num_sms, paged=bpaged, H=H,
                              max_len=max_len)
             print(f"{B:>3} {L:>5} {D:>4} {H or 2048 // D:>3} {max_len or L:>7} {r['splits']:>6} "
+                  f"{r['rot']:>3} "
                   f"{r['ms']:>8.4f} {r['GBps']:>7.0f} {r['GBps'] / cb:>8.2f} "
                   f"{r['paged_ms']:>9.4f} {r['paged_GBps']:>11.0f} "
                   f"{r['GBps'] / r['paged_GBps']:>11.2f}")
