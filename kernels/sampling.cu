@@ -2,8 +2,9 @@
  * bit-for-bit the same decisions as the CPU reference sample_cpu
  * (csrc/core/sampler_cpu.c) up to the order of floating-point sums.
  *
- * Launch: one 1024-thread block per row r of logits (R, V). The row is scanned a
- * few dozen times (it stays in L1/L2); nothing is sorted:
+ * Launch: one 1024-thread block per row r of logits (R, V), row stride ld, read in
+ * the lm_head's own dtype (fp32, fp16 or bf16: no fp32 copy of the logits is made).
+ * The row is scanned a few dozen times (it stays in L1/L2); nothing is sorted:
  *   raw max and log-sum-exp (double)            -> logprob, rank, top-k logprobs
  *   x = raw (NaN -> -inf) in work(r), then thread 0 applies the row's
  *     TokenAdjust entries in order (explicit _rn intrinsics: no FMA contraction,
@@ -149,8 +150,21 @@ __device__ int sample_row(float *x, int V, const SamplingRow &row, float u, floa
     return tok;
 }
 
+/* One logit as float (exact for every input type). */
+__device__ __forceinline__ float logit(const float *p, int i) { return p[i]; }
+__device__ __forceinline__ float logit(const __half *p, int i) { return __half2float(p[i]); }
+__device__ __forceinline__ float logit(const __nv_bfloat16 *p, int i) { return __bfloat162float(p[i]); }
+
+/* A row of raw logits in its storage type, read as floats: raw[i]. */
+template <typename L>
+struct RawRow {
+    const L *p;
+    __device__ __forceinline__ float operator[](int i) const { return logit(p, i); }
+};
+
+template <typename L>
 __global__ void __launch_bounds__(SAMPLE_THREADS)
-sample_kernel(const float *logits, float *work, int V, const SamplingRow *rows,
+sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *rows,
               const TokenAdjust *adj, const float *uniforms, int max_logprobs, int32_t *tokens,
               float *logprobs, int32_t *ranks, int32_t *topk_ids, float *topk_logprobs)
 {
@@ -161,7 +175,7 @@ sample_kernel(const float *logits, float *work, int V, const SamplingRow *rows,
     __shared__ int s_pick[2];
     const int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     const SamplingRow row = rows[r];
-    const float *raw = logits + (size_t)r * V;
+    const RawRow<L> raw = {logits + (size_t)r * ld};
     float *x = work + (size_t)r * V;
 
     /* Greedy with nothing to adjust (the common decode case): one pass finds the
@@ -265,15 +279,34 @@ sample_kernel(const float *logits, float *work, int V, const SamplingRow *rows,
     }
 }
 
-extern "C" cudaError_t sample_cuda(const float *logits, float *work, int R, int V,
-                                   const SamplingRow *rows, const TokenAdjust *adj,
+template <typename L>
+static void sample_launch(const void *logits, int ld, float *work, int R, int V,
+                          const SamplingRow *rows, const TokenAdjust *adj, const float *uniforms,
+                          int max_logprobs, int32_t *tokens, float *logprobs, int32_t *ranks,
+                          int32_t *topk_ids, float *topk_logprobs, cudaStream_t stream)
+{
+    sample_kernel<L><<<R, SAMPLE_THREADS, 0, stream>>>(
+        (const L *)logits, ld, work, V, rows, adj, uniforms, max_logprobs, tokens, logprobs,
+        ranks, topk_ids, topk_logprobs);
+}
+
+extern "C" cudaError_t sample_cuda(const void *logits, int dtype, int ld, float *work, int R,
+                                   int V, const SamplingRow *rows, const TokenAdjust *adj,
                                    const float *uniforms, int max_logprobs, int32_t *tokens,
                                    float *logprobs, int32_t *ranks, int32_t *topk_ids,
                                    float *topk_logprobs, cudaStream_t stream)
 {
     if (R <= 0 || V <= 0) return cudaSuccess;
-    sample_kernel<<<R, SAMPLE_THREADS, 0, stream>>>(logits, work, V, rows, adj, uniforms,
-                                                    max_logprobs, tokens, logprobs, ranks,
-                                                    topk_ids, topk_logprobs);
+    if (ld < V) return cudaErrorInvalidValue;
+    switch (dtype) {
+    case 0: sample_launch<float>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,
+                                 tokens, logprobs, ranks, topk_ids, topk_logprobs, stream); break;
+    case 1: sample_launch<__half>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,
+                                  tokens, logprobs, ranks, topk_ids, topk_logprobs, stream); break;
+    case 2: sample_launch<__nv_bfloat16>(logits, ld, work, R, V, rows, adj, uniforms,
+                                         max_logprobs, tokens, logprobs, ranks, topk_ids,
+                                         topk_logprobs, stream); break;
+    default: return cudaErrorInvalidValue;
+    }
     return cudaGetLastError();
 }

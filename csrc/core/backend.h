@@ -82,11 +82,13 @@ typedef struct BackendOps {
     Status (*to_float)(Backend *b, float *out, const void *in, int rows, int cols, int ld,
                        Error *err);
 
-    /* ---- sampling (see sampling.h): logits (R, V) fp32 in device memory; rows, adj
-     * and out are host memory; the call returns when out is filled. ---- */
-    Status (*sample)(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
-                     const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
-                     Error *err);
+    /* ---- sampling (see sampling.h): logits (R, V) in device memory, row stride ld
+     * elements of logits_dtype (the lm_head's output as it is: the CUDA backend reads
+     * fp16/bf16/fp32 rows, the CPU backend fp32 with ld == V); rows, adj and out are
+     * host memory; the call returns when out is filled. ---- */
+    Status (*sample)(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
+                     const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
+                     int max_logprobs, SamplerOutput *out, Error *err);
 
     /* ---- CUDA graphs (NULL on the CPU): work issued between capture_begin and
      * capture_end is recorded as graph `key` and replayed by graph_launch. ---- */

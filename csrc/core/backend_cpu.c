@@ -178,11 +178,14 @@ static Status cpu_to_float(Backend *b, float *out, const void *in, int rows, int
     return GPT2_OK;
 }
 
-static Status cpu_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
-                         const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
-                         Error *err)
+static Status cpu_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R,
+                         int V, const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
+                         int max_logprobs, SamplerOutput *out, Error *err)
 {
     (void)b;
+    if (logits_dtype != DTYPE_F32 || ld != V)
+        return error_set(err, GPT2_ERR_INTERNAL, "sample (cpu): needs float32 rows of V "
+                         "(got %s, ld %d, V %d)", dtype_name(logits_dtype), ld, V);
     return sample_cpu(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
 }
 

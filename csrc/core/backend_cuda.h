@@ -97,9 +97,9 @@ Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *
 Status cuda_gemv_init(CudaImpl *im, Error *err);
 void cuda_matmul_plans_free(CudaImpl *im);
 /* sample_cuda.c */
-Status cuda_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
-                   const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
-                   Error *err);
+Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
+                   const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,
+                   SamplerOutput *out, Error *err);
 void cuda_sample_buffers_free(CudaImpl *im);
 /* Grows a device buffer to at least `bytes` (contents are not kept). */
 Status cuda_buffer_reserve(void **buf, size_t *cap, size_t bytes, Error *err);

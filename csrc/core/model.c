@@ -11,7 +11,7 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
     Backend *b = m->backend;
     const BackendOps *op = b->ops;
     const int T = batch->num_tokens, R = batch->num_logits;
-    const int C = cfg->n_embd, H = cfg->n_head, D = cfg->head_size, V = cfg->vocab_size;
+    const int C = cfg->n_embd, H = cfg->n_head, D = cfg->head_size;
     const float eps = cfg->layer_norm_epsilon;
 
     CHECK(op->embed(b, buf->residual, batch->input_ids, batch->positions, w->wte, w->wpe, T, C,
@@ -40,8 +40,6 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
     CHECK(op->layernorm_matmul(b, buf->logits, buf->ln, w->ln_f_w, w->ln_f_b, eps, buf->hidden,
                                w->wte, NULL, R, C, m->logits_ld, MATMUL_W_NK, cfg->activation,
                                NULL, err));
-    if ((void *)buf->logits_f32 != buf->logits || m->logits_ld != V)
-        CHECK(op->to_float(b, buf->logits_f32, buf->logits, R, V, m->logits_ld, err));
     return GPT2_OK;
 fail:
     return err->code;

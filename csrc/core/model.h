@@ -20,8 +20,8 @@ typedef struct ForwardBuffers {
     void *attn;       /* (T, C) */
     void *fc;         /* (T, 4C) */
     void *hidden;     /* (R, C) */
-    void *logits;     /* (R, logits_ld) compute dtype */
-    float *logits_f32;/* (R, V) */
+    void *logits;     /* (R, logits_ld) compute dtype: what the sampler reads */
+    float *logits_f32;/* (R, V) fp32 copy for the host (runner_logits_to_host); may alias logits */
 } ForwardBuffers;
 
 typedef struct ForwardBatch {

@@ -538,8 +538,9 @@ Status runner_sample(ModelRunner *r, int R, const SamplingRow *rows, const Token
                      int n_adj, int max_logprobs, SamplerOutput *out, Error *err)
 {
     Backend *b = r->backend;
-    Status s = b->ops->sample(b, r->act.logits_f32, R, r->config.vocab_size, rows, adj, n_adj,
-                              max_logprobs, out, err);
+    /* the lm_head's rows as they are (compute dtype, padded stride): no fp32 copy */
+    Status s = b->ops->sample(b, r->act.logits, b->dtype, r->logits_ld, R, r->config.vocab_size,
+                              rows, adj, n_adj, max_logprobs, out, err);
     if (s == GPT2_OK && R > 0) r->launch_unsynced = 0;     /* it returns once out is filled */
     return s;
 }
@@ -569,8 +570,12 @@ fail:
 Status runner_logits_to_host(ModelRunner *r, int n, float *out, Error *err)
 {
     Backend *b = r->backend;
+    const int V = r->config.vocab_size;
+    if ((void *)r->act.logits_f32 != r->act.logits && n > 0 &&
+        b->ops->to_float(b, r->act.logits_f32, r->act.logits, n, V, r->logits_ld, err) != GPT2_OK)
+        return err->code;
     Status s = b->ops->copy_d2h(b, out, r->act.logits_f32,
-                                (size_t)n * (size_t)r->config.vocab_size * sizeof(float), err);
+                                (size_t)n * (size_t)V * sizeof(float), err);
     if (s == GPT2_OK && n > 0) r->launch_unsynced = 0;     /* copy_d2h synchronizes */
     return s;
 }

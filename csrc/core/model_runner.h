@@ -86,7 +86,9 @@ typedef struct ModelRunner {
 
 Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfig *rc, Error *err);
 void runner_destroy(ModelRunner *r);   /* NULL-safe, frees every byte */
-/* Runs the forward pass; on success r->act.logits_f32 holds (num_logits, V) fp32 rows.
+/* Runs the forward pass; on success r->act.logits holds (num_logits, logits_ld) rows in
+ * the compute dtype (runner_sample reads them as they are; runner_logits_to_host
+ * converts them to fp32).
  * runner_execute = runner_prepare (validate, stage the inputs in host memory; no
  * device work) + runner_launch (upload, forward or graph replay; asynchronous on
  * a GPU). `in` may be reused once runner_prepare returns. */

@@ -24,13 +24,15 @@ void cuda_sample_buffers_free(CudaImpl *im)
     im->host_stage_bytes = 0;
 }
 
-Status cuda_sample(Backend *b, const float *logits, int R, int V, const SamplingRow *rows,
-                   const TokenAdjust *adj, int n_adj, int max_logprobs, SamplerOutput *out,
-                   Error *err)
+Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
+                   const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,
+                   SamplerOutput *out, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
     Status vs = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
     if (vs != GPT2_OK || R == 0) return vs;
+    if (ld < V)
+        return error_set(err, GPT2_ERR_INTERNAL, "sample: row stride %d < V %d", ld, V);
     if (im->capturing)
         return error_set(err, GPT2_ERR_INTERNAL, "sample: not allowed during graph capture");
 
@@ -65,7 +67,8 @@ Status cuda_sample(Backend *b, const float *logits, int R, int V, const Sampling
     CUDA_CHECK(cudaMemcpyAsync(im->sample_in, h, in_bytes, cudaMemcpyHostToDevice, im->stream));
 
     char *din = im->sample_in, *dout = im->sample_out;
-    CUDA_CHECK(sample_cuda(logits, im->sample_work, R, V, (const SamplingRow *)din,
+    CUDA_CHECK(sample_cuda(logits, (int)logits_dtype, ld, im->sample_work, R, V,
+                           (const SamplingRow *)din,
                            (const TokenAdjust *)(din + o_adj), (const float *)(din + o_u),
                            max_logprobs, (int32_t *)dout, (float *)(dout + o_lp),
                            (int32_t *)(dout + o_rk),

@@ -222,7 +222,7 @@ static int32_t row_sample(const float *x, int V, const SamplingRow *row, float *
     return last;                           /* rounding: u * kept == kept */
 }
 
-Status sampling_validate(const float *logits, int R, int V, const SamplingRow *rows,
+Status sampling_validate(const void *logits, int R, int V, const SamplingRow *rows,
                          const TokenAdjust *adj, int n_adj, int max_logprobs,
                          const SamplerOutput *out, Error *err)
 {

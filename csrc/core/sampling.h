@@ -80,7 +80,7 @@ static inline float sampling_uniform01(uint64_t seed, uint64_t step)
 /* Checks a sample call's sizes, buffers and every row's inputs (ranges,
  * adjustment indices, token ids); shared by every backend so they reject bad
  * input with the same messages. */
-Status sampling_validate(const float *logits, int R, int V, const SamplingRow *rows,
+Status sampling_validate(const void *logits, int R, int V, const SamplingRow *rows,
                          const TokenAdjust *adj, int n_adj, int max_logprobs,
                          const SamplerOutput *out, Error *err);
 

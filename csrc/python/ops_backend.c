@@ -339,7 +339,7 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
         .topk_ids = max_logprobs ? PyArray_DATA((PyArrayObject *)ti) : NULL,
         .topk_logprobs = max_logprobs ? PyArray_DATA((PyArrayObject *)tl) : NULL,
     };
-    if (ops_ctx_check(&c, c.b->ops->sample(c.b, dl, R, V, rows, adj, n_adj, max_logprobs, &out,
+    if (ops_ctx_check(&c, c.b->ops->sample(c.b, dl, DTYPE_F32, V, R, V, rows, adj, n_adj, max_logprobs, &out,
                                        &c.err)) < 0)
         goto done;
     res = PyTuple_Pack(5, tok, lp, rk, ti, tl);
