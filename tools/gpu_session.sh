@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# gpu_session.sh — one device call of a work session: build for this GPU, the whole
+# test suite, then the benchmarks named in $BENCH (space-separated steps), logs in $OUT.
+# Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (with prefill),
+# attn (bench_attention --quick), decode (bench_decode --quick --skip-hf),
+# tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/gpu_session}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+PHASES=${PHASES:-"build test"} OUT="$OUT" bash tools/gpu_check.sh 2>&1 | tail -40
+for step in ${BENCH:-}; do
+    echo "=== $step ($(date +%T))"
+    case $step in
+        flashdec) args=(--decode-only); for v in ${FLASH_VARIANTS:-}; do args+=(--variant "$v"); done
+                  timeout 400 $PY benchmarks/bench_flash.py "${args[@]}" 2>&1 | tee "$OUT/flash.log" | grep -v "^\[" ;;
+        flash) timeout 400 $PY benchmarks/bench_flash.py 2>&1 | tee "$OUT/flash_full.log" | grep -v "^\[" ;;
+        attn) timeout 200 $PY benchmarks/bench_attention.py --quick 2>&1 | tee "$OUT/attn.log" | tail -30 ;;
+        decode) timeout 240 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
+        tput) timeout 240 $PY benchmarks/bench_throughput.py --quick --skip-hf 2>&1 | tee "$OUT/tput.log" | grep -v "^\[" | tail -20 ;;
+        prof*) timeout 120 $PY benchmarks/profile_decode.py --batch ${step#prof} ${PROF_ARGS:-} 2>&1 | tee "$OUT/$step.log" | tail -30 ;;
+    esac
+done
