@@ -4,9 +4,11 @@ Times the FLASH kernels (kernels/flash_attention.cu) reading K/V through a
 paged cache (block_size 16, scattered block tables) against, in the same run:
   * prefill: torch.nn.functional.scaled_dot_product_attention(is_causal=True)
     on the same data laid out densely (B, H, S, D);
-    TFLOP/s counts half the square: flops = 4*B*H*S*S*D/2; both FLASH prefill
-    kernels: wgmma (flash_attention_sm90a.cu, used on compute capability 9.0) and
-    mma.sync (GPT2_ENGINE_FLASH_WGMMA=0, read by the launcher at each call);
+    TFLOP/s counts half the square: flops = 4*B*H*S*S*D/2; the three FLASH prefill
+    kernels, chosen by GPT2_ENGINE_FLASH_WGMMA (read by the launcher at each call):
+    "ws" (=1, flash_attention_sm90a.cu's warp-specialized TMA kernel), "legacy"
+    (=legacy, its cp.async kernel) — both compute capability 9.0 only — and "mma"
+    (=0, mma.sync);
   * decode: GB/s of K+V bytes read, vs a device-to-device copy (bytes read +
     written) and vs the PAGED backend when its launcher is in the library;
     then engine-shaped decode rows (gpt2: H=12, D=64; a large batch of short
@@ -19,13 +21,15 @@ on torch's current stream, so the timing sees the kernel and nothing of the
 engine's Python layer.
 
     python benchmarks/bench_flash.py [--lib path/to/libflash.so] [--arch 90]
-        [--decode-only] [--variant "FLASH_DECODE_HPB=1;FLASH_DECODE_MIN_BLOCKS128=4" ...]
+        [--decode-only | --prefill-only] [--variant "FLASH_DECODE_HPB=1;FLASH_DECODE_MIN_BLOCKS128=4" ...]
 
 --variant builds the kernels again with those macros (tuning knobs of
-flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128", and
-of paged_attention.cu, e.g. "PAGED_DECODE_WAVES=2": the PAGED peer is rebuilt too;
-a variant of PAGED_* knobs alone reuses the default FLASH build) and repeats the
-prefill and decode rows with each build.
+flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128" for the
+cp.async kernel, "FLASH_SM90_WS64=2, 128, 4, 0" for the TMA kernel: consumer
+warpgroups, keys per tile, K/V stages, ping-pong; and of paged_attention.cu, e.g.
+"PAGED_DECODE_WAVES=2": the PAGED peer is rebuilt too; a variant of PAGED_* knobs
+alone reuses the default FLASH build) and repeats the prefill and decode rows with
+each build.
 
 Measured 2026-11-22 on an H100 80GB HBM3 (torch 2.11.0+cu130, fp16, H = 2048/D):
   prefill TF/s  FLASH / SDPA:  B=8 S=2048: d64 198.5/355.7 (0.56), d128 191.8/421.3 (0.46);
@@ -224,7 +228,7 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
     res = {}
     saved = os.environ.get("GPT2_ENGINE_FLASH_WGMMA")
     try:
-        for path, flag in (("wgmma", "1"), ("mma", "0")):   # the launcher reads it per call
+        for path, flag in (("ws", "1"), ("legacy", "legacy"), ("mma", "0")):   # read per call
             os.environ["GPT2_ENGINE_FLASH_WGMMA"] = flag
             out.fill_(float("nan"))
             flash()
@@ -322,6 +326,7 @@ def main():
     ap.add_argument("--arch", default="90")
     ap.add_argument("--dtype", default="float16", choices=list(DTYPE_CODE))
     ap.add_argument("--decode-only", action="store_true", help="skip the prefill rows")
+    ap.add_argument("--prefill-only", action="store_true", help="skip the decode rows")
     ap.add_argument("--variant", action="append", default=[],
                     help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat the rows')
     args = ap.parse_args()
@@ -344,18 +349,21 @@ def main():
     def prefill_rows(blib, name):
         print(f"prefill, build {name} (causal, paged K/V block_size 16 for FLASH, dense for "
               "SDPA)")
-        print("  wgmma: flash_attention_sm90a.cu (compute capability 9.0 only; elsewhere both "
-              "columns are mma.sync); mma: GPT2_ENGINE_FLASH_WGMMA=0")
-        print(f"{'B':>3} {'S':>5} {'D':>4} {'wgmma TF/s':>11} {'mma TF/s':>9} {'SDPA TF/s':>10} "
-              f"{'wgmma/SDPA':>10} {'mma/SDPA':>8} {'PAGED TF/s':>11} {'err wgmma':>9} "
-              f"{'err mma':>8}")
+        print("  GPT2_ENGINE_FLASH_WGMMA=1: ws (TMA, warp-specialized), =legacy: legacy (cp.async "
+              "wgmma), =0: mma (mma.sync); ws and legacy need compute capability 9.0 (elsewhere "
+              "all three columns are mma.sync)")
+        print(f"{'B':>3} {'S':>5} {'D':>4} {'ws TF/s':>8} {'legacy':>7} {'mma':>6} "
+              f"{'SDPA TF/s':>10} {'ws/SDPA':>8} {'leg/SDPA':>8} {'mma/SDPA':>8} "
+              f"{'PAGED TF/s':>11} {'err ws':>8} {'err leg':>8} {'err mma':>8}")
         for B, S in ((8, 2048), (16, 1024)):
             for D in (64, 128):
                 r = bench_prefill(torch, blib, B, S, D, dtype, paged=paged)
-                print(f"{B:>3} {S:>5} {D:>4} {r['wgmma_tflops']:>11.1f} {r['mma_tflops']:>9.1f} "
-                      f"{r['sdpa_tflops']:>10.1f} {r['wgmma_tflops'] / r['sdpa_tflops']:>10.2f} "
-                      f"{r['mma_tflops'] / r['sdpa_tflops']:>8.2f} {r['paged_tflops']:>11.1f} "
-                      f"{r['wgmma_err']:>9.1e} {r['mma_err']:>8.1e}")
+                sd = r['sdpa_tflops']
+                print(f"{B:>3} {S:>5} {D:>4} {r['ws_tflops']:>8.1f} {r['legacy_tflops']:>7.1f} "
+                      f"{r['mma_tflops']:>6.1f} {sd:>10.1f} {r['ws_tflops'] / sd:>8.2f} "
+                      f"{r['legacy_tflops'] / sd:>8.2f} {r['mma_tflops'] / sd:>8.2f} "
+                      f"{r['paged_tflops']:>11.1f} {r['ws_err']:>8.1e} {r['legacy_err']:>8.1e} "
+                      f"{r['mma_err']:>8.1e}")
 
     if not args.decode_only:
         prefill_rows(lib, "default")
@@ -386,6 +394,8 @@ def main():
     for name, blib, bpaged in builds:
         if name != "default" and not args.decode_only:
             prefill_rows(blib, name)
+        if args.prefill_only:
+            continue
         print(f"build: {name}")
         print(f"{'B':>3} {'L':>5} {'D':>4} {'H':>3} {'max_len':>7} {'splits':>6} {'rot':>3} {'ms':>8} "
               f"{'GB/s':>7} {'of copy':>8} {'PAGED ms':>9} {'PAGED GB/s':>11} {'FLASH/PAGED':>11}")

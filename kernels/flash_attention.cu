@@ -804,7 +804,8 @@ extern "C" int flash_attention_num_splits(int num_seqs, int H, int D, int max_se
 }
 
 /* The wgmma prefill (flash_attention_sm90a.cu, built for sm_90a only) serves compute
- * capability 9.0 unless GPT2_ENGINE_FLASH_WGMMA=0; read per call (prefill is never
+ * capability 9.0 unless GPT2_ENGINE_FLASH_WGMMA=0 (its launcher reads the same variable:
+ * "legacy" picks its cp.async kernel over the TMA one); read per call (prefill is never
  * captured in a graph), the capability from the current device (cheap attribute reads). */
 static bool prefill_use_wgmma(int D, int dtype, int block_size) {
     const char *env = getenv("GPT2_ENGINE_FLASH_WGMMA");

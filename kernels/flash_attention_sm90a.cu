@@ -1,34 +1,64 @@
-/* flash_attention_sm90a.cu — the FLASH backend's Hopper prefill kernel: causal flash
+/* flash_attention_sm90a.cu — the FLASH backend's Hopper prefill kernels: causal flash
  * attention over the paged KV cache with warpgroup MMA (wgmma.mma_async, sm_90a only;
- * setup.py builds kernels/..._sm90a.cu files for that target alone). It serves the same
+ * setup.py builds kernels/..._sm90a.cu files for that target alone). They serve the same
  * calls as the mma.sync prefill of flash_attention.cu, whose flash_attention_prefill
- * dispatches here on compute capability 9.0 (GPT2_ENGINE_FLASH_WGMMA=0 turns it off).
- * Not used for decode (flash_decode_kernel there).
+ * dispatches here on compute capability 9.0. GPT2_ENGINE_FLASH_WGMMA (read per call):
+ * "0" keeps the mma.sync kernel (decided in flash_attention.cu), "legacy" runs the
+ * cp.async kernel below, anything else (or unset) the TMA kernel. Not used for decode.
  *
- * flash_attention_sm90a_kernel<T, D, NWG, BN>
- *   grid (q tiles, sequences, heads), NWG*128 threads = NWG warpgroups; no producer
- *   warps: every thread issues cp.async for the next K/V tiles while the tensor cores
- *   work on the current ones. Warpgroup w owns query rows [64w, 64w+64) of the
- *   block's BM = 64*NWG rows (wgmma M = 64); key tiles of BN keys.
- *   Per key tile j, each warpgroup issues (asynchronously, one commit group each)
+ * flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>: the default, warp-specialized
+ *   grid (q tiles, sequences, heads), (NWG+1)*128 threads. Warpgroup 0 is the
+ *   producer: after setmaxnreg.dec leaves it 24 registers, its warp 0 alone issues
+ *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
+ *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
+ *   its other warps exit. Warpgroups 1..NWG consume (setmaxnreg.inc): warpgroup c
+ *   owns query rows [64c, 64c+64) of the block's BM = 64*NWG rows, loads them once
+ *   with cp.async, and per key tile j issues
  *       S_j = Q K_j^T          m64nBNk16 x D/16, A = Q and B = K_j from shared memory
  *       O  += P_{j-1} V_{j-1}  m64nDk16 x BN/16, A = P from registers, B = V (transposed)
- *   then waits for S_j only, runs the online softmax on it while P V still runs,
- *   waits for P V, rescales O and packs the new P. Softmax in fp32, log2 domain
- *   (scores * scale*log2(e), ex2.approx); the score matrix never leaves registers.
- *   Causal: key tiles past the block's last row are never loaded; a warpgroup skips
- *   the tiles past its own last row and masks only the tiles crossing its diagonal.
- *   The heaviest q tiles (last rows of a sequence) launch first.
+ *   waits for S_j only, runs the online softmax on it while P V runs, waits for P V,
+ *   rescales O and packs the new P (softmax in fp32, log2 domain, ex2.approx; the
+ *   score matrix never leaves registers). With PP the consumers take turns issuing
+ *   their GEMMs (named barriers 1..NWG): one warpgroup's softmax runs under the
+ *   other's tensor-core work.
+ *   Synchronisation, all on mbarriers in shared memory: full_k/full_v[slot] (count 1:
+ *   the producer's arrive.expect_tx of the tile's BN*D*2 bytes, then the TMA's
+ *   complete_tx) and empty_k/empty_v[slot] (count 4*NWG: lane 0 of each consumer warp
+ *   after the wgmma reading the slot has completed). Tile j uses slot j % ST for the
+ *   (j/ST)-th time: consumers wait on full parity (j/ST)&1, the producer on empty
+ *   parity ((j/ST)&1)^1 (the first use passes at once).
+ *   Causal: key tiles past the block's last row are never loaded; every consumer runs
+ *   all n_tiles tiles (the barrier counts stay equal; a warpgroup's rows simply mask a
+ *   tile past them), masking element-wise on tiles that cross its diagonal. The
+ *   heaviest q tiles (last rows of a sequence) launch first.
+ *   Sequence ends: a tile's boxes past the sequence's last block re-read that block
+ *   (the block table is never read past it); key rows past seq_len are masked in S,
+ *   and in the last tile's V they are zeroed in shared memory before the last P V
+ *   (they may hold anything; P = 0 would not cancel a NaN).
+ *   TMA: the cache (num_blocks, H, block_size, D) is the 4-d tensor {D, block_size, H,
+ *   blocks}, boxes {64, R, 1, 1} with R = min(block_size, BN) and 128B swizzle, built
+ *   per call on the host (cuTensorMapEncodeTiled through cudaGetDriverEntryPoint*) and
+ *   passed as __grid_constant__ parameters. Box (page p, panel n) of a tile lands at
+ *   n*BN*128 + p*R*128 of the slot, i.e. rows p*R.. of panel n in the layout below
+ *   (1024-aligned as long as R >= 8: block sizes 1..4 take the cp.async kernel).
  *
- * Shared memory (dynamic, base rounded up to 1024 bytes, the 128-byte swizzle's period):
- *   Q (BM, D) once; K (BN, D) x 2 slots; V (BN, D) x 2 slots. K_{j+1} and V_j are
- *   loaded during iteration j, into the slots that held K_{j-1} and V_{j-2} (read by
- *   wgmma groups that every warpgroup waited for before the iteration's barrier).
- *   Every (rows, D) tile is D/64 panels of (rows, 64 elements): row r of a panel is
- *   128 bytes at r*128, its 16-byte chunk c stored at chunk c ^ (r & 7) (the 128B
- *   swizzle: the hardware XORs address bits 4-6 with bits 7-9, so bases are
+ * flash_attention_sm90a_cpasync_kernel<T, D, NWG, BN>: the earlier design, kept for
+ *   block sizes below 8 and A/B runs. NWG*128 threads = NWG warpgroups; no producer
+ *   warps: every thread issues cp.async for the next K/V tiles while the tensor cores
+ *   work on the current ones (the same per-tile GEMM pipeline as above), with
+ *   cp.async.wait + fence.proxy.async + __syncthreads once per key tile.
+ *   Shared memory: Q (BM, D) once; K (BN, D) x 2 slots; V (BN, D) x 2 slots. K_{j+1}
+ *   and V_j are loaded during iteration j, into the slots that held K_{j-1} and V_{j-2}
+ *   (read by wgmma groups that every warpgroup waited for before the iteration's
+ *   barrier). A warpgroup skips the tiles past its own last row.
+ *
+ * Shared memory tiles (dynamic, base rounded up to 1024 bytes, the 128-byte swizzle's
+ *   period): every (rows, D) tile is D/64 panels of (rows, 64 elements): row r of a
+ *   panel is 128 bytes at r*128, its 16-byte chunk c stored at chunk c ^ (r & 7) (the
+ *   128B swizzle: the hardware XORs address bits 4-6 with bits 7-9, so bases are
  *   1024-aligned). Element (r, d) of a tile with ROWS rows is at byte
- *   (d/64)*ROWS*128 + r*128 + (((d%64)/8) ^ (r%8))*16 + (d%8)*2.
+ *   (d/64)*ROWS*128 + r*128 + (((d%64)/8) ^ (r%8))*16 + (d%8)*2. TMA's 128B swizzle
+ *   writes a box of 128-byte rows in exactly this pattern.
  *
  * wgmma shared-memory descriptors (64 bits): bits 0-13 start address >> 4,
  * 16-29 leading byte offset (LBO) >> 4, 32-45 stride byte offset (SBO) >> 4,
@@ -54,10 +84,14 @@
  * q_stride; out (T_tokens, H*D) contiguous; k/v caches (num_blocks, H, block_size, D);
  * block_tables (num_seqs, bt_stride); query_start_loc (num_seqs+1); seq_lens (num_seqs).
  */
+#include <cuda.h>          /* CUtensorMap and its enums (types only: libcuda is not linked) */
+#include <cudaTypedefs.h>  /* PFN_cuTensorMapEncodeTiled */
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "flash_common.cuh"
 #include "kernels.h"
@@ -220,6 +254,78 @@ template <> struct Wgmma<__nv_bfloat16, 128> {
     }
 };
 
+/* ---- mbarriers, TMA, named barriers, register reallocation (the warp-specialized
+ * kernel only). An mbarrier (8 bytes of shared memory) counts arrivals and, for TMA,
+ * transaction bytes; a phase completes when both reach zero, then the next phase
+ * starts with the init count. try_wait.parity(P) returns true once the phase of
+ * parity P has completed, i.e. while the current phase has parity !P: a fresh
+ * barrier is in phase 0, so waiting on parity 1 passes at once (the "previous"
+ * phase counts as complete) and waiting on parity 0 blocks until the first phase
+ * completes. ---- */
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* makes the inits visible to the other threads and to the async proxy (TMA) */
+__device__ __forceinline__ void mbar_fence_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+/* one arrival (release): this thread's earlier reads of the guarded buffer are done */
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* one arrival, and bytes more to come from the TMA copies completing on this phase */
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
+                 "r"(bytes) : "memory");
+}
+/* blocks until the phase of this parity has completed (acquire: the TMA's writes, or the
+ * consumers' reads, guarded by that phase are then ordered before what follows) */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\n"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    } while (!done);
+}
+/* TMA: the box of the 4-d tensor map at coordinates (c0 innermost .. c3) into shared
+ * memory at dst, completing its bytes on the mbarrier bar (async proxy) */
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap *map, int c0, int c1,
+                                            int c2, int c3, uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2),
+                 "r"(c3), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+/* named barriers 1..15 (0 is __syncthreads): sync waits until `count` threads have
+ * arrived (its own warps included); arrive adds the calling warps and goes on */
+__device__ __forceinline__ void named_bar_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+/* per-warpgroup register budget (all four warps execute it, warp-uniform N) */
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void st_shared_zero16(uint32_t addr) {
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+}
+
+/* ======================================================================
+ * The cp.async kernel (GPT2_ENGINE_FLASH_WGMMA=legacy, block sizes below 8).
+ * ====================================================================== */
+
 /* cp.async of key rows [n0, n0+BN) of head h into a (BN, D) panel tile at shared
  * address dst, each row gathered through the block table; rows at or past kend are
  * zero-filled (never read from the cache: a zero V row times P = 0 stays finite). */
@@ -251,7 +357,7 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T *cache, const
 
 template <typename T, int D, int NWG, int BN>
 __global__ void __launch_bounds__(NWG * 128, 1)
-flash_attention_sm90a_kernel(const FlashParams p) {
+flash_attention_sm90a_cpasync_kernel(const FlashParams p) {
     constexpr int NT = NWG * 128;
     constexpr int BM = 64 * NWG;
     constexpr int CPR = D / 8;
@@ -486,12 +592,384 @@ flash_attention_sm90a_kernel(const FlashParams p) {
     }
 }
 
+/* ======================================================================
+ * The warp-specialized TMA kernel (the default; see the file comment).
+ * ====================================================================== */
+
+/* register budgets after setmaxnreg, producer warpgroup / each consumer warpgroup:
+ * 128*P + NWG*128*C must not exceed the 65536 registers the launch holds */
+constexpr int kWsProducerRegs = 24;
+constexpr int ws_consumer_regs(int nwg) { return nwg == 2 ? 240 : 160; }
+
+template <typename T, int D, int NWG, int BN, int ST, int PP>
+__global__ void __launch_bounds__((NWG + 1) * 128, 1)
+flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtensorMap tm_k,
+                             const __grid_constant__ CUtensorMap tm_v) {
+    constexpr int BM = 64 * NWG;
+    constexpr int CPR = D / 8;
+    constexpr int LOG2_BN = BN == 128 ? 7 : 6;
+    constexpr uint32_t Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
+    constexpr int SREG = BN / 2;    /* S accumulator floats per thread: 64 x BN / 128 */
+    constexpr int OREG = D / 2;     /* O accumulator floats per thread */
+    constexpr int PREG = BN / 4;    /* P as A fragments: 4 registers per 16 keys */
+    static_assert(D == 64 || D == 128, "head size 64 or 128");
+    static_assert(BN == 64 || BN == 128, "key tile of 64 or 128 (wgmma N of S)");
+    static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
+    static_assert(ST >= 2, "at least two K/V stages");
+    static_assert(128 * kWsProducerRegs + NWG * 128 * ws_consumer_regs(NWG) <= 65536,
+                  "register budgets exceed the register file");
+    static_assert((64 * CPR) % 128 == 0, "Q chunks divide among a warpgroup");
+
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t sbase = (smem_addr(smem_raw) + 1023u) & ~1023u;   /* swizzle period */
+    const uint32_t sQ = sbase, sK = sQ + Q_BYTES, sV = sK + ST * KV_BYTES;
+    /* mbarriers after the tiles: full_k[ST], full_v[ST] (TMA landed: 1 arrival + bytes),
+     * empty_k[ST], empty_v[ST] (slot free: one arrival per consumer warp) */
+    const uint32_t bars = sV + ST * KV_BYTES;
+    auto full_k = [&](int s) { return bars + 8u * s; };
+    auto full_v = [&](int s) { return bars + 8u * (ST + s); };
+    auto empty_k = [&](int s) { return bars + 8u * (2 * ST + s); };
+    auto empty_v = [&](int s) { return bars + 8u * (3 * ST + s); };
+
+    const int tid = threadIdx.x;
+    /* warpgroup 0 produces, 1..NWG consume; broadcast from lane 0 so that the compiler
+     * sees it (and the branches around setmaxnreg and wgmma) as warp-uniform */
+    const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+    const int lane = tid & 31;
+
+    const int seq = p.seq_begin + blockIdx.y;
+    const int h = blockIdx.z;
+    const int q0 = p.query_start_loc[seq];
+    const int q_len = p.query_start_loc[seq + 1] - q0;
+    const int n_qtiles = (q_len + BM - 1) / BM;
+    if ((int)blockIdx.x >= n_qtiles) return;
+    const int m0 = (n_qtiles - 1 - blockIdx.x) * BM;   /* heaviest tiles launch first */
+    const int seq_len = p.seq_lens[seq];
+    const int ctx = seq_len - q_len;                    /* cached keys before this step's tokens */
+    /* keys of the block: up to the causal bound of its last row; every consumer
+     * warpgroup runs all n_tiles (>= 1) tiles, so that the barrier counts match */
+    const int kend = ctx + min(m0 + BM, q_len);
+    const int n_tiles = (kend + BN - 1) / BN;
+    if (kend <= 0) return;   /* seq_len < q_len: invalid input; leave rather than hang */
+
+    if (tid == 0) {
+        for (int s = 0; s < ST; s++) {
+            mbar_init(full_k(s), 1);
+            mbar_init(full_v(s), 1);
+            mbar_init(empty_k(s), 4 * NWG);
+            mbar_init(empty_v(s), 4 * NWG);
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();   /* the last CTA-wide barrier: the producer's idle warps leave below */
+
+    if (wg == 0) {
+        /* ---- producer: warp 0 issues the TMA loads, one lane per (page, 64-column
+         * panel) box of a tile: npg = BN / R pages of R = min(block_size, BN) rows ---- */
+        setmaxnreg_dec<kWsProducerRegs>();
+        if (tid >= 32) return;
+        const int32_t *bt = p.block_tables + (size_t)seq * p.bt_stride;
+        const int r_shift = min(p.bs_shift, LOG2_BN);
+        const int page = lane & ((BN >> r_shift) - 1), panel = lane >> (LOG2_BN - r_shift);
+        const bool active = panel < D / 64;
+        const int last_blk = (seq_len - 1) >> p.bs_shift;   /* never read the table past it */
+        const uint32_t dst_off = panel * (BN * 128) + (page << r_shift) * 128;
+        if (lane == 0) {
+            tma_prefetch_map(&tm_k);
+            tma_prefetch_map(&tm_v);
+        }
+        /* physical block and row within it of this lane's box of tile j; boxes past the
+         * sequence's last block re-read that block (finite data, masked or zeroed later) */
+        auto box_of = [&](int j, int &row) {
+            const int pos = j * BN + (page << r_shift);
+            row = pos & ((1 << p.bs_shift) - 1);
+            return active ? bt[min(pos >> p.bs_shift, last_blk)] : 0;
+        };
+        int row = 0, blk = box_of(0, row);
+        for (int j = 0; j < n_tiles; j++) {
+            const int slot = j % ST;
+            const uint32_t parity = ((j / ST) & 1) ^ 1;   /* use j/ST waits for release j/ST-1 */
+            int row_next = 0, blk_next = 0;
+            if (j + 1 < n_tiles) blk_next = box_of(j + 1, row_next);   /* in flight meanwhile */
+            mbar_wait(empty_k(slot), parity);
+            if (lane == 0) mbar_arrive_expect_tx(full_k(slot), KV_BYTES);
+            __syncwarp();
+            if (active)
+                tma_load_4d(sK + slot * KV_BYTES + dst_off, &tm_k, panel * 64, row, h, blk,
+                            full_k(slot));
+            mbar_wait(empty_v(slot), parity);
+            if (lane == 0) mbar_arrive_expect_tx(full_v(slot), KV_BYTES);
+            __syncwarp();
+            if (active)
+                tma_load_4d(sV + slot * KV_BYTES + dst_off, &tm_v, panel * 64, row, h, blk,
+                            full_v(slot));
+            blk = blk_next;
+            row = row_next;
+        }
+        return;
+    }
+
+    /* ---- consumers: warpgroup c owns query rows [64c, 64c+64) of the block ---- */
+    setmaxnreg_inc<ws_consumer_regs(NWG)>();
+    const int c = wg - 1;
+    const int ct = tid & 127;                      /* thread within the warpgroup */
+    const int wq = (tid >> 5) & 3;                 /* warp within the warpgroup: 16 rows */
+    const int g = lane >> 2, t4 = lane & 3;
+    const int wrow = m0 + 64 * c;
+    const int w_first_pos = ctx + wrow;
+    const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
+    const int bar_wg = 1 + NWG + c;                /* named barrier of this warpgroup alone */
+
+    /* this warpgroup's 64 Q rows (zero past q_len) by cp.async, visible to its wgmma */
+    {
+        const T *qb = reinterpret_cast<const T *>(p.q);
+#pragma unroll
+        for (int i = 0; i < 64 * CPR / 128; i++) {
+            const int cc = ct + i * 128, r = 64 * c + cc / CPR, ch = cc % CPR, qrow = m0 + r;
+            const T *src = qb;
+            int bytes = 0;
+            if (qrow < q_len) {
+                src = qb + (size_t)(q0 + qrow) * p.q_stride + (size_t)h * D + ch * 8;
+                bytes = 16;
+            }
+            cp_async16(sQ + tile_off<BM>(r, ch), src, bytes);
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
+        fence_proxy_async();
+        named_bar_sync(bar_wg, 128);
+    }
+    /* ping-pong: warpgroup c issues its GEMMs of a tile after warpgroup c-1 has issued
+     * its own (named barrier 1+c: 128 waiting + 128 arriving threads), so one
+     * warpgroup's softmax runs under the other's GEMMs. The last warpgroup opens the
+     * first round and skips its arrival after the last tile: every barrier then sees
+     * exactly n_tiles arrivals, n_tiles syncs. */
+    auto pp_sync = [&]() {
+        if (PP) named_bar_sync(1 + c, 256);
+    };
+    auto pp_arrive = [&](int j) {
+        if (PP && !(c == NWG - 1 && j == n_tiles - 1)) named_bar_arrive(1 + (c + 1) % NWG, 256);
+    };
+    if (PP && c == NWG - 1) named_bar_arrive(1, 256);
+    /* a slot is released per warp, once its wgmma reading the slot has completed */
+    auto release = [&](uint32_t bar) {
+        if (lane == 0) mbar_arrive(bar);
+    };
+
+    const uint32_t q_rows = sQ + 64 * c * 128;
+    float oacc[OREG], sacc[SREG];
+    uint32_t pa[PREG];
+#pragma unroll
+    for (int i = 0; i < OREG; i++) oacc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < SREG; i++) sacc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < PREG; i++) pa[i] = 0u;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
+
+    auto issue_s = [&](int j) {   /* S_j = Q K_j^T: D/16 k-steps of m64nBNk16 */
+        const uint32_t kt = sK + (j % ST) * KV_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
+            const uint32_t qoff = (kk >> 2) * (BM * 128) + (kk & 3) * 32;
+            Wgmma<T, BN>::ss(sacc, sw128_desc(q_rows + qoff, 16, 1024),
+                             sw128_desc(kt + koff, 16, 1024), kk > 0);
+        }
+        wgmma_commit();
+    };
+    auto issue_pv = [&](int j) {   /* O += P_j V_j: BN/16 k-steps of m64nDk16 */
+        const uint32_t vt = sV + (j % ST) * KV_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
+        wgmma_commit();
+    };
+    /* online softmax of S_j in place, as in the cp.async kernel */
+    auto softmax = [&](int j) {
+        const int n0 = j * BN;
+        if (n0 + BN - 1 > w_first_pos) {   /* tile crosses (or lies past) the diagonal */
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) {
+                const int col = n0 + 8 * i + 2 * t4;
+                if (col > qpos0) sacc[4 * i + 0] = -INFINITY;
+                if (col + 1 > qpos0) sacc[4 * i + 1] = -INFINITY;
+                if (col > qpos1) sacc[4 * i + 2] = -INFINITY;
+                if (col + 1 > qpos1) sacc[4 * i + 3] = -INFINITY;
+            }
+        }
+        float mnew[2] = {mx[0], mx[1]};
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) {
+            mnew[0] = fmaxf(mnew[0], fmaxf(sacc[4 * i], sacc[4 * i + 1]) * p.scale_log2);
+            mnew[1] = fmaxf(mnew[1], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]) * p.scale_log2);
+        }
+        float base[2], rsum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
+            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
+            base[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   /* fully masked row: no NaN */
+            alpha[r] = fast_exp2(mx[r] - base[r]);
+            mx[r] = mnew[r];
+        }
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pe = fast_exp2(fmaf(sacc[4 * i + e], p.scale_log2, -base[e >> 1]));
+                sacc[4 * i + e] = pe;
+                rsum[e >> 1] += pe;
+            }
+        }
+        l[0] = l[0] * alpha[0] + rsum[0];
+        l[1] = l[1] * alpha[1] + rsum[1];
+    };
+    auto rescale_pack = [&]() {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            oacc[4 * i + 0] *= alpha[0];
+            oacc[4 * i + 1] *= alpha[0];
+            oacc[4 * i + 2] *= alpha[1];
+            oacc[4 * i + 3] *= alpha[1];
+        }
+#pragma unroll
+        for (int i = 0; i < PREG; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
+    };
+
+    /* tile 0: S_0 and its softmax */
+    mbar_wait(full_k(0), 0);
+    pp_sync();
+    reg_fence(sacc);
+    wgmma_fence();
+    issue_s(0);
+    pp_arrive(0);
+    wgmma_wait<0>();
+    reg_fence(sacc);
+    release(empty_k(0));
+    softmax(0);
+    rescale_pack();
+    /* tiles 1 .. n_tiles-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
+    for (int j = 1; j < n_tiles; j++) {
+        mbar_wait(full_k(j % ST), (j / ST) & 1);
+        mbar_wait(full_v((j - 1) % ST), ((j - 1) / ST) & 1);
+        pp_sync();
+        reg_fence(oacc);
+        reg_fence(sacc);
+        reg_fence(pa);
+        wgmma_fence();
+        issue_s(j);
+        issue_pv(j - 1);
+        pp_arrive(j);
+        wgmma_wait<1>();   /* S_j done, P V may still run */
+        reg_fence(sacc);
+        release(empty_k(j % ST));
+        softmax(j);
+        wgmma_wait<0>();
+        reg_fence(oacc);
+        reg_fence(pa);
+        release(empty_v((j - 1) % ST));
+        rescale_pack();
+    }
+    /* last P V. Its tile may end past seq_len: those V rows hold whatever the cache has
+     * there (unwritten slots, or the re-read last block) and P = 0 would not cancel a
+     * NaN, so this warpgroup zeroes them first (the other consumer may write the same
+     * zeros: every write there is a zero) */
+    {
+        const int j = n_tiles - 1;
+        mbar_wait(full_v(j % ST), (j / ST) & 1);
+        const int vz = seq_len - j * BN;   /* >= 1: rows [vz, BN) lie past the sequence */
+        if (vz < BN) {
+            const uint32_t vt = sV + (j % ST) * KV_BYTES;
+            for (int i = ct; i < (BN - vz) * CPR; i += 128)
+                st_shared_zero16(vt + tile_off<BN>(vz + i / CPR, i % CPR));
+            fence_proxy_async();
+            named_bar_sync(bar_wg, 128);
+        }
+        reg_fence(oacc);
+        reg_fence(pa);
+        wgmma_fence();
+        issue_pv(j);
+        wgmma_wait<0>();
+        reg_fence(oacc);
+    }
+
+    /* out = O / l, l summed over the quad; rows past q_len are never written */
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    }
+    T *ob = reinterpret_cast<T *>(p.out);
+    const size_t ld = (size_t)p.H * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int orow_i = wrow + 16 * wq + g + 8 * r;
+        if (orow_i >= q_len) continue;
+        T *orow = ob + (size_t)(q0 + orow_i) * ld + (size_t)h * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *reinterpret_cast<uint32_t *>(orow + 8 * i + 2 * t4) =
+                Pack<T>::two(oacc[4 * i + 2 * r] * inv[r], oacc[4 * i + 2 * r + 1] * inv[r]);
+    }
+}
+
+/* ---- host side ---- */
+
+/* cuTensorMapEncodeTiled, looked up in the driver through the runtime (the library does
+ * not link libcuda); resolved once, a pure function pointer afterwards. nullptr when
+ * the driver lacks it. */
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static const PFN_cuTensorMapEncodeTiled_v12000 fn = []() {
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+        cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                         cudaEnableDefault, &q);
+#else
+        cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault,
+                                                &q);
+#endif
+        if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+            (void)cudaGetLastError();
+            f = nullptr;
+        }
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+    }();
+    return fn;
+}
+
+/* The tensor map of one layer's K or V cache (num_blocks, H, block_size, D) viewed as
+ * the 4-d tensor {D, block_size, H, blocks} (innermost first; strides in bytes of a
+ * row, a page, a block). A box is {64, rows, 1, 1}: one 64-column panel of `rows`
+ * rows of one page of one head, written to shared memory 128B-swizzled, i.e. exactly
+ * the panel layout the wgmma descriptors read. The launcher does not know num_blocks:
+ * the block dimension is sized to 2^38 bytes (past any GPU's memory), so every block a
+ * table can name is in bounds (the kernel never asks for a block past a sequence's). */
+CUresult encode_kv_map(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map,
+                       const void *cache, int dtype, int H, int D, int block_size, int rows) {
+    const cuuint64_t row_b = (cuuint64_t)D * 2, page_b = row_b * block_size, blk_b = page_b * H;
+    cuuint64_t nblk = (1ull << 38) / blk_b;
+    if (nblk > 0x7fffffffull) nblk = 0x7fffffffull;
+    if (nblk == 0) return CUDA_ERROR_INVALID_VALUE;
+    const cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)block_size, (cuuint64_t)H, nblk};
+    const cuuint64_t strides[3] = {row_b, page_b, blk_b};
+    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1};
+    const cuuint32_t estr[4] = {1, 1, 1, 1};
+    return encode(map, dtype == 1 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                  4, const_cast<void *>(cache), dims, strides, box, estr,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 template <typename T, int D, int NWG, int BN>
-cudaError_t launch_sm90a(const FlashParams &p, int num_seqs, int max_query_len,
-                         cudaStream_t stream) {
+cudaError_t launch_cpasync(const FlashParams &p, int num_seqs, int max_query_len,
+                           cudaStream_t stream) {
     constexpr int BM = 64 * NWG;
     constexpr size_t smem = (size_t)(BM + 4 * BN) * D * sizeof(T) + 1024;   /* + alignment */
-    auto kern = flash_attention_sm90a_kernel<T, D, NWG, BN>;
+    auto kern = flash_attention_sm90a_cpasync_kernel<T, D, NWG, BN>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
@@ -500,20 +978,63 @@ cudaError_t launch_sm90a(const FlashParams &p, int num_seqs, int max_query_len,
     return cudaGetLastError();
 }
 
-/* Tile shapes (consumer warpgroups, keys per tile), overridable at build time through
- * a force-included header (see bench_flash.py --variant). */
+template <typename T, int D, int NWG, int BN, int ST, int PP>
+cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 encode, int dtype,
+                      int block_size, int num_seqs, int max_query_len, cudaStream_t stream) {
+    constexpr int BM = 64 * NWG;
+    /* Q, ST K and ST V tiles, the 4*ST mbarriers, + alignment of the base to 1024 */
+    constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) + 4 * ST * 8 + 1024;
+    static_assert(smem <= 227 * 1024, "tiles exceed the 227 KB of shared memory per block");
+    const int rows = block_size < BN ? block_size : BN;   /* rows of a TMA box */
+    CUtensorMap tm_k, tm_v;
+    if (encode_kv_map(encode, &tm_k, p.k_cache, dtype, p.H, D, block_size, rows) != CUDA_SUCCESS ||
+        encode_kv_map(encode, &tm_v, p.v_cache, dtype, p.H, D, block_size, rows) != CUDA_SUCCESS)
+        return cudaErrorInvalidValue;
+    auto kern = flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    dim3 grid((max_query_len + BM - 1) / BM, num_seqs, p.H);
+    kern<<<grid, (NWG + 1) * 128, smem, stream>>>(p, tm_k, tm_v);
+    return cudaGetLastError();
+}
+
+/* Tile shapes, overridable at build time through a force-included header (see
+ * bench_flash.py --variant).
+ * cp.async kernel: (warpgroups, keys per tile);
+ * TMA kernel: (consumer warpgroups, keys per tile, K/V stages, ping-pong 0/1). */
 #ifndef FLASH_SM90_P64
 #define FLASH_SM90_P64 3, 128    /* D=64: 192 query rows, 128-key tiles */
 #endif
 #ifndef FLASH_SM90_P128
 #define FLASH_SM90_P128 2, 128   /* D=128: 128 query rows, 128-key tiles */
 #endif
+#ifndef FLASH_SM90_WS64
+#define FLASH_SM90_WS64 3, 128, 4, 1    /* D=64: 192 query rows, 4 stages of 16 KB */
+#endif
+#ifndef FLASH_SM90_WS128
+#define FLASH_SM90_WS128 2, 128, 2, 1   /* D=128: 128 query rows, 2 stages of 32 KB */
+#endif
 
 template <typename T>
-cudaError_t dispatch_sm90a(const FlashParams &p, int D, int num_seqs, int max_query_len,
-                           cudaStream_t stream) {
-    if (D == 64) return launch_sm90a<T, 64, FLASH_SM90_P64>(p, num_seqs, max_query_len, stream);
-    if (D == 128) return launch_sm90a<T, 128, FLASH_SM90_P128>(p, num_seqs, max_query_len, stream);
+cudaError_t dispatch_cpasync(const FlashParams &p, int D, int num_seqs, int max_query_len,
+                             cudaStream_t stream) {
+    if (D == 64) return launch_cpasync<T, 64, FLASH_SM90_P64>(p, num_seqs, max_query_len, stream);
+    if (D == 128)
+        return launch_cpasync<T, 128, FLASH_SM90_P128>(p, num_seqs, max_query_len, stream);
+    return cudaErrorInvalidValue;
+}
+
+template <typename T>
+cudaError_t dispatch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 encode, int dtype,
+                        int D, int block_size, int num_seqs, int max_query_len,
+                        cudaStream_t stream) {
+    if (D == 64)
+        return launch_ws<T, 64, FLASH_SM90_WS64>(p, encode, dtype, block_size, num_seqs,
+                                                 max_query_len, stream);
+    if (D == 128)
+        return launch_ws<T, 128, FLASH_SM90_WS128>(p, encode, dtype, block_size, num_seqs,
+                                                   max_query_len, stream);
     return cudaErrorInvalidValue;
 }
 
@@ -530,6 +1051,10 @@ extern "C" int flash_attention_prefill_sm90a_supported(int head_size, int dtype,
            log2_exact(block_size) >= 0;
 }
 
+/* The TMA kernel unless GPT2_ENGINE_FLASH_WGMMA=legacy (read per call, for A/B runs),
+ * the block size is below 8 (a page of fewer than 8 rows breaks the 8-row swizzle atom
+ * into pieces TMA cannot place), a cache is not 16-byte aligned (TMA), or the driver
+ * has no cuTensorMapEncodeTiled; those run the cp.async kernel. */
 extern "C" cudaError_t flash_attention_prefill_sm90a(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
@@ -538,9 +1063,21 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     if (num_seqs <= 0 || max_query_len <= 0) return cudaSuccess;
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
+    if (dtype != 1 && dtype != 2) return cudaErrorInvalidValue;
     FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
-                    q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
-    if (dtype == 1) return dispatch_sm90a<__half>(p, D, num_seqs, max_query_len, stream);
-    if (dtype == 2) return dispatch_sm90a<__nv_bfloat16>(p, D, num_seqs, max_query_len, stream);
-    return cudaErrorInvalidValue;
+                     q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
+    const char *env = getenv("GPT2_ENGINE_FLASH_WGMMA");
+    const bool legacy = env && strcmp(env, "legacy") == 0;
+    const bool aligned = (((uintptr_t)k_cache | (uintptr_t)v_cache) & 15) == 0;
+    PFN_cuTensorMapEncodeTiled_v12000 encode =
+        legacy || block_size < 8 || !aligned ? nullptr : tensor_map_encoder();
+    if (encode) {
+        if (dtype == 1)
+            return dispatch_ws<__half>(p, encode, dtype, D, block_size, num_seqs, max_query_len,
+                                       stream);
+        return dispatch_ws<__nv_bfloat16>(p, encode, dtype, D, block_size, num_seqs,
+                                          max_query_len, stream);
+    }
+    if (dtype == 1) return dispatch_cpasync<__half>(p, D, num_seqs, max_query_len, stream);
+    return dispatch_cpasync<__nv_bfloat16>(p, D, num_seqs, max_query_len, stream);
 }

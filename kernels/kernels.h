@@ -132,7 +132,8 @@ cudaError_t flash_attention_prefill(void *out, const void *q, int q_stride, cons
 
 /* flash_attention_sm90a.cu: the Hopper (sm_90a, wgmma) prefill that
  * flash_attention_prefill dispatches to on compute capability 9.0 unless the
- * environment variable GPT2_ENGINE_FLASH_WGMMA is "0". Same parameters and results.
+ * environment variable GPT2_ENGINE_FLASH_WGMMA is "0" (read per call; "legacy" picks
+ * its cp.async kernel instead of the TMA one, for A/B runs). Same parameters and results.
  * _supported: 1 when it serves this head size (64, 128), dtype (DTYPE_F16,
  * DTYPE_BF16) and block size (a power of two). */
 int flash_attention_prefill_sm90a_supported(int head_size, int dtype, int block_size);

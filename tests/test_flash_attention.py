@@ -7,11 +7,16 @@ lengths that are not a multiple of block_size, scattered block tables, decode-on
 prefill, head sizes 64 and 128, float16 and bfloat16 (tolerance 1e-2). A float32
 request is refused with a reason. Skipped without a CUDA build and a visible GPU.
 
-On compute capability 9.0 prefill runs the wgmma kernel (flash_attention_sm90a.cu)
-unless GPT2_ENGINE_FLASH_WGMMA=0 selects the mma.sync one; the PREFILL cases run both
-(elsewhere both settings run the mma.sync kernel) on lengths around the 64-row
+On compute capability 9.0 prefill runs a wgmma kernel (flash_attention_sm90a.cu): the
+warp-specialized TMA one by default, the cp.async one under GPT2_ENGINE_FLASH_WGMMA=legacy
+(and for block sizes below 8), the mma.sync one under =0. The PREFILL cases run all
+three (elsewhere all settings run the mma.sync kernel) on lengths around the 64-row
 warpgroup, 128/192-row block and 128-key tile edges, one-token prefills, contexts
-cached before the chunk, and block sizes 1, 16 and 32.
+cached before the chunk, sequences of 16+ key tiles (the TMA kernel's K/V ring wraps
+around several times), and block sizes 1 (cp.async), 8 (the smallest TMA page: 1 KB
+at D=64), 16, 32 and 256 (a page spanning two key tiles). Cache slots past every
+sequence's end hold infinities in one test: no kernel may let them reach the output
+(the TMA kernel reads whole pages and must zero or mask those rows).
 
 Decode has its own kernel: the DECODE cases cover context lengths around the
 kernel's key items (16 and 32 keys) and block sizes (1, 15, 16, 17, 63, 64, 65,
@@ -119,6 +124,7 @@ PREFILL = {
     "tile edges": ([1, 7, 63, 64, 65, 127, 128, 129], [0] * 8),
     "one-token prefills first": ([1, 1, 191, 192, 193], [0, 5, 0, 0, 0]),
     "long": ([1000, 2048], [0, 0]),
+    "long over cache": ([1500, 2], [700, 3000]),
     "chunked over cache": ([65, 1, 129, 300, 64, 7], [100, 33, 700, 1, 2047, 128]),
 }
 
@@ -126,17 +132,21 @@ PREFILL = {
 @gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("D", [64, 128])
-@pytest.mark.parametrize("BS", [1, 16, 32])
+@pytest.mark.parametrize("BS", [1, 8, 16, 32, 256])
 @pytest.mark.parametrize("case", list(PREFILL))
 def test_flash_prefill_wgmma_and_mma_sync(case, BS, D, dtype, monkeypatch):
-    """The FLASH prefill with the wgmma kernel allowed (=1) and forbidden (=0)
-    against the NumPy reference, overall and per sequence."""
+    """The FLASH prefill with each kernel (GPT2_ENGINE_FLASH_WGMMA=1: TMA, legacy:
+    cp.async, 0: mma.sync) against the NumPy reference, overall and per sequence."""
     rng = np.random.default_rng(abs(hash((case, BS, D, dtype, "prefill"))) % 2**32)
     q_lens, ctx = PREFILL[case]
     H = 2
     q, kc, vc, bt, sl, qsl = make_batch(rng, q_lens, ctx, H, D, BS, dtype)
     ref = reference(q, kc, vc, bt, sl, qsl, 1.0 / math.sqrt(D))
-    for flag in ("1", "0"):
+    check_prefill_kernels(monkeypatch, q, kc, vc, bt, sl, qsl, ref, dtype)
+
+
+def check_prefill_kernels(monkeypatch, q, kc, vc, bt, sl, qsl, ref, dtype):
+    for flag in ("1", "legacy", "0"):
         monkeypatch.setenv("GPT2_ENGINE_FLASH_WGMMA", flag)
         out = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype=dtype,
                                   num_decodes=0)
@@ -145,6 +155,32 @@ def test_flash_prefill_wgmma_and_mma_sync(case, BS, D, dtype, monkeypatch):
         assert err < TOL, f"WGMMA={flag}: max rel err {err:.2e} vs NumPy"
         worst = max(rel_err(out[a:b], ref[a:b]) for a, b in zip(qsl[:-1], qsl[1:]))
         assert worst < 2 * TOL, f"WGMMA={flag}: worst sequence rel err {worst:.2e}"
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("BS", [8, 16, 256])
+def test_flash_prefill_ignores_slots_past_seq_len(BS, D, dtype, monkeypatch):
+    """Cache slots past each sequence's end (the rest of its last block, the spare
+    blocks) hold the float32 maximum, infinity once rounded to float16 or bfloat16:
+    a kernel that reads them must mask K and zero V there (0 * inf would be NaN)."""
+    rng = np.random.default_rng(abs(hash((BS, D, dtype, "inf tail"))) % 2**32)
+    q_lens, ctx = [1, 7, 130, 200, 33], [0, 20, 0, 57, 300]
+    H = 2
+    q, kc, vc, bt, sl, qsl = make_batch(rng, q_lens, ctx, H, D, BS, dtype)
+    used = np.zeros(kc.shape[0] * BS, bool)
+    for s, L in enumerate(sl):
+        pos = np.arange(int(L))
+        used[bt[s][pos // BS] * BS + pos % BS] = True
+    big = np.finfo(np.float32).max
+    for c in (kc, vc):
+        flat = c.transpose(0, 2, 1, 3).reshape(-1, H, D)   # (block * BS + row, H, D) view
+        flat[~used] = big
+        c[...] = flat.reshape(kc.shape[0], BS, H, D).transpose(0, 2, 1, 3)
+    ref = reference(q, kc, vc, bt, sl, qsl, 1.0 / math.sqrt(D))
+    assert np.all(np.isfinite(ref))
+    check_prefill_kernels(monkeypatch, q, kc, vc, bt, sl, qsl, ref, dtype)
 
 
 @gpu
