@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_session.sh — one device call of a work session: build for this GPU, the whole
-# test suite, then the benchmarks named in $BENCH (space-separated steps), logs in $OUT.
-# Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (with prefill),
+# test suite (under timeouts, FLASH tests first), then the benchmarks named in $BENCH
+# (space-separated steps); logs in $OUT.
+# Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (--prefill-only),
 # attn (bench_attention --quick), decode (bench_decode --quick --skip-hf),
 # tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode).
 set -uo pipefail
@@ -9,13 +10,23 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu_session}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-PHASES=${PHASES:-"build test"} OUT="$OUT" bash tools/gpu_check.sh 2>&1 | tail -40
+PHASES=build OUT="$OUT" bash tools/gpu_check.sh 2>&1 | tail -5
+# tests under a time limit (a hung kernel must not eat the call): FLASH first, then the rest
+run_tests() {
+    echo "=== pytest $* ($(date +%T))"
+    timeout -k 10 ${TEST_TIMEOUT:-300} $PY -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee -a "$OUT/tests.log" | tail -6
+    echo "rc=${PIPESTATUS[0]}"
+}
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    run_tests tests/test_flash_attention.py
+    run_tests tests --ignore=tests/test_flash_attention.py
+fi
 for step in ${BENCH:-}; do
     echo "=== $step ($(date +%T))"
     case $step in
         flashdec) args=(--decode-only); for v in ${FLASH_VARIANTS:-}; do args+=(--variant "$v"); done
                   timeout 400 $PY benchmarks/bench_flash.py "${args[@]}" 2>&1 | tee "$OUT/flash.log" | grep -v "^\[" ;;
-        flash) timeout 400 $PY benchmarks/bench_flash.py 2>&1 | tee "$OUT/flash_full.log" | grep -v "^\[" ;;
+        flash) timeout -k 10 150 $PY benchmarks/bench_flash.py --prefill-only 2>&1 | tee "$OUT/flash_full.log" | grep -v "^\[" ;;
         attn) timeout 200 $PY benchmarks/bench_attention.py --quick 2>&1 | tee "$OUT/attn.log" | tail -30 ;;
         decode) timeout 240 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
         tput) timeout 240 $PY benchmarks/bench_throughput.py --quick --skip-hf 2>&1 | tee "$OUT/tput.log" | grep -v "^\[" | tail -20 ;;
