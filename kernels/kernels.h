@@ -187,7 +187,7 @@ typedef struct PagedAttnArgs {
 /* 1 for the head sizes the kernels are built for (32, 64, 80, 96, 128). */
 int paged_attention_supports_head_size(int head_size);
 /* Floats of v2 workspace for up to max_num_seqs decodes of up to max_model_len tokens:
- * max_num_seqs * H * ceil(max_model_len / 512) * (D + 2). */
+ * max_num_seqs * H * ceil(max_model_len / 128) * (D + 2) (128: the shortest partition). */
 size_t paged_attention_workspace_floats(int max_num_seqs, int num_heads, int head_size,
                                         int max_model_len);
 /* Decode for sequences 0 .. num_decodes-1 (one query token each, at row

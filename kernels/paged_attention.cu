@@ -621,7 +621,8 @@ extern "C" int paged_attention_supports_head_size(int head_size)
 extern "C" size_t paged_attention_workspace_floats(int max_num_seqs, int num_heads,
                                                    int head_size, int max_model_len)
 {
-    const size_t parts = (size_t)(max_model_len + kPartition - 1) / kPartition;
+    /* room for the shortest partitions, so a small batch can always split finer */
+    const size_t parts = (size_t)(max_model_len + kMinPartition - 1) / kMinPartition;
     return (size_t)max_num_seqs * num_heads * parts * (size_t)(head_size + 2);
 }
 

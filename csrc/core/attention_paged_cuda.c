@@ -8,7 +8,7 @@
  *     does, from num_decodes * H and md->max_seq_len), then
  *   - causal prefill / chunked prefill for the remaining sequences.
  * The state holds the v2 workspace, sized once from the config:
- *   max_num_seqs * H * ceil(max_model_len / 512) * (D + 2) floats
+ *   max_num_seqs * H * ceil(max_model_len / 128) * (D + 2) floats
  * (partial outputs (S, H, parts, D), partition maxima and sums (S, H, parts)).
  * Under graph capture every kernel reads seq_lens / query_start_loc from the
  * device, and the decode grid is sized from md->max_seq_len (= max_model_len).
