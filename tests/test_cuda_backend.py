@@ -102,7 +102,8 @@ def test_embed(device, dtype, T, C, rng):
 # ---------------------------------------------------------------- layernorm
 
 @pytest.mark.parametrize("device,dtype", CASES)
-@pytest.mark.parametrize("T,C", [(1, 48), (3, 64), (17, 768), (128, 50), (4, 1600), (2, 777)])
+@pytest.mark.parametrize("T,C", [(1, 48), (3, 64), (17, 768), (128, 50), (4, 1600), (2, 777),
+                                 (5, 2048), (3, 4104), (6, 1000)])
 def test_layernorm(device, dtype, T, C, rng):
     x = rnd(rng.standard_normal((T, C)) * 2 + 0.5, dtype)
     w = rnd(1 + 0.1 * rng.standard_normal(C), dtype)
