@@ -27,10 +27,11 @@
  *   after the wgmma reading the slot has completed). Tile j uses slot j % ST for the
  *   (j/ST)-th time: consumers wait on full parity (j/ST)&1, the producer on empty
  *   parity ((j/ST)&1)^1 (the first use passes at once).
- *   Causal: key tiles past the block's last row are never loaded; every consumer runs
- *   all n_tiles tiles (the barrier counts stay equal; a warpgroup's rows simply mask a
- *   tile past them), masking element-wise on tiles that cross its diagonal. The
- *   heaviest q tiles (last rows of a sequence) launch first.
+ *   Causal: key tiles past the block's last row are never loaded; a consumer computes
+ *   the tiles up to its own last row's bound (none when its rows lie past q_len),
+ *   masking element-wise on tiles that cross its diagonal, and for the block's later
+ *   tiles only keeps the barrier counts (waits full, takes its ping-pong turn, releases
+ *   the slot). The heaviest q tiles (last rows of a sequence) launch first.
  *   Sequence ends: a tile's boxes past the sequence's last block re-read that block
  *   (the block table is never read past it); key rows past seq_len are masked in S,
  *   and in the last tile's V they are zeroed in shared memory before the last P V
@@ -95,6 +96,12 @@
 
 #include "flash_common.cuh"
 #include "kernels.h"
+
+/* tuning knob (bench_flash.py --variant): 0 makes every consumer warpgroup compute all
+ * of its block's key tiles, masked ones included (the kernel before tile skipping) */
+#ifndef FLASH_SM90_WS_SKIP
+#define FLASH_SM90_WS_SKIP 1     /* 0: every consumer computes all of the block's key tiles */
+#endif
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "flash_attention_sm90a.cu uses wgmma: compile it for sm_90a only"
@@ -647,7 +654,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     const int seq_len = p.seq_lens[seq];
     const int ctx = seq_len - q_len;                    /* cached keys before this step's tokens */
     /* keys of the block: up to the causal bound of its last row; every consumer
-     * warpgroup runs all n_tiles (>= 1) tiles, so that the barrier counts match */
+     * warpgroup goes through all n_tiles (>= 1) tiles' barriers, computing its own */
     const int kend = ctx + min(m0 + BM, q_len);
     const int n_tiles = (kend + BN - 1) / BN;
     if (kend <= 0) return;   /* seq_len < q_len: invalid input; leave rather than hang */
@@ -719,6 +726,12 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     const int w_first_pos = ctx + wrow;
     const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
     const int bar_wg = 1 + NWG + c;                /* named barrier of this warpgroup alone */
+    /* key tiles this warpgroup needs: up to the causal bound of its last row below q_len
+     * (none when all its rows lie past q_len); tiles n_mine .. n_tiles-1 are fully
+     * masked for it: it only waits for them and releases them (skip_tiles) */
+    const int my_last = min(wrow + 63, q_len - 1);
+    const int n_mine = !FLASH_SM90_WS_SKIP ? n_tiles
+                     : my_last < wrow ? 0 : min(n_tiles, (ctx + my_last + BN) / BN);
 
     /* this warpgroup's 64 Q rows (zero past q_len) by cp.async, visible to its wgmma */
     {
@@ -837,6 +850,24 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         for (int i = 0; i < PREG; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
     };
 
+    /* tiles nobody in this warpgroup attends to: the ping-pong rounds and the slot
+     * releases of the others still happen (a release only after the tile's full
+     * barrier: arriving earlier would count toward the slot's previous use) */
+    auto skip_tiles = [&](int from) {
+        for (int j = from; j < n_tiles; j++) {
+            mbar_wait(full_k(j % ST), (j / ST) & 1);
+            pp_sync();
+            pp_arrive(j);
+            release(empty_k(j % ST));
+            mbar_wait(full_v(j % ST), (j / ST) & 1);
+            release(empty_v(j % ST));
+        }
+    };
+    if (n_mine == 0) {
+        skip_tiles(0);
+        return;
+    }
+
     /* tile 0: S_0 and its softmax */
     mbar_wait(full_k(0), 0);
     pp_sync();
@@ -849,8 +880,8 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     release(empty_k(0));
     softmax(0);
     rescale_pack();
-    /* tiles 1 .. n_tiles-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
-    for (int j = 1; j < n_tiles; j++) {
+    /* tiles 1 .. n_mine-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
+    for (int j = 1; j < n_mine; j++) {
         mbar_wait(full_k(j % ST), (j / ST) & 1);
         mbar_wait(full_v((j - 1) % ST), ((j - 1) / ST) & 1);
         pp_sync();
@@ -876,7 +907,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
      * NaN, so this warpgroup zeroes them first (the other consumer may write the same
      * zeros: every write there is a zero) */
     {
-        const int j = n_tiles - 1;
+        const int j = n_mine - 1;
         mbar_wait(full_v(j % ST), (j / ST) & 1);
         const int vz = seq_len - j * BN;   /* >= 1: rows [vz, BN) lie past the sequence */
         if (vz < BN) {
@@ -892,6 +923,10 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         issue_pv(j);
         wgmma_wait<0>();
         reg_fence(oacc);
+        if (n_mine < n_tiles) {           /* the producer reuses this slot for tile j + ST */
+            release(empty_v(j % ST));
+            skip_tiles(n_mine);
+        }
     }
 
     /* out = O / l, l summed over the quad; rows past q_len are never written */
