@@ -40,11 +40,11 @@ constexpr int kMinPartition = 128;       /* ... and at least (small grids) */
 constexpr int kV1MaxLen = 8192;          /* vLLM: v1 only up to this context */
 /* Tuning knobs (build-time; benchmarks/bench_flash.py --variant rebuilds with others):
  * PAGED_DECODE_PREFETCH: which decode kernels load the next tokens' K/V before using
- * the current ones (twice the registers): 0 none, 1 v1 and v2, 2 v2 only (its grids
- * are small, so registers do not limit residency); PAGED_DECODE_WAVES: v2 halves its
+ * the current ones (twice the registers: fewer resident blocks): 0 none, 1 v1 and
+ * v2, 2 v2 only; PAGED_DECODE_WAVES: v2 halves its
  * partitions while the grid has fewer than this many blocks per SM. */
 #ifndef PAGED_DECODE_PREFETCH
-#define PAGED_DECODE_PREFETCH 2
+#define PAGED_DECODE_PREFETCH 0   /* H200, bench_flash: 2 was 5-15% slower at B=8, 0-4% at B=1 */
 #endif
 #ifndef PAGED_DECODE_WAVES
 #define PAGED_DECODE_WAVES 4

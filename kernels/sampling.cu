@@ -162,6 +162,36 @@ struct RawRow {
     __device__ __forceinline__ float operator[](int i) const { return logit(p, i); }
 };
 
+/* Two 16-bit logits in one 4-byte load (p 4-byte aligned). */
+__device__ __forceinline__ float2 logit_pair(const __half *p) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(p));
+}
+__device__ __forceinline__ float2 logit_pair(const __nv_bfloat16 *p) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+}
+
+/* f(i, raw[i]) for every i < V this thread owns. 16-bit rows on a 4-byte boundary are
+ * read two logits per load (the passes over a row are load-instruction bound);
+ * otherwise one per load. Which thread owns an id differs between the two ways, so
+ * f must not depend on it (sums change only in their order). */
+template <typename L, typename F>
+__device__ __forceinline__ void for_each_logit(const RawRow<L> &raw, int V, F f)
+{
+    const int tid = threadIdx.x, nt = blockDim.x;
+    if constexpr (sizeof(L) == 2) {
+        if (((uintptr_t)raw.p & 3) == 0) {
+            for (int i = 2 * tid; i + 1 < V; i += 2 * nt) {
+                const float2 v = logit_pair(raw.p + i);
+                f(i, v.x);
+                f(i + 1, v.y);
+            }
+            if ((V & 1) && tid == (V / 2) % nt) f(V - 1, raw[V - 1]);
+            return;
+        }
+    }
+    for (int i = tid; i < V; i += nt) f(i, raw[i]);
+}
+
 template <typename L>
 __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *rows,
@@ -187,24 +217,25 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
     float m = -INFINITY;
     if (plain_greedy) {
         ValId b = {-INFINITY, INT_MAX};
-        for (int i = tid; i < V; i += nt) {
-            const float v = nan_to_neginf(raw[i]);
+        for_each_logit(raw, V, [&](int i, float x) {
+            const float v = nan_to_neginf(x);
             if (valid_before(v, i, b.v, b.id)) { b.v = v; b.id = i; }
-        }
+        });
         b = block_argmax(b, sv);
         m = b.v;
         token = b.v == -INFINITY ? -1 : b.id;
     } else {
         /* 1. raw statistics: max (NaN ignored by fmaxf) */
-        for (int i = tid; i < V; i += nt) m = fmaxf(m, raw[i]);
+        for_each_logit(raw, V, [&](int, float x) { m = fmaxf(m, x); });
         m = block_reduce(m, sf, -INFINITY, OpMax());
     }
     /* log-sum-exp of the raw row, terms in float, sum in double */
     double lse = m;
     if (m > -INFINITY) {
         double s = 0.0;
-        for (int i = tid; i < V; i += nt)
-            if (!isnan(raw[i])) s += (double)expf(raw[i] - m);
+        for_each_logit(raw, V, [&](int, float x) {
+            if (!isnan(x)) s += (double)expf(x - m);
+        });
         s = block_reduce(s, sd, 0.0, OpSumD());
         lse = (double)m + log(s);
     }
@@ -242,7 +273,7 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
     const float tv = nan_to_neginf(raw[token]);
     int c = 0;
     if (!plain_greedy) {                   /* the argmax has nothing above it */
-        for (int i = tid; i < V; i += nt) c += raw[i] > tv;
+        for_each_logit(raw, V, [&](int, float x) { c += x > tv; });
         c = block_reduce(c, si, 0, OpSumI());
     }
     if (tid == 0) {
