@@ -1,7 +1,8 @@
 /* llm.c — gpt2_engine._C.Engine: the binding over csrc/core/engine.h. The
- * Python class gpt2_engine.LLM (gpt2_engine/llm.py) wraps it; this file only
- * converts arguments and results. The GIL is released around every call that
- * runs the model, and a busy flag refuses re-entry from another thread. */
+ * Python class gpt2_engine.LLM (gpt2_engine/llm.py) wraps it; this file holds
+ * the type, its methods and the conversion of results (llm_inputs.c converts
+ * arguments). The GIL is released around every call that runs the model, and a
+ * busy flag refuses re-entry from another thread. */
 #include "pyutil.h"
 #include "llm.h"
 #include "sampling_params.h"
@@ -33,39 +34,6 @@ static int engine_ready(EngineObject *self)
         return 0;
     }
     return 1;
-}
-
-/* list[int] (or any sequence of ints) -> malloc'ed int32 array. */
-static int32_t *ids_from_sequence(PyObject *seq, int *n_out, const char *what)
-{
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (!fast) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    int32_t *ids = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
-    if (!ids) { Py_DECREF(fast); PyErr_NoMemory(); return NULL; }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
-        if (!PyLong_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "%s must contain ints, got %.80s at index %zd", what,
-                         Py_TYPE(item)->tp_name, i);
-            goto fail;
-        }
-        long long v = PyLong_AsLongLong(item);
-        if (v == -1 && PyErr_Occurred()) goto fail;
-        if (v < INT32_MIN || v > INT32_MAX) {
-            PyErr_Format(PyExc_ValueError, "%s: token id %lld at index %zd is out of range",
-                         what, v, i);
-            goto fail;
-        }
-        ids[i] = (int32_t)v;
-    }
-    Py_DECREF(fast);
-    *n_out = (int)n;
-    return ids;
-fail:
-    Py_DECREF(fast);
-    free(ids);
-    return NULL;
 }
 
 /* ---- construction ---- */
@@ -193,6 +161,24 @@ static PyObject *Engine_add_request(EngineObject *self, PyObject *args, PyObject
     Error err = {0};
     Status s = engine_add_request(self->engine, rid, ids, n, params, &err);
     free(ids);
+    if (s != GPT2_OK) return raise_error(st, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_add_requests(EngineObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"request_ids", "prompts", "params", NULL};
+    PyObject *ids, *prompts, *params = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O", kwlist, &ids, &prompts, &params))
+        return NULL;
+    if (!engine_ready(self)) return NULL;
+    ModuleState *st = state_of((PyObject *)self);
+    RequestBatch b;
+    if (request_batch_init(&b, ids, prompts, params, st) < 0) return NULL;
+    Error err = {0};
+    Status s = engine_add_requests(self->engine, b.n, b.ids, b.prompts, b.num_prompt, b.params,
+                                   &err);
+    request_batch_free(&b);
     if (s != GPT2_OK) return raise_error(st, &err);
     Py_RETURN_NONE;
 }
@@ -525,6 +511,11 @@ static PyGetSetDef Engine_getset[] = {
 static PyMethodDef Engine_methods[] = {
     {"add_request", (PyCFunction)(void (*)(void))Engine_add_request,
      METH_VARARGS | METH_KEYWORDS, "add_request(request_id, prompt_token_ids, params)"},
+    {"add_requests", (PyCFunction)(void (*)(void))Engine_add_requests,
+     METH_VARARGS | METH_KEYWORDS,
+     "add_requests(request_ids, prompts, params=None): queues len(request_ids) requests, "
+     "all or none; prompts: one list of token ids (ints, no bools) per request; params: a "
+     "SamplingParams for all, a list with one per request, or None (the defaults)."},
     {"abort_request", (PyCFunction)Engine_abort_request, METH_O, "abort_request(request_id)"},
     {"has_unfinished_requests", (PyCFunction)Engine_has_unfinished, METH_NOARGS, NULL},
     {"num_unfinished_requests", (PyCFunction)Engine_num_unfinished, METH_NOARGS, NULL},
