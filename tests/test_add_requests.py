@@ -1,7 +1,8 @@
-"""Engine.add_requests (all prompts and params in one call, all or nothing)
-against one add_request per prompt, and its refusals: each leaves the engine as
-it was (nothing queued, no block held, the seeds of later unseeded requests
-unchanged)."""
+"""The batch path of generate(): Engine.add_requests (all prompts and params
+in one call, all or nothing) against one add_request per prompt, its refusals
+(each leaves the engine as it was: nothing queued, no block held, the seeds of
+later unseeded requests unchanged), and generate()'s fast path against its
+reference path."""
 
 import numpy as np
 import pytest
@@ -135,3 +136,21 @@ def test_refused_batch_leaves_seeds_unchanged(small_model):
             outs = llm.generate(ps, sp, use_tqdm=False)
             runs.append([o.outputs[0].token_ids for o in outs])
     assert runs[0] == runs[1]
+
+
+def test_generate_fast_and_reference_paths_agree(llm):
+    """Plain-int prompts take add_requests; NumPy ints the reference path."""
+    ps = prompts(3, 4)
+    params = [greedy(3 + i) for i in range(4)]
+    fast = llm.generate([{"prompt_token_ids": p, "prompt": f"p{i}"} for i, p in enumerate(ps)],
+                        params, use_tqdm=False)
+    ref = llm.generate([[np.int32(t) for t in p] for p in ps], params, use_tqdm=False)
+    for f, r, p in zip(fast, ref, ps):
+        assert f.prompt_token_ids == r.prompt_token_ids == p
+        assert [c.token_ids for c in f.outputs] == [c.token_ids for c in r.outputs]
+        assert [c.text for c in f.outputs] == [c.text for c in r.outputs]
+        assert f.finished and r.finished and f.metrics.last_token_time is not None
+    assert [o.prompt for o in fast] == [f"p{i}" for i in range(4)]
+    assert [o.prompt for o in ref] == [None] * 4
+    ids = [int(o.request_id[4:]) for o in fast + ref]
+    assert ids == list(range(ids[0], ids[0] + 8))          # gen-N, consecutive

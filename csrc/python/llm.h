@@ -1,5 +1,6 @@
 /* llm.h — the Engine object layout, shared by llm.c (the type), llm_inputs.c
- * (arguments -> engine arrays) and kv_cache.c. */
+ * (arguments -> engine arrays), llm_outputs.c (engine outputs -> tuples) and
+ * kv_cache.c. */
 #ifndef GPT2_PY_LLM_H
 #define GPT2_PY_LLM_H
 
@@ -13,6 +14,9 @@ typedef struct EngineObject {
     int num_views;           /* live NumPy views into the KV cache */
     PyObject *tokenizer;     /* lazily created gpt2_engine.Tokenizer */
     PyObject *tokenizer_dir; /* str */
+    PyObject **id_objs;      /* (num_id_objs) the int object of each id below vocab_size,
+                              * made on first use (llm_outputs.c); NULL until a step reports */
+    int num_id_objs;
 } EngineObject;
 
 /* ---- llm_inputs.c ---- */
@@ -39,5 +43,12 @@ typedef struct RequestBatch {
 int request_batch_init(RequestBatch *b, PyObject *ids, PyObject *prompts, PyObject *params,
                        ModuleState *st);
 void request_batch_free(RequestBatch *b);      /* safe on a freed or zeroed batch */
+
+/* ---- llm_outputs.c ---- */
+
+/* (request_id, prompt_token_ids, prompt_logprobs, finished, metrics, seqs): one
+ * step output as LLM._make_output (gpt2_engine/llm.py) unpacks it. */
+PyObject *request_tuple(EngineObject *self, const RequestOutputC *o);
+void id_objects_free(EngineObject *self);      /* safe to call twice */
 
 #endif
