@@ -36,6 +36,11 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32",
 
 PromptType = Union[str, List[int], Dict[str, object]]
 
+# generate()'s steps report only finished requests: Engine.step runs up to this
+# many in one call, returning at the first that reports one (the progress bar
+# moves only then anyway)
+_MAX_STEPS = 2**31 - 1
+
 
 def _token_id_batch(prompts) -> Optional[tuple]:
     """(texts, token-id lists) when prompts is a list/tuple whose every entry is a
@@ -511,7 +516,7 @@ class LLM:
                     raise RuntimeError("the engine stopped with requests unfinished: "
                                        f"{sorted(pending)[:5]}")
                 done, new_prompt, new_out = 0, 0, 0
-                for t in engine.step(finished_only=True):
+                for t in engine.step(finished_only=True, max_steps=_MAX_STEPS):
                     i = pending.pop(t[0], None)
                     if i is None:             # queued through add_request: not returned here
                         self._prompts.pop(t[0], None)

@@ -1,8 +1,10 @@
-"""The batch path of generate(): Engine.add_requests (all prompts and params
+"""The batch paths of generate(): Engine.add_requests (all prompts and params
 in one call, all or nothing) against one add_request per prompt, its refusals
 (each leaves the engine as it was: nothing queued, no block held, the seeds of
-later unseeded requests unchanged), and generate()'s fast path against its
-reference path."""
+later unseeded requests unchanged), generate()'s fast path against its
+reference path, and Engine.step(max_steps=...) running steps in C until one
+reports (and stopping at a signal between steps)."""
+import signal
 
 import numpy as np
 import pytest
@@ -154,3 +156,44 @@ def test_generate_fast_and_reference_paths_agree(llm):
     assert [o.prompt for o in ref] == [None] * 4
     ids = [int(o.request_id[4:]) for o in fast + ref]
     assert ids == list(range(ids[0], ids[0] + 8))          # gen-N, consecutive
+
+
+def test_step_max_steps_returns_at_the_first_finish(llm):
+    engine = llm._engine
+    engine.add_requests(["short", "long"], [[1, 2, 3], [4, 5, 6]], [greedy(3), greedy(8)])
+    before = llm.stats["num_steps"]
+    outs = engine.step(finished_only=True, max_steps=1000)
+    assert [t[0] for t in outs] == ["short"] and llm.stats["num_steps"] - before == 3
+    outs = engine.step(finished_only=True, max_steps=2)         # stops at max_steps
+    assert outs == [] and llm.stats["num_steps"] - before == 5
+    outs = engine.step(finished_only=True, max_steps=1000)
+    assert [t[0] for t in outs] == ["long"] and llm.stats["num_steps"] - before == 8
+    assert_idle(llm)
+    assert engine.step(max_steps=5) == []                        # idle: returns at once
+    with pytest.raises(ValueError, match="max_steps"):
+        engine.step(max_steps=0)
+
+
+def test_step_max_steps_stops_at_a_signal(llm):
+    """A KeyboardInterrupt between two of the C loop's steps ends the call; the
+    requests stay queued and the engine usable."""
+    engine = llm._engine
+    engine.add_requests([f"sig{i}" for i in range(8)], prompts(4, 8, 6), greedy(100))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    before = llm.stats["num_steps"]
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.002)
+        with pytest.raises(KeyboardInterrupt):
+            engine.step(finished_only=True, max_steps=10**6)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    ran = llm.stats["num_steps"] - before
+    assert 1 <= ran < 100 and engine.num_unfinished_requests() == 8
+    final = drain(engine)
+    assert all(len(final[f"sig{i}"][0][0]) == 100 for i in range(8))
+    assert_idle(llm)

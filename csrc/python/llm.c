@@ -209,19 +209,32 @@ static PyObject *Engine_num_unfinished(EngineObject *self, PyObject *Py_UNUSED(i
 
 static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"finished_only", NULL};
-    int finished_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$p", kwlist, &finished_only)) return NULL;
+    static char *kwlist[] = {"finished_only", "max_steps", NULL};
+    int finished_only = 0, max_steps = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$pi", kwlist, &finished_only, &max_steps))
+        return NULL;
+    if (max_steps < 1) {
+        PyErr_Format(PyExc_ValueError, "max_steps must be >= 1, got %d", max_steps);
+        return NULL;
+    }
     if (!engine_ready(self)) return NULL;
     Error err = {0};
     int n = 0;
     Status s;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    s = engine_step(self->engine, finished_only, &n, &err);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
-    if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
+    /* Steps that report nothing (generate()'s, until a request finishes) follow
+     * each other here rather than through Python: a round trip per step is host
+     * time the device idles for. Signals are checked between steps, as they are
+     * between two calls (Ctrl-C stops the loop; a handler may close the engine). */
+    for (int k = 1;; k++) {
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        s = engine_step(self->engine, finished_only, &n, &err);
+        Py_END_ALLOW_THREADS
+        self->busy = 0;
+        if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
+        if (n > 0 || k >= max_steps || !engine_has_unfinished(self->engine)) break;
+        if (PyErr_CheckSignals() < 0 || !engine_ready(self)) return NULL;
+    }
     double t0 = monotonic_s();
     PyObject *list = PyList_New(n);
     if (!list) return NULL;
@@ -405,8 +418,9 @@ static PyMethodDef Engine_methods[] = {
     {"has_unfinished_requests", (PyCFunction)Engine_has_unfinished, METH_NOARGS, NULL},
     {"num_unfinished_requests", (PyCFunction)Engine_num_unfinished, METH_NOARGS, NULL},
     {"step", (PyCFunction)(void (*)(void))Engine_step, METH_VARARGS | METH_KEYWORDS,
-     "step(*, finished_only=False): runs one scheduler step; returns the requests that "
-     "progressed (only those that finished, with finished_only)."},
+     "step(*, finished_only=False, max_steps=1): runs scheduler steps until one reports "
+     "outputs, none is unfinished or max_steps ran; returns the requests that progressed "
+     "in the last one (only those that finished, with finished_only)."},
     {"compute_logits", (PyCFunction)Engine_compute_logits, METH_O,
      "compute_logits(prompt_token_ids) -> float32 array (n, vocab_size)"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "Frees every byte the engine holds."},
