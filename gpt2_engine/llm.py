@@ -5,8 +5,13 @@ validates and resolves the constructor arguments, normalises prompts, assigns
 request ids, drives engine.step() with a progress bar, and turns the tuples the
 engine returns into RequestOutput / CompletionOutput dataclasses (outputs.py).
 Everything that decides or computes (tokenizing, scheduling, sampling) is C.
+
+generate() is host time during which the GPU idles, so its common case (prompts
+of token ids) takes a fast path: one Engine.add_requests call converts and
+checks every prompt in C, all or nothing. Anything else, and any error there,
+goes the reference way (each prompt normalised here, one add_request each),
+which raises the reference exception.
 """
-import itertools
 import logging
 import numbers
 import os
@@ -30,6 +35,40 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 PromptType = Union[str, List[int], Dict[str, object]]
+
+# generate()'s steps report only finished requests: Engine.step runs up to this
+# many in one call, returning at the first that reports one (the progress bar
+# moves only then anyway)
+_MAX_STEPS = 2**31 - 1
+
+
+def _token_id_batch(prompts) -> Optional[tuple]:
+    """(texts, token-id lists) when prompts is a list/tuple whose every entry is a
+    list/tuple (of token ids, unchecked) or a dict holding one as "prompt_token_ids":
+    the form Engine.add_requests checks element by element in C. None for any
+    other form (str, NumPy, one prompt of ids), which the reference path resolves."""
+    if type(prompts) is not list and type(prompts) is not tuple:
+        return None
+    texts, ids = [], []
+    for p in prompts:
+        tp = type(p)
+        if tp is list or tp is tuple:
+            texts.append(None)
+            ids.append(p)
+        elif tp is dict:
+            tok = p.get("prompt_token_ids")
+            if type(tok) is not list and type(tok) is not tuple:
+                return None
+            text = p.get("prompt")
+            texts.append(text if isinstance(text, str) else None)
+            ids.append(tok)
+        else:
+            return None
+    return texts, ids
+
+
+def _output_index(c) -> int:
+    return c.index
 
 
 def _is_int(x) -> bool:
@@ -155,7 +194,7 @@ class LLM:
                  tensor_parallel_size: int = 1, enforce_eager: bool = False):
         self._engine = None
         self._prompts: Dict[str, Optional[str]] = {}    # live request id -> prompt text
-        self._counter = itertools.count()
+        self._next_id = 0                               # request ids: gen-0, gen-1, ...
         self._token_text: Dict[int, str] = {}
 
         model = self._resolve_model(model)
@@ -367,7 +406,9 @@ class LLM:
                         f"got {type(sampling_params).__name__}")
 
     def _new_request_id(self) -> str:
-        return f"gen-{next(self._counter)}"
+        rid = f"gen-{self._next_id}"
+        self._next_id += 1
+        return rid
 
     # ---- converting engine tuples ----
 
@@ -397,28 +438,24 @@ class LLM:
             out.append(d)
         return out
 
-    def _make_output(self, t) -> RequestOutput:
-        rid, prompt_ids, prompt_lp, finished, metrics, seqs = t
-        prompt_ids = list(prompt_ids)
+    def _make_output(self, t, prompt: Optional[str]) -> RequestOutput:
+        """One tuple of Engine.step (csrc/python/llm_outputs.c) -> RequestOutput. Its
+        lists are fresh (the caller's to keep) and its ints, floats and bools already
+        of their type. Arguments are positional, in the dataclasses' field order: per
+        generate() this runs for every prompt, and keywords cost twice the time."""
+        rid, prompt_ids, prompt_lp, finished, times, seqs = t
         plp = None
         if prompt_lp is not None:
             plp = [None] + self._logprob_dicts(prompt_lp, prompt_ids[1:])
-        outputs = []
-        for (index, text, token_ids, cum, lp, finish_reason, stop_reason) in seqs:
-            token_ids = list(token_ids)
-            outputs.append(CompletionOutput(
-                index=int(index), text=text, token_ids=token_ids,
-                cumulative_logprob=float(cum),
-                logprobs=None if lp is None else self._logprob_dicts(lp, token_ids),
-                finish_reason=finish_reason, stop_reason=stop_reason))
-        outputs.sort(key=lambda c: c.index)
-        m = RequestMetrics.from_engine(metrics or {})
-        if finished and m.finished_time is not None:
-            m.last_token_time = m.finished_time
-        return RequestOutput(request_id=rid, prompt=self._prompts.get(rid),
-                             prompt_token_ids=prompt_ids, prompt_logprobs=plp, outputs=outputs,
-                             finished=bool(finished), metrics=m,
-                             num_cached_tokens=m.num_cached_tokens)
+        outputs = [CompletionOutput(index, text, token_ids, cum,
+                                    None if lp is None else self._logprob_dicts(lp, token_ids),
+                                    finish_reason, stop_reason)
+                   for index, text, token_ids, cum, lp, finish_reason, stop_reason in seqs]
+        if len(outputs) > 1:
+            outputs.sort(key=_output_index)
+        m = RequestMetrics.from_engine(times, finished)
+        return RequestOutput(rid, prompt, prompt_ids, plp, outputs, finished, m,
+                             m.num_cached_tokens)
 
     # ---- step-level API ----
 
@@ -436,7 +473,8 @@ class LLM:
 
     def step(self) -> List[RequestOutput]:
         """One engine step; the outputs (so far) of every request that progressed."""
-        outs = [self._make_output(t) for t in self._live().step()]
+        prompts = self._prompts
+        outs = [self._make_output(t, prompts.get(t[0])) for t in self._live().step()]
         for o in outs:
             if o.finished:
                 self._prompts.pop(o.request_id, None)
@@ -466,31 +504,26 @@ class LLM:
         KeyboardInterrupt (or any error) aborts this call's requests and re-raises;
         the engine stays usable."""
         engine = self._live()
-        requests = self._normalize_prompts(prompts)
-        params = self._normalize_params(sampling_params, len(requests))
-        ids = [self._new_request_id() for _ in requests]
-        results: Dict[str, RequestOutput] = {}
-        pending = set()
+        texts, ids = self._add_generate_requests(engine, prompts, sampling_params)
+        n = len(ids)
+        results: List[Optional[RequestOutput]] = [None] * n
+        pending = dict(zip(ids, range(n)))          # request id -> input position
         bar = None
         try:
-            for rid, (text, tok), sp in zip(ids, requests, params):
-                engine.add_request(rid, tok, sp)
-                self._prompts[rid] = text
-                pending.add(rid)
-            bar = _ProgressBar(len(ids), bool(use_tqdm))
+            bar = _ProgressBar(n, bool(use_tqdm))
             while pending:
                 if not engine.has_unfinished_requests():
                     raise RuntimeError("the engine stopped with requests unfinished: "
                                        f"{sorted(pending)[:5]}")
                 done, new_prompt, new_out = 0, 0, 0
-                for t in engine.step(finished_only=True):
-                    rid = t[0]
-                    out = self._make_output(t)
-                    self._prompts.pop(rid, None)
-                    if rid in pending:
-                        pending.discard(rid)
-                        results[rid] = out
-                        done += 1
+                for t in engine.step(finished_only=True, max_steps=_MAX_STEPS):
+                    i = pending.pop(t[0], None)
+                    if i is None:             # queued through add_request: not returned here
+                        self._prompts.pop(t[0], None)
+                        continue
+                    out = results[i] = self._make_output(t, texts[i])
+                    done += 1
+                    if bar.enabled:
                         new_prompt += len(out.prompt_token_ids)
                         new_out += sum(len(c.token_ids) for c in out.outputs)
                 if done:
@@ -501,12 +534,48 @@ class LLM:
                     engine.abort_request(rid)
                 except Exception:
                     pass
-                self._prompts.pop(rid, None)
             raise
         finally:
             if bar is not None:
                 bar.close()
-        return [results[rid] for rid in ids]
+        return results
+
+    def _add_generate_requests(self, engine, prompts, sampling_params) -> tuple:
+        """Queues generate()'s requests, all or none; returns (prompt texts, request ids).
+
+        Fast path: token-id prompts and SamplingParams go to Engine.add_requests in
+        one call. When it refuses them (TypeError / ValueError: NumPy ints, a bad id,
+        a bad parameter; nothing is queued then, and no request id is used up), the
+        reference path does the work again and raises the reference exception."""
+        batch = _token_id_batch(prompts)
+        if batch is not None:
+            texts, toks = batch
+            start = self._next_id
+            ids = [f"gen-{i}" for i in range(start, start + len(toks))]
+            try:
+                engine.add_requests(ids, toks, SamplingParams() if sampling_params is None
+                                    else sampling_params)
+            except (TypeError, ValueError):
+                pass
+            else:
+                self._next_id = start + len(ids)
+                return texts, ids
+        requests = self._normalize_prompts(prompts)
+        params = self._normalize_params(sampling_params, len(requests))
+        ids = [self._new_request_id() for _ in requests]
+        added = []
+        try:
+            for rid, (_, tok), sp in zip(ids, requests, params):
+                engine.add_request(rid, tok, sp)
+                added.append(rid)
+        except BaseException:
+            for rid in added:                   # a bad request in the middle: none stays
+                try:
+                    engine.abort_request(rid)
+                except Exception:
+                    pass
+            raise
+        return [text for text, _ in requests], ids
 
     def compute_logits(self, prompts) -> list:
         """Logits (n, vocab_size) float32 of every position of each prompt."""

@@ -76,16 +76,14 @@ class RequestMetrics:
     last_token_time: Optional[float] = None
 
     @classmethod
-    def from_engine(cls, m: dict) -> "RequestMetrics":
-        def t(key):
-            v = m.get(key)
-            return None if v is None or v <= 0 else float(v)
-        arrival = float(m.get("arrival_time") or 0.0)
-        first_sched = t("first_scheduled_time")
-        return cls(arrival_time=arrival, first_scheduled_time=first_sched,
-                   first_token_time=t("first_token_time"), finished_time=t("finished_time"),
-                   time_in_queue=None if first_sched is None else first_sched - arrival,
-                   num_cached_tokens=int(m.get("num_cached_tokens") or 0))
+    def from_engine(cls, times: tuple, finished: bool) -> "RequestMetrics":
+        """From the engine's (arrival_time, first_scheduled_time, first_token_time,
+        finished_time, num_cached_tokens), the times not reached yet None; a
+        finished request's last token came at its finish."""
+        arrival, first_sched, first_token, finished_time, cached = times
+        return cls(arrival, first_sched, first_token, finished_time,
+                   None if first_sched is None else first_sched - arrival, cached,
+                   finished_time if finished else None)
 
 
 @dataclass

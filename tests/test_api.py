@@ -258,8 +258,8 @@ def test_keyboard_interrupt_aborts_and_engine_stays_usable(llm):
 
     llm._engine = Interrupting()
     try:
-        with pytest.raises(KeyboardInterrupt):
-            llm.generate(prompts, greedy(30), use_tqdm=False)
+        with pytest.raises(KeyboardInterrupt):      # one step() call per finish: the third
+            llm.generate(prompts, [greedy(n) for n in (5, 10, 20, 30)], use_tqdm=False)
     finally:
         llm._engine = real
     while llm.has_unfinished_requests():       # finished-abort notices drain here

@@ -125,6 +125,13 @@ void engine_destroy(Engine *e);           /* NULL-safe; frees every byte */
  * token id out of range, prompt + max_tokens > max_model_len, more blocks than exist. */
 Status engine_add_request(Engine *e, const char *request_id, const int32_t *prompt_ids,
                           int num_prompt, const SamplingParamsC *params, Error *err);
+/* All or nothing: n requests (request_ids[i], prompt_ids[i] of num_prompt[i] tokens,
+ * params[i]; params or an entry NULL = defaults), each validated as above and the
+ * ids distinct, before any is queued; on an error none is (the message names the
+ * request when n > 1). One call spares the caller n round trips (LLM.generate). */
+Status engine_add_requests(Engine *e, int n, const char *const *request_ids,
+                           const int32_t *const *prompt_ids, const int *num_prompt,
+                           const SamplingParamsC *const *params, Error *err);
 /* Unknown or finished ids are ignored. Frees the request's blocks now. */
 void engine_abort_request(Engine *e, const char *request_id);
 int engine_has_unfinished(const Engine *e);

@@ -155,26 +155,90 @@ Status validate_request(const Engine *e, const char *id, const int32_t *prompt, 
     return GPT2_OK;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The ids of a batch: distinct and none in use by an unfinished request. Looks
+ * each live request up in a sorted copy of the batch's ids: O((n + live) log n),
+ * where a find_request per new id would take O(n * live). */
+static Status check_new_ids(const Engine *e, int n, const char *const *ids, Error *err)
+{
+    for (int i = 0; i < n; i++)
+        if (!ids[i]) return error_set(err, GPT2_ERR_VALUE, "request_id must not be NULL");
+    if (n == 1)
+        return find_request(e, ids[0]) ? error_set(err, GPT2_ERR_VALUE, "request id '%s' is "
+                                                   "already in use", ids[0]) : GPT2_OK;
+    if (n < 1) return GPT2_OK;
+    const char **sorted = malloc((size_t)n * sizeof *sorted);
+    if (!sorted) return error_set(err, GPT2_ERR_NOMEM, "out of memory for %d request ids", n);
+    memcpy(sorted, ids, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
+    Status s = GPT2_OK;
+    for (int i = 1; i < n && !s; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0)
+            s = error_set(err, GPT2_ERR_VALUE, "request id '%s' appears twice in the batch",
+                          sorted[i]);
+    for (int i = 0; i < e->n_reqs && !s; i++) {
+        const Request *req = e->reqs[i];
+        if (!req->compute_logits && req->state != REQ_FINISHED &&
+            bsearch(&req->id, sorted, (size_t)n, sizeof *sorted, cmp_id))
+            s = error_set(err, GPT2_ERR_VALUE, "request id '%s' is already in use", req->id);
+    }
+    free(sorted);
+    return s;
+}
+
+Status engine_add_requests(Engine *e, int n, const char *const *request_ids,
+                           const int32_t *const *prompt_ids, const int *num_prompt,
+                           const SamplingParamsC *const *params, Error *err)
+{
+    if (n < 0) return error_set(err, GPT2_ERR_VALUE, "a batch of %d requests", n);
+    SamplingParamsC defaults;
+    sampling_params_default(&defaults);
+    Status s = GPT2_OK;
+    /* 1. validate all (ids first): nothing is built before every request is known good */
+    if ((s = check_new_ids(e, n, request_ids, err))) return s;
+    for (int i = 0; i < n; i++) {
+        const SamplingParamsC *p = params && params[i] ? params[i] : &defaults;
+        s = validate_request(e, NULL, prompt_ids[i], num_prompt[i], p, p->max_tokens, p->n, err);
+        if (s) return n > 1 ? error_prefix(err, "request '%s'", request_ids[i]) : s;
+    }
+    /* 2. build all; 3. queue all. A failure in either undoes everything, the
+     * arrival counter too (unseeded requests derive their seeds from it) */
+    const uint64_t arrival0 = e->arrival_counter;
+    const int n_reqs0 = e->n_reqs;
+    Request **built = alloc_zero((size_t)n, sizeof *built);
+    if (!built) return error_set(err, GPT2_ERR_NOMEM, "out of memory for %d requests", n);
+    int n_built = 0, n_queued = 0;
+    for (; n_built < n; n_built++) {
+        const SamplingParamsC *p = params && params[n_built] ? params[n_built] : &defaults;
+        if ((s = request_build(e, &built[n_built], request_ids[n_built], prompt_ids[n_built],
+                               num_prompt[n_built], p, 0, err)))
+            goto undo;
+    }
+    for (; n_queued < n; n_queued++)
+        if ((s = reqs_push(e, built[n_queued], err)) ||
+            (s = scheduler_add(&e->sched, built[n_queued], err)))
+            goto undo;
+    e->num_unfinished += n;
+    free(built);
+    return GPT2_OK;
+undo:
+    for (int i = 0; i < n_queued; i++)      /* queued, never scheduled: holds no blocks */
+        scheduler_remove(&e->sched, &e->bm, built[i]);
+    e->n_reqs = n_reqs0;
+    for (int i = 0; i < n_built; i++) request_free(built[i]);
+    free(built);
+    e->arrival_counter = arrival0;
+    return s;
+}
+
 Status engine_add_request(Engine *e, const char *request_id, const int32_t *prompt_ids,
                           int num_prompt, const SamplingParamsC *params, Error *err)
 {
-    if (!request_id) return error_set(err, GPT2_ERR_VALUE, "request_id must not be NULL");
-    SamplingParamsC defaults;
-    if (!params) { sampling_params_default(&defaults); params = &defaults; }
-    Status s = validate_request(e, request_id, prompt_ids, num_prompt, params,
-                                params->max_tokens, params->n, err);
-    if (s) return s;
-    Request *req;
-    if ((s = request_build(e, &req, request_id, prompt_ids, num_prompt, params, 0, err)))
-        return s;
-    if ((s = reqs_push(e, req, err))) { request_free(req); return s; }
-    if ((s = scheduler_add(&e->sched, req, err))) {
-        e->n_reqs--;
-        request_free(req);
-        return s;
-    }
-    e->num_unfinished++;
-    return GPT2_OK;
+    return engine_add_requests(e, 1, &request_id, &prompt_ids, &num_prompt, &params, err);
 }
 
 void request_finish(Engine *e, Request *req, FinishReason why)

@@ -1,7 +1,8 @@
 /* llm.c — gpt2_engine._C.Engine: the binding over csrc/core/engine.h. The
- * Python class gpt2_engine.LLM (gpt2_engine/llm.py) wraps it; this file only
- * converts arguments and results. The GIL is released around every call that
- * runs the model, and a busy flag refuses re-entry from another thread. */
+ * Python class gpt2_engine.LLM (gpt2_engine/llm.py) wraps it; this file holds
+ * the type and its methods, llm_inputs.c and llm_outputs.c convert arguments
+ * and results. The GIL is released around every call that runs the model, and
+ * a busy flag refuses re-entry from another thread. */
 #include "pyutil.h"
 #include "llm.h"
 #include "sampling_params.h"
@@ -33,39 +34,6 @@ static int engine_ready(EngineObject *self)
         return 0;
     }
     return 1;
-}
-
-/* list[int] (or any sequence of ints) -> malloc'ed int32 array. */
-static int32_t *ids_from_sequence(PyObject *seq, int *n_out, const char *what)
-{
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (!fast) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    int32_t *ids = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
-    if (!ids) { Py_DECREF(fast); PyErr_NoMemory(); return NULL; }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
-        if (!PyLong_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "%s must contain ints, got %.80s at index %zd", what,
-                         Py_TYPE(item)->tp_name, i);
-            goto fail;
-        }
-        long long v = PyLong_AsLongLong(item);
-        if (v == -1 && PyErr_Occurred()) goto fail;
-        if (v < INT32_MIN || v > INT32_MAX) {
-            PyErr_Format(PyExc_ValueError, "%s: token id %lld at index %zd is out of range",
-                         what, v, i);
-            goto fail;
-        }
-        ids[i] = (int32_t)v;
-    }
-    Py_DECREF(fast);
-    *n_out = (int)n;
-    return ids;
-fail:
-    Py_DECREF(fast);
-    free(ids);
-    return NULL;
 }
 
 /* ---- construction ---- */
@@ -129,6 +97,7 @@ static void Engine_close_impl(EngineObject *self)
         engine_destroy(self->engine);
         self->engine = NULL;
     }
+    id_objects_free(self);
     Py_CLEAR(self->tokenizer);
     Py_CLEAR(self->tokenizer_dir);
 }
@@ -197,6 +166,24 @@ static PyObject *Engine_add_request(EngineObject *self, PyObject *args, PyObject
     Py_RETURN_NONE;
 }
 
+static PyObject *Engine_add_requests(EngineObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"request_ids", "prompts", "params", NULL};
+    PyObject *ids, *prompts, *params = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O", kwlist, &ids, &prompts, &params))
+        return NULL;
+    if (!engine_ready(self)) return NULL;
+    ModuleState *st = state_of((PyObject *)self);
+    RequestBatch b;
+    if (request_batch_init(&b, ids, prompts, params, st) < 0) return NULL;
+    Error err = {0};
+    Status s = engine_add_requests(self->engine, b.n, b.ids, b.prompts, b.num_prompt, b.params,
+                                   &err);
+    request_batch_free(&b);
+    if (s != GPT2_OK) return raise_error(st, &err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_abort_request(EngineObject *self, PyObject *arg)
 {
     if (!engine_ready(self)) return NULL;
@@ -220,147 +207,44 @@ static PyObject *Engine_num_unfinished(EngineObject *self, PyObject *Py_UNUSED(i
 
 /* ---- results ---- */
 
-static PyObject *int_list(const int32_t *v, int n)
-{
-    PyObject *list = PyList_New(n);
-    if (!list) return NULL;
-    for (int i = 0; i < n; i++) {
-        PyObject *x = PyLong_FromLong(v[i]);
-        if (!x) { Py_DECREF(list); return NULL; }
-        PyList_SET_ITEM(list, i, x);
-    }
-    return list;
-}
-
-static PyObject *float_list(const float *v, int n)
-{
-    PyObject *list = PyList_New(n);
-    if (!list) return NULL;
-    for (int i = 0; i < n; i++) {
-        PyObject *x = PyFloat_FromDouble(v[i]);
-        if (!x) { Py_DECREF(list); return NULL; }
-        PyList_SET_ITEM(list, i, x);
-    }
-    return list;
-}
-
-/* (lps, ranks, top_ids, top_lps) for n entries with k top entries each. */
-static PyObject *logprob_tuple(const float *lps, const int32_t *ranks, const int32_t *top_ids,
-                               const float *top_lps, int n, int k)
-{
-    PyObject *a = float_list(lps, n), *b = int_list(ranks, n);
-    PyObject *c = PyList_New(n), *d = PyList_New(n);
-    if (!a || !b || !c || !d) goto fail;
-    for (int i = 0; i < n; i++) {
-        PyObject *ci = int_list(top_ids ? top_ids + (size_t)i * k : NULL, top_ids ? k : 0);
-        PyObject *di = float_list(top_lps ? top_lps + (size_t)i * k : NULL, top_lps ? k : 0);
-        if (!ci || !di) { Py_XDECREF(ci); Py_XDECREF(di); goto fail; }
-        PyList_SET_ITEM(c, i, ci);
-        PyList_SET_ITEM(d, i, di);
-    }
-    return Py_BuildValue("(NNNN)", a, b, c, d);
-fail:
-    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c); Py_XDECREF(d);
-    return NULL;
-}
-
-static const char *finish_name(FinishReason r)
-{
-    switch (r) {
-    case FINISH_STOP: return "stop";
-    case FINISH_LENGTH: return "length";
-    case FINISH_ABORT: return "abort";
-    default: return NULL;
-    }
-}
-
-static PyObject *seq_tuple(const SeqOutput *s)
-{
-    PyObject *text = PyUnicode_DecodeUTF8(s->text ? s->text : "", (Py_ssize_t)s->text_len,
-                                          "replace");
-    PyObject *ids = int_list(s->token_ids, s->num_tokens);
-    PyObject *lp = NULL, *reason = NULL, *stop = NULL;
-    if (!text || !ids) goto fail;
-    if (s->logprobs) {
-        lp = logprob_tuple(s->logprobs, s->ranks, s->top_ids, s->top_logprobs, s->num_tokens,
-                           s->num_top);
-        if (!lp) goto fail;
-    } else {
-        lp = Py_NewRef(Py_None);
-    }
-    const char *fr = finish_name(s->finish_reason);
-    reason = fr ? PyUnicode_FromString(fr) : Py_NewRef(Py_None);
-    if (s->stop_reason_kind == 1) stop = PyLong_FromLong(s->stop_token);
-    else if (s->stop_reason_kind == 2 && s->stop_str) stop = PyUnicode_FromString(s->stop_str);
-    else stop = Py_NewRef(Py_None);
-    if (!reason || !stop) goto fail;
-    return Py_BuildValue("(iNNdNNN)", s->index, text, ids, s->cumulative_logprob, lp, reason,
-                         stop);
-fail:
-    Py_XDECREF(text); Py_XDECREF(ids); Py_XDECREF(lp); Py_XDECREF(reason); Py_XDECREF(stop);
-    return NULL;
-}
-
-static PyObject *request_tuple(const RequestOutputC *o)
-{
-    PyObject *prompt = int_list(o->prompt_ids, o->num_prompt), *plp = NULL, *metrics = NULL;
-    PyObject *seqs = PyList_New(o->num_seqs);
-    if (!prompt || !seqs) goto fail;
-    if (o->prompt_logprobs && o->num_prompt > 0) {
-        const int k = o->prompt_num_top;
-        plp = logprob_tuple(o->prompt_logprobs + 1, o->prompt_ranks + 1,
-                            o->prompt_top_ids ? o->prompt_top_ids + k : NULL,
-                            o->prompt_top_logprobs ? o->prompt_top_logprobs + k : NULL,
-                            o->num_prompt - 1, k);
-        if (!plp) goto fail;
-    } else {
-        plp = Py_NewRef(Py_None);
-    }
-    metrics = Py_BuildValue("{sdsdsdsdsi}", "arrival_time", o->arrival_time,
-                            "first_scheduled_time", o->first_scheduled_time,
-                            "first_token_time", o->first_token_time,
-                            "finished_time", o->finished_time,
-                            "num_cached_tokens", o->num_cached_tokens);
-    if (!metrics) goto fail;
-    for (int i = 0; i < o->num_seqs; i++) {
-        PyObject *t = seq_tuple(&o->seqs[i]);
-        if (!t) goto fail;
-        PyList_SET_ITEM(seqs, i, t);
-    }
-    return Py_BuildValue("(sNNONN)", o->request_id, prompt, plp,
-                         o->finished ? Py_True : Py_False, metrics, seqs);
-fail:
-    Py_XDECREF(prompt); Py_XDECREF(plp); Py_XDECREF(metrics); Py_XDECREF(seqs);
-    return NULL;
-}
-
 static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"finished_only", NULL};
-    int finished_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$p", kwlist, &finished_only)) return NULL;
+    static char *kwlist[] = {"finished_only", "max_steps", NULL};
+    int finished_only = 0, max_steps = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$pi", kwlist, &finished_only, &max_steps))
+        return NULL;
+    if (max_steps < 1) {
+        PyErr_Format(PyExc_ValueError, "max_steps must be >= 1, got %d", max_steps);
+        return NULL;
+    }
     if (!engine_ready(self)) return NULL;
     Error err = {0};
     int n = 0;
     Status s;
-    self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    s = engine_step(self->engine, finished_only, &n, &err);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
-    if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
+    /* Steps that report nothing (generate()'s, until a request finishes) follow
+     * each other here rather than through Python: a round trip per step is host
+     * time the device idles for. Signals are checked between steps, as they are
+     * between two calls (Ctrl-C stops the loop; a handler may close the engine). */
+    for (int k = 1;; k++) {
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        s = engine_step(self->engine, finished_only, &n, &err);
+        Py_END_ALLOW_THREADS
+        self->busy = 0;
+        if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
+        if (n > 0 || k >= max_steps || !engine_has_unfinished(self->engine)) break;
+        if (PyErr_CheckSignals() < 0 || !engine_ready(self)) return NULL;
+    }
     double t0 = monotonic_s();
-    PyObject *list = PyList_New(0);
+    PyObject *list = PyList_New(n);
     if (!list) return NULL;
     for (int i = 0; i < n; i++) {
-        const RequestOutputC *o = engine_output(self->engine, i);
-        PyObject *t = request_tuple(o);
-        if (!t || PyList_Append(list, t) < 0) {
-            Py_XDECREF(t);
+        PyObject *t = request_tuple(self, engine_output(self->engine, i));
+        if (!t) {
             Py_DECREF(list);
             return NULL;
         }
-        Py_DECREF(t);
+        PyList_SET_ITEM(list, i, t);
     }
     engine_stats_add_binding_time(self->engine, monotonic_s() - t0);
     return list;
@@ -525,12 +409,18 @@ static PyGetSetDef Engine_getset[] = {
 static PyMethodDef Engine_methods[] = {
     {"add_request", (PyCFunction)(void (*)(void))Engine_add_request,
      METH_VARARGS | METH_KEYWORDS, "add_request(request_id, prompt_token_ids, params)"},
+    {"add_requests", (PyCFunction)(void (*)(void))Engine_add_requests,
+     METH_VARARGS | METH_KEYWORDS,
+     "add_requests(request_ids, prompts, params=None): queues len(request_ids) requests, "
+     "all or none; prompts: one list of token ids (ints, no bools) per request; params: a "
+     "SamplingParams for all, a list with one per request, or None (the defaults)."},
     {"abort_request", (PyCFunction)Engine_abort_request, METH_O, "abort_request(request_id)"},
     {"has_unfinished_requests", (PyCFunction)Engine_has_unfinished, METH_NOARGS, NULL},
     {"num_unfinished_requests", (PyCFunction)Engine_num_unfinished, METH_NOARGS, NULL},
     {"step", (PyCFunction)(void (*)(void))Engine_step, METH_VARARGS | METH_KEYWORDS,
-     "step(*, finished_only=False): runs one scheduler step; returns the requests that "
-     "progressed (only those that finished, with finished_only)."},
+     "step(*, finished_only=False, max_steps=1): runs scheduler steps until one reports "
+     "outputs, none is unfinished or max_steps ran; returns the requests that progressed "
+     "in the last one (only those that finished, with finished_only)."},
     {"compute_logits", (PyCFunction)Engine_compute_logits, METH_O,
      "compute_logits(prompt_token_ids) -> float32 array (n, vocab_size)"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "Frees every byte the engine holds."},
