@@ -3,8 +3,9 @@
 For each (H, D) in {(12, 64), (16, 128)}, batch B in {1, 8, 64, 256} and context
 ctx in {512, 2048, 8192}, prints the achieved bandwidth (bytes of K and V read /
 kernel time) of
-  - PAGED: gpt2_engine.ops.attention_bench (cudaEvents around back-to-back launches
-    inside C, median of `iters`; no Python overhead), block tables scattered at random;
+  - PAGED: gpt2_engine.ops.attention_bench (a CUDA graph of `iters` back-to-back
+    launches captured in C, its replays timed by cudaEvents, as the engine replays its
+    decode steps; no Python overhead), block tables scattered at random;
   - SDPA:  torch.nn.functional.scaled_dot_product_attention on the same amount of K/V laid
     out densely (B, H, ctx, D), q_len 1, timed as a CUDA graph of `iters` calls;
 against the device-to-device copy bandwidth measured in the same run (a 2 GiB torch

@@ -328,6 +328,10 @@ def test_attention_bench_runs():
     B, H, D, BS, ctx = 4, 2, 64, 16, 300
     nbps = (ctx + BS - 1) // BS
     tables = rng.permutation(2 * B * nbps).astype(np.int32).reshape(2, B, nbps)
-    ms = ops.attention_bench(rng.standard_normal((B, H, D)), (2 * B * nbps, H, BS, D), tables,
-                             np.full(B, ctx, np.int32), iters=5)
-    assert 0 < ms < 1000
+    for backend in ("PAGED", "FLASH"):
+        ms = ops.attention_bench(rng.standard_normal((B, H, D)), (2 * B * nbps, H, BS, D),
+                                 tables, np.full(B, ctx, np.int32), iters=5, backend=backend)
+        assert 0 < ms < 1000
+    with pytest.raises(ValueError, match="iters"):
+        ops.attention_bench(rng.standard_normal((B, H, D)), (2 * B * nbps, H, BS, D), tables,
+                            np.full(B, ctx, np.int32), iters=0)
