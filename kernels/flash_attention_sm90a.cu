@@ -161,6 +161,73 @@ template <> struct Pack<__nv_bfloat16> {
     }
 };
 
+/* ---- the online softmax both kernels run on a warpgroup's S tile ----
+ * Accumulator layout of m64nBNk16 (see the top comment): this thread holds rows
+ * qpos0 (sacc[4i], sacc[4i+1]) and qpos1 (sacc[4i+2], sacc[4i+3]) at key columns
+ * n0 + 8i + 2*t4 (+1), each row spread over the 4 lanes of a quad. */
+
+/* S_j (keys n0 ..) in place -> P_j in fp32; mx, l the running max and sum of the two
+ * rows, alpha the factor that rescales the old O and l. The causal mask applies on
+ * tiles crossing the warpgroup's diagonal (w_first_pos: its first row's position;
+ * keys past the block's key range are past every valid row's position too). */
+template <int BN>
+__device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], float (&mx)[2], float (&l)[2],
+                                             float (&alpha)[2], int n0, int w_first_pos,
+                                             int qpos0, int qpos1, int t4, float scale_log2) {
+    if (n0 + BN - 1 > w_first_pos) {
+#pragma unroll
+        for (int i = 0; i < BN / 8; i++) {
+            const int col = n0 + 8 * i + 2 * t4;
+            if (col > qpos0) sacc[4 * i + 0] = -INFINITY;
+            if (col + 1 > qpos0) sacc[4 * i + 1] = -INFINITY;
+            if (col > qpos1) sacc[4 * i + 2] = -INFINITY;
+            if (col + 1 > qpos1) sacc[4 * i + 3] = -INFINITY;
+        }
+    }
+    float mnew[2] = {mx[0], mx[1]};
+#pragma unroll
+    for (int i = 0; i < BN / 8; i++) {
+        mnew[0] = fmaxf(mnew[0], fmaxf(sacc[4 * i], sacc[4 * i + 1]) * scale_log2);
+        mnew[1] = fmaxf(mnew[1], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]) * scale_log2);
+    }
+    float base[2], rsum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
+        mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
+        base[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   /* fully masked row: no NaN */
+        alpha[r] = fast_exp2(mx[r] - base[r]);
+        mx[r] = mnew[r];
+    }
+#pragma unroll
+    for (int i = 0; i < BN / 8; i++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float pe = fast_exp2(fmaf(sacc[4 * i + e], scale_log2, -base[e >> 1]));
+            sacc[4 * i + e] = pe;
+            rsum[e >> 1] += pe;
+        }
+    }
+    l[0] = l[0] * alpha[0] + rsum[0];
+    l[1] = l[1] * alpha[1] + rsum[1];
+}
+
+/* after P_{j-1} V_{j-1} has landed: O to the new max, P_j packed as the A fragments of
+ * the next P V (pa[4kk..4kk+3] = d[8kk..8kk+7] in pairs) */
+template <typename T, int D, int BN>
+__device__ __forceinline__ void rescale_pack(float (&oacc)[D / 2], uint32_t (&pa)[BN / 4],
+                                             const float (&sacc)[BN / 2], const float (&alpha)[2]) {
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+        oacc[4 * i + 0] *= alpha[0];
+        oacc[4 * i + 1] *= alpha[0];
+        oacc[4 * i + 2] *= alpha[1];
+        oacc[4 * i + 3] *= alpha[1];
+    }
+#pragma unroll
+    for (int i = 0; i < BN / 4; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
+}
+
 /* ---- wgmma m64nNk16, fp32 accumulators d[N/2] per thread ----
  * ss: D (+)= A(smem desc a) * B(smem desc b), both K-major; acc = 0 overwrites D.
  * rs: D += A(registers a[4]) * B(smem desc b), B MN-major (transpose bit set). */
@@ -471,63 +538,10 @@ flash_attention_sm90a_cpasync_kernel(const FlashParams p) {
             load_kv_tile<T, D, BN, NT>(sV + (j & 1) * KV_BYTES, vc, bt, j * BN, kend, h, p, tid);
         cp_async_commit();
     };
-    /* online softmax of S_j in place (sacc becomes P_j in fp32); alpha = rescale of the
-     * old O and l. Rows qpos0 (d[4i], d[4i+1]) and qpos1 (d[4i+2], d[4i+3]), each
-     * spread over the 4 lanes of a quad. */
     auto softmax = [&](int j) {
-        const int n0 = j * BN;
-        /* causal mask on tiles crossing this warpgroup's diagonal (keys past kend are
-         * past every valid row's position too) */
-        if (n0 + BN - 1 > w_first_pos) {
-#pragma unroll
-            for (int i = 0; i < BN / 8; i++) {
-                const int col = n0 + 8 * i + 2 * t4;
-                if (col > qpos0) sacc[4 * i + 0] = -INFINITY;
-                if (col + 1 > qpos0) sacc[4 * i + 1] = -INFINITY;
-                if (col > qpos1) sacc[4 * i + 2] = -INFINITY;
-                if (col + 1 > qpos1) sacc[4 * i + 3] = -INFINITY;
-            }
-        }
-        float mnew[2] = {mx[0], mx[1]};
-#pragma unroll
-        for (int i = 0; i < BN / 8; i++) {
-            mnew[0] = fmaxf(mnew[0], fmaxf(sacc[4 * i], sacc[4 * i + 1]) * p.scale_log2);
-            mnew[1] = fmaxf(mnew[1], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]) * p.scale_log2);
-        }
-        float base[2], rsum[2] = {0.f, 0.f};
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
-            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
-            base[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   /* fully masked row: no NaN */
-            alpha[r] = fast_exp2(mx[r] - base[r]);
-            mx[r] = mnew[r];
-        }
-#pragma unroll
-        for (int i = 0; i < BN / 8; i++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float pe = fast_exp2(fmaf(sacc[4 * i + e], p.scale_log2, -base[e >> 1]));
-                sacc[4 * i + e] = pe;
-                rsum[e >> 1] += pe;
-            }
-        }
-        l[0] = l[0] * alpha[0] + rsum[0];
-        l[1] = l[1] * alpha[1] + rsum[1];
+        softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4, p.scale_log2);
     };
-    /* after P_{j-1} V_{j-1} has landed: O to the new max, P_j packed as the A
-     * fragments of the next P V (pa[4kk..4kk+3] = d[8kk..8kk+7] in pairs) */
-    auto rescale_pack = [&]() {
-#pragma unroll
-        for (int i = 0; i < D / 8; i++) {
-            oacc[4 * i + 0] *= alpha[0];
-            oacc[4 * i + 1] *= alpha[0];
-            oacc[4 * i + 2] *= alpha[1];
-            oacc[4 * i + 3] *= alpha[1];
-        }
-#pragma unroll
-        for (int i = 0; i < PREG; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
-    };
+    auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha); };
 
     /* Iteration j (0 .. n_tiles, the same count for every thread: one barrier each;
      * after it K_j and V_{j-1} have landed and every warpgroup is done with K_{j-1}
@@ -554,7 +568,7 @@ flash_attention_sm90a_cpasync_kernel(const FlashParams p) {
             wgmma_wait<0>();
             reg_fence(oacc);
             reg_fence(pa);
-            rescale_pack();
+            rescale_pack_p();
         } else if (j < w_tiles) {   /* j == 0 */
             reg_fence(sacc);
             wgmma_fence();
@@ -563,7 +577,7 @@ flash_attention_sm90a_cpasync_kernel(const FlashParams p) {
             wgmma_wait<0>();
             reg_fence(sacc);
             softmax(0);
-            rescale_pack();
+            rescale_pack_p();
         } else if (j == w_tiles && j > 0) {
             reg_fence(oacc);
             reg_fence(pa);
@@ -798,57 +812,10 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
         wgmma_commit();
     };
-    /* online softmax of S_j in place, as in the cp.async kernel */
     auto softmax = [&](int j) {
-        const int n0 = j * BN;
-        if (n0 + BN - 1 > w_first_pos) {   /* tile crosses (or lies past) the diagonal */
-#pragma unroll
-            for (int i = 0; i < BN / 8; i++) {
-                const int col = n0 + 8 * i + 2 * t4;
-                if (col > qpos0) sacc[4 * i + 0] = -INFINITY;
-                if (col + 1 > qpos0) sacc[4 * i + 1] = -INFINITY;
-                if (col > qpos1) sacc[4 * i + 2] = -INFINITY;
-                if (col + 1 > qpos1) sacc[4 * i + 3] = -INFINITY;
-            }
-        }
-        float mnew[2] = {mx[0], mx[1]};
-#pragma unroll
-        for (int i = 0; i < BN / 8; i++) {
-            mnew[0] = fmaxf(mnew[0], fmaxf(sacc[4 * i], sacc[4 * i + 1]) * p.scale_log2);
-            mnew[1] = fmaxf(mnew[1], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]) * p.scale_log2);
-        }
-        float base[2], rsum[2] = {0.f, 0.f};
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
-            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
-            base[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   /* fully masked row: no NaN */
-            alpha[r] = fast_exp2(mx[r] - base[r]);
-            mx[r] = mnew[r];
-        }
-#pragma unroll
-        for (int i = 0; i < BN / 8; i++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float pe = fast_exp2(fmaf(sacc[4 * i + e], p.scale_log2, -base[e >> 1]));
-                sacc[4 * i + e] = pe;
-                rsum[e >> 1] += pe;
-            }
-        }
-        l[0] = l[0] * alpha[0] + rsum[0];
-        l[1] = l[1] * alpha[1] + rsum[1];
+        softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4, p.scale_log2);
     };
-    auto rescale_pack = [&]() {
-#pragma unroll
-        for (int i = 0; i < D / 8; i++) {
-            oacc[4 * i + 0] *= alpha[0];
-            oacc[4 * i + 1] *= alpha[0];
-            oacc[4 * i + 2] *= alpha[1];
-            oacc[4 * i + 3] *= alpha[1];
-        }
-#pragma unroll
-        for (int i = 0; i < PREG; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
-    };
+    auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha); };
 
     /* tiles nobody in this warpgroup attends to: the ping-pong rounds and the slot
      * releases of the others still happen (a release only after the tile's full
@@ -879,7 +846,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     reg_fence(sacc);
     release(empty_k(0));
     softmax(0);
-    rescale_pack();
+    rescale_pack_p();
     /* tiles 1 .. n_mine-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
     for (int j = 1; j < n_mine; j++) {
         mbar_wait(full_k(j % ST), (j / ST) & 1);
@@ -900,7 +867,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         reg_fence(oacc);
         reg_fence(pa);
         release(empty_v((j - 1) % ST));
-        rescale_pack();
+        rescale_pack_p();
     }
     /* last P V. Its tile may end past seq_len: those V rows hold whatever the cache has
      * there (unwritten slots, or the re-read last block) and P = 0 would not cancel a
