@@ -456,30 +456,19 @@ constexpr int kDecMaxSplits = 64;
 /* Split-KV merge, run by the last block of a (sequence, head group) to finish: each
  * block publishes its partials, then takes a ticket; the block that draws the last
  * one (of the splits that hold keys, decode_split_count) merges every split's
- * (o_i, lse_i) of its heads: out = sum_i w_i o_i / sum_i w_i, w_i = 2^(lse_i - max).
- * That block resets the ticket to 0, so the next launch (and every graph replay)
- * starts from zero. Saves the second kernel of flash-decoding (one launch per layer). */
+ * (o_i, lse_i) of its heads: out = sum_i w_i o_i / sum_i w_i, w_i = 2^(lse_i - max)
+ * (last_block_of, launch.cuh). Saves the second kernel of flash-decoding (one launch
+ * per layer). */
 template <typename T, int D>
 __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
     __shared__ float s_w[kDecMaxHeads][kDecMaxSplits];
     __shared__ float s_inv[kDecMaxHeads];
-    __shared__ int s_last;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     /* the block's coordinates again (re-read, not kept live through the main loop) */
     const int s = p.seq_begin + blockIdx.y, group = blockIdx.x % p.groups;
     const int h0 = group * p.hpb, nh = min(p.hpb, p.H - h0);
-    __threadfence();                      /* this block's partials, device-wide, before the ticket */
-    __syncthreads();
     const int n = decode_split_count(p.seq_lens[s], p.splits, decode_keys_per_item(D));
-    if (tid == 0) {
-        int *ticket = p.tickets + (size_t)s * p.groups + group;
-        const int last = atomicAdd(ticket, 1) == n - 1;
-        if (last) *ticket = 0;            /* every other block of this launch has drawn */
-        s_last = last;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();                      /* acquire: the other blocks' partials */
+    if (!last_block_of(p.tickets + (size_t)s * p.groups + group, n)) return;
     /* weights: warp hh for head hh (kDecWarps == kDecMaxHeads) */
     if (warp < nh) {
         const float *lse = p.partial_lse + ((size_t)s * p.H + h0 + warp) * p.splits;

@@ -34,6 +34,28 @@ __device__ __forceinline__ void pdl_wait()
 #endif
 }
 
+/* Which block of a launch finishes a group of n blocks (the split-KV merges: the
+ * last split to finish merges every split's partial). Each block publishes its
+ * writes, then draws a ticket; the one drawing n-1 gets true, after an acquire fence
+ * (the group's writes are visible to it), and resets the ticket to 0, so the next
+ * launch and every graph replay start from zero. Called by every thread of a block;
+ * ticket: device memory, zero before the first launch. */
+__device__ __forceinline__ bool last_block_of(int *ticket, int n)
+{
+    __shared__ int s_last;
+    __threadfence();                      /* this block's writes, device-wide, before the ticket */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const int last = atomicAdd(ticket, 1) == n - 1;
+        if (last) *ticket = 0;            /* every other block of the group has drawn */
+        s_last = last;
+    }
+    __syncthreads();
+    if (!s_last) return false;
+    __threadfence();                      /* acquire: the other blocks' writes */
+    return true;
+}
+
 /* L2 prefetch of the 128-byte line holding p (no register result, no wait). */
 __device__ __forceinline__ void prefetch_l2(const void *p)
 {

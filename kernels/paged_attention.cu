@@ -135,19 +135,8 @@ __device__ __forceinline__ void decode_reduce_last(T *__restrict__ out,
 {
     extern __shared__ float sw[];
     __shared__ float red[kWarps];
-    __shared__ int s_last;
     const int tid = threadIdx.x;
-    __threadfence();                     /* this block's partial, device-wide, before the ticket */
-    __syncthreads();
-    if (tid == 0) {
-        int *ticket = tickets + (int64_t)s * H + h;
-        const int last = atomicAdd(ticket, 1) == n - 1;
-        if (last) *ticket = 0;           /* every other partition of this launch has drawn */
-        s_last = last;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();                     /* acquire: the other partitions' partials */
+    if (!last_block_of(tickets + (int64_t)s * H + h, n)) return;
     const int64_t base = ((int64_t)s * H + h) * max_parts;
     float mx = -INFINITY;
     for (int i = tid; i < n; i += kThreads) mx = fmaxf(mx, __ldcg(part_max + base + i));
