@@ -4,7 +4,8 @@ output tokens/s of the engine vs HF transformers generate (one batch of 256, lef
 padding, fp16) vs the PyTorch peer (torch_peer.py, one batch of 256, CUDA graphs).
 Every system gets the same prompts; each is warmed up first, then the whole
 generation (prefill included) is timed by wall clock. The engine runs in a child
-process (a crash there prints "error: ..." in its column).
+process (a crash there prints "error: ..." in its column), once with async
+scheduling (the default on CUDA) and once without, in the same run.
 
     python benchmarks/bench_throughput.py [--model gpt2] [--quick] [--skip-engine] [--json PATH]
 """
@@ -56,10 +57,10 @@ def hf_tput(ckpt, n, out_len, reps):
     return n * out_len / t
 
 
-def engine_worker(ckpt, n, out_len, reps):
+def engine_worker(ckpt, n, out_len, reps, async_scheduling):
     from gpt2_engine import LLM
     ids = prompts(common.load_config(ckpt)["vocab_size"], n).tolist()
-    llm = LLM(model=ckpt, dtype="float16", device="cuda")
+    llm = LLM(model=ckpt, dtype="float16", device="cuda", async_scheduling=async_scheduling)
 
     def run():
         outs = common.engine_generate(llm, ids, out_len)
@@ -73,7 +74,9 @@ def engine_worker(ckpt, n, out_len, reps):
     steps = max(after["num_steps"] - before["num_steps"], 1)
     phases = {k[len("time_"):-len("_s")]: round((after[k] - before[k]) / steps * 1e6, 1)
               for k in after if k.startswith("time_")}
-    print(json.dumps({"tok_s": n * out_len / t, "step_phases_us": phases}))
+    print(json.dumps({"tok_s": n * out_len / t, "step_phases_us": phases,
+                      "steps": steps, "steps_ahead": after["num_steps_ahead"] -
+                      before["num_steps_ahead"]}))
 
 
 def main():
@@ -84,12 +87,13 @@ def main():
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--json", default=None, help="results path (default $OUT/bench_throughput.json)")
-    ap.add_argument("--engine-worker", nargs=3, metavar=("CKPT", "N", "REPS"), help=argparse.SUPPRESS)
+    ap.add_argument("--engine-worker", nargs=4, metavar=("CKPT", "N", "REPS", "ASYNC"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.engine_worker:
         try:
-            c, n, r = a.engine_worker
-            engine_worker(c, int(n), OUT_LEN, int(r))
+            c, n, r, asy = a.engine_worker
+            engine_worker(c, int(n), OUT_LEN, int(r), asy == "1")
         except Exception as e:
             import traceback
             traceback.print_exc()
@@ -99,26 +103,36 @@ def main():
     reps = 1 if a.quick else 3
     n = a.num_prompts
     ckpt = common.make_checkpoint(a.model, "float16")
-    eng = phases = None
+    eng = eng_sync = None
+    runs = {}
     if not a.skip_engine:
-        r = common.run_isolated(os.path.abspath(__file__), ["--engine-worker", ckpt, str(n), str(reps)],
-                                timeout=40 if a.quick else 150)
-        eng = r.get("tok_s", r.get("error", "error: no result"))
-        phases = r.get("step_phases_us")
+        for asy in ("1", "0"):
+            runs[asy] = common.run_isolated(os.path.abspath(__file__),
+                                            ["--engine-worker", ckpt, str(n), str(reps), asy],
+                                            timeout=40 if a.quick else 150)
+        eng, eng_sync = (runs[k].get("tok_s", runs[k].get("error", "error: no result"))
+                         for k in ("1", "0"))
     peer = common.guarded(peer_tput, ckpt, n, OUT_LEN, reps)
     hf = None if a.skip_hf else common.guarded(hf_tput, ckpt, n, OUT_LEN, 1)   # ~10 s a run
     rows = [["engine", eng, common.ratio(eng, peer)],
+            ["engine, async scheduling off", eng_sync, common.ratio(eng_sync, peer)],
             ["torch peer", peer, 1.0 if common.is_num(peer) else None],
             ["HF generate", hf, common.ratio(hf, peer)]]
     common.print_table(["system", "output tok/s", "x peer"], rows,
                        title=f"offline throughput, {a.model}, {n} x ({PROMPT_LEN} in, {OUT_LEN} out), "
                              f"greedy fp16, {common.gpu_name()}")
-    if phases:     # engine wall time per step by phase (engine.h; us, timed runs)
-        print("engine step phases (us/step): " +
-              ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+    for k, label in (("1", "async"), ("0", "sync")):   # wall time per step by phase (engine.h)
+        r = runs.get(k, {})
+        if r.get("step_phases_us"):
+            print(f"engine ({label}) {r['steps']} steps, {r['steps_ahead']} launched ahead; "
+                  "phases (us/step): " +
+                  ", ".join(f"{p} {v:.1f}" for p, v in r["step_phases_us"].items()))
     common.save_json("bench_throughput", dict(model=a.model, num_prompts=n, prompt_len=PROMPT_LEN,
-                                              output_len=OUT_LEN, engine_tok_s=eng, peer_tok_s=peer,
-                                              hf_tok_s=hf, reps=reps, engine_step_phases_us=phases),
+                                              output_len=OUT_LEN, engine_tok_s=eng,
+                                              engine_sync_tok_s=eng_sync, peer_tok_s=peer,
+                                              hf_tok_s=hf, reps=reps,
+                                              engine_runs={"async": runs.get("1"),
+                                                           "sync": runs.get("0")}),
                      a.json)
 
 

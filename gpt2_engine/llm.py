@@ -177,12 +177,16 @@ class LLM:
     LLM(model=None, tokenizer=None, dtype="auto", device="auto", block_size=16,
         max_num_seqs=256, max_num_batched_tokens=None, max_model_len=None,
         enable_prefix_caching=True, gpu_memory_utilization=0.9, num_kv_blocks=None,
-        seed=0, attention_backend=None, tensor_parallel_size=1, enforce_eager=False)
+        seed=0, attention_backend=None, tensor_parallel_size=1, enforce_eager=False,
+        async_scheduling=None)
 
     model: a directory with config.json + *.safetensors (None: the bundled default).
     tokenizer: a directory with vocab.json + merges.txt (None: the model's, else the
     bundled GPT-2 vocabulary). dtype "auto": the checkpoint's dtype on CUDA, float32
     on the CPU. device "auto": CUDA when a GPU is usable, else the CPU.
+    async_scheduling (vLLM's): generate() schedules and launches each step before
+    the previous one's tokens reach the host, so host work overlaps the GPU; the
+    outputs are the same. None: on for CUDA, off for the CPU (nothing to overlap).
     """
 
     def __init__(self, model: Optional[str] = None, tokenizer: Optional[str] = None,
@@ -191,7 +195,8 @@ class LLM:
                  max_model_len: Optional[int] = None, enable_prefix_caching: bool = True,
                  gpu_memory_utilization: float = 0.9, num_kv_blocks: Optional[int] = None,
                  seed: int = 0, attention_backend: Optional[str] = None,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = False):
+                 tensor_parallel_size: int = 1, enforce_eager: bool = False,
+                 async_scheduling: Optional[bool] = None):
         self._engine = None
         self._prompts: Dict[str, Optional[str]] = {}    # live request id -> prompt text
         self._next_id = 0                               # request ids: gen-0, gen-1, ...
@@ -230,7 +235,9 @@ class LLM:
             raise ValueError("tensor_parallel_size > 1 is not supported yet "
                              f"(got {tensor_parallel_size})")
         for name, flag in (("enable_prefix_caching", enable_prefix_caching),
-                           ("enforce_eager", enforce_eager)):
+                           ("enforce_eager", enforce_eager),
+                           ("async_scheduling", False if async_scheduling is None
+                            else async_scheduling)):
             if not isinstance(flag, (bool, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
 
@@ -239,7 +246,8 @@ class LLM:
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len, enable_prefix_caching=bool(enable_prefix_caching),
             gpu_memory_utilization=float(gpu_memory_utilization), num_kv_blocks=num_kv_blocks,
-            seed=seed, attention_backend=attention_backend, enforce_eager=bool(enforce_eager))
+            seed=seed, attention_backend=attention_backend, enforce_eager=bool(enforce_eager),
+            async_scheduling=-1 if async_scheduling is None else int(bool(async_scheduling)))
         self.model = model
         self.tokenizer_dir = tokenizer
         logger.info("gpt2_engine: %s on %s (%s), attention backend %s (%s), %d KV blocks",
@@ -319,6 +327,11 @@ class LLM:
     @property
     def device(self) -> str:
         return self._live().device
+
+    @property
+    def async_scheduling(self) -> bool:
+        """Whether generate() overlaps scheduling with the device (see LLM)."""
+        return self._live().async_scheduling
 
     @property
     def dtype(self) -> str:

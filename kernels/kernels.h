@@ -50,6 +50,11 @@ cudaError_t reshape_and_cache_cuda(const void *k, const void *v, int kv_stride, 
 cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int n, int C,
                              int dtype, cudaStream_t stream, int pdl);
 
+/* ids[idx[i]] = max(tokens[rows[i]], 0) for i < n: a step's input tokens taken from
+ * the previous step's sampler output on the device (async scheduling) */
+cudaError_t feed_tokens_cuda(int32_t *ids, const int32_t *idx, const int32_t *rows,
+                             const int32_t *tokens, int n, cudaStream_t stream);
+
 /* out(n) fp32 = in(n) converted from dtype (in may equal out only for fp32) */
 cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld, int dtype,
                           cudaStream_t stream, int pdl);

@@ -1,5 +1,6 @@
 /* rows.cu — small row and element-wise kernels of the device backend:
- * gather_rows (select the rows whose logits are needed), to_float (logits to
+ * gather_rows (select the rows whose logits are needed), feed_tokens (the
+ * previous step's sampled tokens into this step's inputs), to_float (logits to
  * fp32 for the sampler) and gelu_erf (the activation cuBLASLt has no epilogue
  * for; applied in place after the GEMM). */
 #include "common.cuh"
@@ -31,6 +32,23 @@ extern "C" cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t
                              (uint32_t *)out, (const uint32_t *)in, rows, C);
     return launch_kernel(gather_rows_kernel<uint16_t>, dim3(n), dim3(128), 0, stream, pdl, 1,
                          (uint16_t *)out, (const uint16_t *)in, rows, C);
+}
+
+/* ids[idx[i]] = tokens[rows[i]] (a masked row's -1 becomes 0, an id the
+ * embedding can read: that row's step is discarded by the host anyway) */
+__global__ void feed_tokens_kernel(int32_t *ids, const int32_t *idx, const int32_t *rows,
+                                   const int32_t *tokens, int n)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) ids[idx[i]] = max(tokens[rows[i]], 0);
+}
+
+extern "C" cudaError_t feed_tokens_cuda(int32_t *ids, const int32_t *idx, const int32_t *rows,
+                                        const int32_t *tokens, int n, cudaStream_t stream)
+{
+    if (n <= 0) return cudaSuccess;
+    feed_tokens_kernel<<<(n + 255) / 256, 256, 0, stream>>>(ids, idx, rows, tokens, n);
+    return cudaGetLastError();
 }
 
 /* out(rows, cols) = fp32(in(rows, ld)): grid-stride over the output, 256 threads

@@ -19,6 +19,8 @@
 
 typedef struct Backend Backend;
 
+#define BACKEND_FENCES 4
+
 enum MatmulFlags {
     MATMUL_W_NK = 1 << 0,       /* w is (N, K) row-major (lm_head = wte); default (K, N), Conv1D */
     MATMUL_GELU = 1 << 1,       /* out = gelu_new(in @ w + bias) */
@@ -89,6 +91,24 @@ typedef struct BackendOps {
     Status (*sample)(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
                      const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
                      int max_logprobs, SamplerOutput *out, Error *err);
+
+    /* ---- the same sampling split in two, for steps that overlap the host (the
+     * engine's async scheduling): sample_launch queues it and returns a ticket at
+     * once (rows and adj may be reused on return); sample_wait(ticket) blocks until
+     * that launch is done and fills out. At most two launches are outstanding.
+     * feed_tokens queues ids[idx[i]] = token of row rows[i] of the latest
+     * sample_launch (ids, idx, rows: device int32; a token < 0 becomes 0), so a
+     * step can take the previous step's tokens before the host has seen them. ---- */
+    Status (*sample_launch)(Backend *b, const void *logits, DType logits_dtype, int ld, int R,
+                            int V, const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
+                            int max_logprobs, int *ticket, Error *err);
+    Status (*sample_wait)(Backend *b, int ticket, SamplerOutput *out, Error *err);
+    Status (*feed_tokens)(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows,
+                          int n, Error *err);
+    /* host fences on the stream: fence_record(i) marks the work queued so far and
+     * fence_wait(i) blocks until it is done; i in [0, BACKEND_FENCES) */
+    Status (*fence_record)(Backend *b, int i, Error *err);
+    Status (*fence_wait)(Backend *b, int i, Error *err);
 
     /* ---- CUDA graphs (NULL on the CPU): work issued between capture_begin and
      * capture_end is recorded as graph `key` and replayed by graph_launch. ---- */

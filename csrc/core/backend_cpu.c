@@ -189,7 +189,134 @@ static Status cpu_sample(Backend *b, const void *logits, DType logits_dtype, int
     return sample_cpu(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
 }
 
-static void cpu_destroy(Backend *b) { free(b); }
+/* sample_launch / sample_wait: the CPU has nothing to overlap, so it samples at
+ * launch into the ticket's own arrays (an error found then, such as a fully
+ * masked row, is kept for sample_wait, as the GPU reports it there); wait copies
+ * them out. feed_tokens reads the latest launch's tokens. */
+typedef struct CpuSampleSlot {
+    int pending, R, max_lp, cap_rows, cap_top;
+    int32_t *tokens, *ranks, *top_ids;
+    float *logprobs, *top_lps;
+    Status status;
+    Error err;
+} CpuSampleSlot;
+
+typedef struct CpuImpl {
+    CpuSampleSlot slot[2];
+    int next, latest;        /* ticket of the next launch; of the last one (-1: none) */
+} CpuImpl;
+
+static Status slot_reserve(CpuSampleSlot *sl, int R, int max_lp, Error *err)
+{
+    if (R > sl->cap_rows) {
+        int32_t *t = realloc(sl->tokens, (size_t)R * 4), *rk = t ? realloc(sl->ranks, (size_t)R * 4) : NULL;
+        if (t) sl->tokens = t;
+        if (rk) sl->ranks = rk;
+        float *lp = rk ? realloc(sl->logprobs, (size_t)R * 4) : NULL;
+        if (lp) sl->logprobs = lp;
+        if (!lp) return error_set(err, GPT2_ERR_NOMEM, "sample: out of memory");
+        sl->cap_rows = R;
+    }
+    if ((size_t)R * max_lp > (size_t)sl->cap_top) {
+        size_t n = (size_t)R * max_lp;
+        int32_t *ti = realloc(sl->top_ids, n * 4);
+        if (ti) sl->top_ids = ti;
+        float *tl = ti ? realloc(sl->top_lps, n * 4) : NULL;
+        if (tl) sl->top_lps = tl;
+        if (!tl) return error_set(err, GPT2_ERR_NOMEM, "sample: out of memory");
+        sl->cap_top = (int)n;
+    }
+    return GPT2_OK;
+}
+
+static Status cpu_sample_launch(Backend *b, const void *logits, DType logits_dtype, int ld,
+                                int R, int V, const SamplingRow *rows, const TokenAdjust *adj,
+                                int n_adj, int max_logprobs, int *ticket, Error *err)
+{
+    CpuImpl *im = b->impl;
+    *ticket = -1;
+    Status s = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs,
+                                 SAMPLING_NO_OUTPUT, err);
+    if (s) return s;
+    CpuSampleSlot *sl = &im->slot[im->next];
+    if (sl->pending)
+        return error_set(err, GPT2_ERR_INTERNAL, "sample_launch: two launches are already "
+                         "outstanding (sample_wait first)");
+    if ((s = slot_reserve(sl, R, max_logprobs, err))) return s;
+    for (int r = 0; r < R; r++) sl->tokens[r] = -1;
+    SamplerOutput o = {sl->tokens, sl->logprobs, sl->ranks, sl->top_ids, sl->top_lps};
+    sl->err = (Error){0};
+    sl->status = R ? cpu_sample(b, logits, logits_dtype, ld, R, V, rows, adj, n_adj,
+                                max_logprobs, &o, &sl->err)
+                   : GPT2_OK;
+    sl->pending = 1;
+    sl->R = R;
+    sl->max_lp = max_logprobs;
+    *ticket = im->latest = im->next;
+    im->next ^= 1;
+    return GPT2_OK;
+}
+
+static Status cpu_sample_wait(Backend *b, int ticket, SamplerOutput *out, Error *err)
+{
+    CpuImpl *im = b->impl;
+    if (ticket < 0 || ticket > 1 || !im->slot[ticket].pending)
+        return error_set(err, GPT2_ERR_INTERNAL, "sample_wait: no launch with ticket %d", ticket);
+    CpuSampleSlot *sl = &im->slot[ticket];
+    sl->pending = 0;
+    if (sl->status) {
+        if (err) *err = sl->err;
+        return sl->status;
+    }
+    if (sl->R == 0) return GPT2_OK;
+    if (sampling_validate_output(out, sl->max_lp))
+        return error_set(err, GPT2_ERR_VALUE, "sample: NULL buffer");
+    memcpy(out->tokens, sl->tokens, (size_t)sl->R * 4);
+    memcpy(out->logprobs, sl->logprobs, (size_t)sl->R * 4);
+    memcpy(out->ranks, sl->ranks, (size_t)sl->R * 4);
+    if (sl->max_lp) {
+        memcpy(out->topk_ids, sl->top_ids, (size_t)sl->R * sl->max_lp * 4);
+        memcpy(out->topk_logprobs, sl->top_lps, (size_t)sl->R * sl->max_lp * 4);
+    }
+    return GPT2_OK;
+}
+
+static Status cpu_feed_tokens(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows,
+                              int n, Error *err)
+{
+    CpuImpl *im = b->impl;
+    if (n <= 0) return GPT2_OK;
+    if (im->latest < 0)
+        return error_set(err, GPT2_ERR_INTERNAL, "feed_tokens: nothing was sampled yet");
+    const CpuSampleSlot *sl = &im->slot[im->latest];
+    for (int i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= sl->R)
+            return error_set(err, GPT2_ERR_INTERNAL, "feed_tokens: row %d of %d", rows[i], sl->R);
+        ids[idx[i]] = sl->tokens[rows[i]] > 0 ? sl->tokens[rows[i]] : 0;
+    }
+    return GPT2_OK;
+}
+
+static Status cpu_fence(Backend *b, int i, Error *err)
+{
+    (void)b;
+    if (i < 0 || i >= BACKEND_FENCES) return error_set(err, GPT2_ERR_INTERNAL, "fence %d", i);
+    return GPT2_OK;                 /* every CPU op has finished when it returns */
+}
+
+static void cpu_destroy(Backend *b)
+{
+    if (!b) return;
+    CpuImpl *im = b->impl;
+    if (im)
+        for (int i = 0; i < 2; i++) {
+            CpuSampleSlot *sl = &im->slot[i];
+            free(sl->tokens); free(sl->ranks); free(sl->logprobs);
+            free(sl->top_ids); free(sl->top_lps);
+        }
+    free(im);
+    free(b);
+}
 
 static const BackendOps cpu_ops = {
     .alloc = cpu_alloc,
@@ -210,6 +337,11 @@ static const BackendOps cpu_ops = {
     .gather_rows = cpu_gather_rows,
     .to_float = cpu_to_float,
     .sample = cpu_sample,
+    .sample_launch = cpu_sample_launch,
+    .sample_wait = cpu_sample_wait,
+    .feed_tokens = cpu_feed_tokens,
+    .fence_record = cpu_fence,
+    .fence_wait = cpu_fence,
     .graph_capture_begin = NULL,
     .graph_capture_end = NULL,
     .graph_launch = NULL,
@@ -224,7 +356,14 @@ Status backend_cpu_create(Backend **out, DType dtype, Error *err)
                          "the CPU backend computes in float32 only (dtype='%s' needs "
                          "device='cuda'); use dtype='float32' or 'auto'", dtype_name(dtype));
     Backend *b = calloc(1, sizeof *b);
-    if (!b) return error_set(err, GPT2_ERR_NOMEM, "out of memory creating the CPU backend");
+    CpuImpl *im = calloc(1, sizeof *im);
+    if (!b || !im) {
+        free(b);
+        free(im);
+        return error_set(err, GPT2_ERR_NOMEM, "out of memory creating the CPU backend");
+    }
+    im->latest = -1;
+    b->impl = im;
     b->name = "cpu";
     b->dtype = dtype;
     b->ops = &cpu_ops;

@@ -168,6 +168,26 @@ fail:
     return err ? err->code : GPT2_ERR_DEVICE;
 }
 
+static Status cuda_fence_record(Backend *b, int i, Error *err)
+{
+    if (i < 0 || i >= BACKEND_FENCES) return error_set(err, GPT2_ERR_INTERNAL, "fence %d", i);
+    CUDA_CHECK(cuda_use_device(b));
+    CUDA_CHECK(cudaEventRecord(cuda_impl(b)->fences[i], cuda_impl(b)->stream));
+    return GPT2_OK;
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
+static Status cuda_fence_wait(Backend *b, int i, Error *err)
+{
+    if (i < 0 || i >= BACKEND_FENCES) return error_set(err, GPT2_ERR_INTERNAL, "fence %d", i);
+    CUDA_CHECK(cuda_use_device(b));
+    CUDA_CHECK(cudaEventSynchronize(cuda_impl(b)->fences[i]));
+    return GPT2_OK;
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
 /* ---- CUDA graphs: up to CUDA_MAX_GRAPHS instantiated graphs, found by key ---- */
 
 static int graph_find(const CudaImpl *im, int key)
@@ -254,6 +274,10 @@ static void cuda_destroy(Backend *b)
         for (int i = 0; i < im->n_graphs; i++) cudaGraphExecDestroy(im->graphs[i]);
         cuda_matmul_plans_free(im);
         cuda_sample_buffers_free(im);
+        for (int i = 0; i < 2; i++)
+            if (im->sample_done[i]) cudaEventDestroy(im->sample_done[i]);
+        for (int i = 0; i < BACKEND_FENCES; i++)
+            if (im->fences[i]) cudaEventDestroy(im->fences[i]);
         if (im->workspace) cudaFree(im->workspace);
         if (im->lt) cublasLtDestroy(im->lt);
         if (im->stream) cudaStreamDestroy(im->stream);
@@ -282,6 +306,11 @@ static const BackendOps cuda_ops = {
     .gather_rows = cuda_gather_rows,
     .to_float = cuda_to_float,
     .sample = cuda_sample,
+    .sample_launch = cuda_sample_launch,
+    .sample_wait = cuda_sample_wait,
+    .feed_tokens = cuda_feed_tokens,
+    .fence_record = cuda_fence_record,
+    .fence_wait = cuda_fence_wait,
     .graph_capture_begin = cuda_graph_capture_begin,
     .graph_capture_end = cuda_graph_capture_end,
     .graph_launch = cuda_graph_launch,
@@ -324,6 +353,10 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
         goto fail;
     }
     CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++)
+        CUDA_CHECK(cudaEventCreateWithFlags(&im->sample_done[i], cudaEventDisableTiming));
+    for (int i = 0; i < BACKEND_FENCES; i++)
+        CUDA_CHECK(cudaEventCreateWithFlags(&im->fences[i], cudaEventDisableTiming));
     CUBLAS_CHECK(cublasLtCreate(&im->lt));
     CUDA_CHECK(cudaMalloc(&im->workspace, MATMUL_WORKSPACE_BYTES));
     if (cuda_gemv_init(im, err) != GPT2_OK) goto fail;

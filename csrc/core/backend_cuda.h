@@ -66,7 +66,13 @@ typedef struct CudaImpl {
     void *sample_in;  size_t sample_in_bytes;   /* device: rows, adj, uniforms */
     void *sample_out; size_t sample_out_bytes;  /* device: tokens, logprobs, ranks, top-k */
     float *sample_work; size_t sample_work_bytes; /* device: (R, V) adjusted logits / p */
-    void *host_stage; size_t host_stage_bytes;  /* pinned host staging for both copies */
+    /* two launches may be outstanding (sample_launch / sample_wait): per ticket,
+     * pinned host staging for both copies, its completion event and its shape */
+    void *host_stage[2]; size_t host_stage_bytes[2];
+    cudaEvent_t sample_done[2];
+    int sample_rows[2], sample_lp[2], sample_pending[2];
+    int sample_next;                  /* ticket of the next launch */
+    cudaEvent_t fences[BACKEND_FENCES];
     int gemv_enabled;                 /* small-batch GEMV (kernels/gemv.cu); GPT2_ENGINE_GEMV=0: off */
     int num_sms;                      /* multiprocessors of the device */
     /* programmatic dependent launch for the decode-path kernels (kernels/launch.cuh):
@@ -96,10 +102,16 @@ Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *
 /* reads GPT2_ENGINE_GEMV */
 Status cuda_gemv_init(CudaImpl *im, Error *err);
 void cuda_matmul_plans_free(CudaImpl *im);
-/* sample_cuda.c */
+/* sample_cuda.c (the events are created by backend_cuda_create) */
 Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
                    const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,
                    SamplerOutput *out, Error *err);
+Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, int ld, int R,
+                          int V, const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
+                          int max_logprobs, int *ticket, Error *err);
+Status cuda_sample_wait(Backend *b, int ticket, SamplerOutput *out, Error *err);
+Status cuda_feed_tokens(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows, int n,
+                        Error *err);
 void cuda_sample_buffers_free(CudaImpl *im);
 /* Grows a device buffer to at least `bytes` (contents are not kept). */
 Status cuda_buffer_reserve(void **buf, size_t *cap, size_t bytes, Error *err);

@@ -53,6 +53,9 @@ typedef struct EngineConfig {
     RunnerConfig runner;
     int enable_prefix_caching;
     uint64_t seed;                /* engine seed: unseeded requests derive theirs from it */
+    /* engine_step_async may leave a step running while it schedules the next one:
+     * 1 on, 0 off, -1 on for the CUDA backend (the CPU has nothing to overlap) */
+    int async_scheduling;
 } EngineConfig;
 
 typedef enum FinishReason { FINISH_NONE = 0, FINISH_STOP, FINISH_LENGTH, FINISH_ABORT } FinishReason;
@@ -96,6 +99,7 @@ typedef struct RequestOutputC {
 
 typedef struct EngineStats {
     int64_t num_steps;
+    int64_t num_steps_ahead;             /* launched before the previous step finished */
     int64_t num_preemptions;
     int64_t prefix_cache_queries;        /* prompt tokens looked up */
     int64_t prefix_cache_hits;           /* prompt tokens found */
@@ -143,6 +147,23 @@ int engine_num_unfinished(const Engine *e);
  * to date: a later full step reports it). */
 Status engine_step(Engine *e, int finished_only, int *num_outputs, Error *err);
 const RequestOutputC *engine_output(const Engine *e, int i);
+/* Async scheduling (vLLM's): engine_step_async runs one step like engine_step but
+ * reports nothing and may return with it still running on the device; the next
+ * call schedules and launches the following step before it waits for that one,
+ * the tokens the host has not seen yet going from the sampler straight into the
+ * next step's inputs, so host work overlaps the device. A sequence that stops on
+ * a token (EOS, stop string) runs one step more than it needs (discarded).
+ * Steps whose sampling may fail (a request that can mask every token), or that
+ * need the previous tokens on the host (penalties, preemption, copy-on-write)
+ * are run as engine_step would. engine_step_async_end finishes a step still
+ * running and reports as engine_step does. Every other engine call finishes a
+ * running step first. Off (engine_async_scheduling() == 0): the two are one
+ * engine_step. */
+Status engine_step_async(Engine *e, Error *err);
+Status engine_step_async_end(Engine *e, int finished_only, int *num_outputs, Error *err);
+int engine_async_scheduling(const Engine *e);
+/* 1 while a request finished (or was aborted) that no step has reported yet */
+int engine_has_unreported(const Engine *e);
 
 /* Logits of every position of one prompt, (num_prompt, V) fp32 into out, run
  * through the same scheduler/paged path (chunked by the token budget). */

@@ -34,6 +34,18 @@ typedef struct RowInfo {
     RowKind kind;
 } RowInfo;
 
+/* A launched step: its forward and sampling are queued on the device; what
+ * finishing it needs is kept here (async scheduling holds one across calls). */
+typedef struct StepRun {
+    int active;             /* launched and not yet finished */
+    int id;                 /* Engine.launch_seq at launch (Request.inflight_stamp) */
+    int ns, R, n_logit_rows, n_samp, max_lp;
+    int ticket;             /* runner_sample_launch's, -1: nothing sampled */
+    SchedEntry *order;      /* (ns) one of Engine.order_buf */
+    RowInfo *rinfo;         /* (R) one of Engine.rinfo_buf */
+    double t_launch;
+} StepRun;
+
 struct Engine {
     ModelRunner *runner;
     Tokenizer *tok;
@@ -48,8 +60,15 @@ struct Engine {
     /* step buffers, sized once: T tokens, S sequences, R logits rows */
     int T, S, R;
     int32_t *input_ids, *positions, *slots, *qsl, *seq_lens, *block_tables, *logits_idx;
-    SchedEntry *order;      /* (S) entries, decodes first */
+    SchedEntry *order;      /* (S) entries, decodes first: the step being packed */
     RowInfo *rinfo;         /* (R) */
+    SchedEntry *order_buf[2];   /* a step in flight keeps its own while the next packs */
+    RowInfo *rinfo_buf[2];
+    int buf_next;
+    int32_t *feed_idx, *feed_row;   /* (S) StepInput feeds of the step being packed */
+    int async;              /* async scheduling on (EngineConfig.async_scheduling) */
+    StepRun inflight;       /* the step left running between engine_step_async calls */
+    int launch_seq;
     SamplingRow *rows;      /* (R) */
     AdjBuf adj;
     int32_t *s_tokens, *s_ranks, *s_top_ids;

@@ -62,6 +62,12 @@ Status request_build(Engine *e, Request **out, const char *id, const int32_t *pr
     int ntop = p->logprobs > 0 ? p->logprobs : 0;
     if (!req->id || !ALLOC(req->seqs, req->n) || !ALLOC(req->seq_outs, req->n)) goto nomem;
     if ((s = sampler_bias_init(&req->bias, p, e->eos_id, err))) goto fail;
+    {
+        int masked = 0;
+        for (int i = 0; i < req->bias.n; i++)
+            masked += req->bias.min_mask[i] || isinf(req->bias.bias[i]);
+        req->may_mask_all = masked >= e->vocab;
+    }
     for (int k = 0; k < req->n; k++) {
         Sequence *sq = &req->seqs[k];
         sq->index = k;
@@ -245,6 +251,7 @@ void request_finish(Engine *e, Request *req, FinishReason why)
 {
     for (int k = 0; k < req->n; k++) {
         Sequence *sq = &req->seqs[k];
+        sq->pending = 0;
         if (!sq->finished) {
             sq->finished = 1;
             sq->out.finish_reason = why;

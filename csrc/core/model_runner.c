@@ -12,13 +12,14 @@
 #define CHECK(call) do { if ((call) != GPT2_OK) goto fail; } while (0)
 
 /* Where each int32 input lives inside dev_ints / host_ints, for a batch of
- * T tokens, S sequences, block-table stride B and R logits rows. A graph for
- * bucket b always uses (b, b, max_blocks_per_seq, b), so its addresses are fixed. */
+ * T tokens, S sequences, block-table stride B, R logits rows and F fed tokens
+ * (StepInput.num_feeds; last, so that they move nothing else). A graph for
+ * bucket b always uses (b, b, max_blocks_per_seq, b, *), so its addresses are fixed. */
 typedef struct IntLayout {
-    size_t ids, pos, slot, qsl, seq_lens, bt, logits_idx, total;
+    size_t ids, pos, slot, qsl, seq_lens, bt, logits_idx, feed_idx, feed_row, total;
 } IntLayout;
 
-static IntLayout int_layout(int T, int S, int B, int R)
+static IntLayout int_layout(int T, int S, int B, int R, int F)
 {
     IntLayout L;
     size_t o = 0;
@@ -29,6 +30,8 @@ static IntLayout int_layout(int T, int S, int B, int R)
     L.seq_lens = o; o += (size_t)S;
     L.bt = o; o += (size_t)S * (size_t)B;
     L.logits_idx = o; o += (size_t)R;
+    L.feed_idx = o; o += (size_t)F;
+    L.feed_row = o; o += (size_t)F;
     L.total = o;
     return L;
 }
@@ -106,10 +109,13 @@ static Status alloc_activations(ModelRunner *r, Error *err)
         for (int i = 0; i < 8; i++) { *slots[i] = p; p += align_up(sizes[i]); }
         if (alias) r->act.logits_f32 = r->act.logits;
     }
-    IntLayout L = int_layout((int)T, r->rc.max_num_seqs, r->max_blocks_per_seq, (int)R);
+    IntLayout L = int_layout((int)T, r->rc.max_num_seqs, r->max_blocks_per_seq, (int)R,
+                             r->rc.max_num_seqs);
     r->ints_capacity = L.total;
     CHECK(b->ops->alloc(b, (void **)&r->dev_ints, L.total * sizeof(int32_t), err));
-    CHECK(b->ops->alloc_host(b, (void **)&r->host_ints, L.total * sizeof(int32_t), err));
+    for (int i = 0; i < 2; i++)
+        CHECK(b->ops->alloc_host(b, (void **)&r->host_bufs[i], L.total * sizeof(int32_t), err));
+    r->host_ints = r->host_bufs[0];
     return GPT2_OK;
 fail:
     return err->code;
@@ -185,6 +191,10 @@ static void pack_step(ModelRunner *r, const StepInput *in, const IntLayout *L, i
         memcpy(h + L->bt + (size_t)s * B, in->block_tables + (size_t)s * in->block_table_stride,
                (size_t)in->block_table_stride * 4);
     memcpy(h + L->logits_idx, in->logits_indices, (size_t)in->num_logits * 4);
+    if (in->num_feeds > 0) {
+        memcpy(h + L->feed_idx, in->feed_index, (size_t)in->num_feeds * 4);
+        memcpy(h + L->feed_row, in->feed_row, (size_t)in->num_feeds * 4);
+    }
     /* graph padding: extra one-token sequences that write nothing (slot -1) */
     for (int t = in->num_tokens; t < T; t++) h[L->ids + t] = 0, h[L->pos + t] = 0, h[L->slot + t] = -1;
     for (int s = in->num_seqs; s < S; s++) {
@@ -273,6 +283,13 @@ static Status validate_step(const ModelRunner *r, const StepInput *in, Error *er
         if (in->logits_indices[i] < 0 || in->logits_indices[i] >= in->num_tokens)
             return error_set(err, GPT2_ERR_INTERNAL, "logits index %d out of range",
                              in->logits_indices[i]);
+    if (in->num_feeds < 0 || in->num_feeds > in->num_tokens ||
+        in->num_feeds > r->rc.max_num_seqs)
+        return error_set(err, GPT2_ERR_INTERNAL, "step feeds %d tokens", in->num_feeds);
+    for (int i = 0; i < in->num_feeds; i++)
+        if (in->feed_index[i] < 0 || in->feed_index[i] >= in->num_tokens || in->feed_row[i] < 0)
+            return error_set(err, GPT2_ERR_INTERNAL, "fed token %d -> %d out of range",
+                             in->feed_row[i], in->feed_index[i]);
     return GPT2_OK;
 }
 
@@ -280,17 +297,20 @@ Status runner_prepare(ModelRunner *r, const StepInput *in, Error *err)
 {
     r->has_staged = 0;
     CHECK(validate_step(r, in, err));
-    /* host_ints is the source of the previous step's asynchronous upload: wait
-     * for it before overwriting (sampling steps have synchronized already) */
-    if (r->launch_unsynced) {
-        CHECK(r->backend->ops->synchronize(r->backend, err));
-        r->launch_unsynced = 0;
+    /* host_ints is one of two staging buffers that launches alternate between:
+     * the upload out of it two launches ago may still be queued */
+    if (r->host_fenced[r->host_buf]) {
+        CHECK(r->backend->ops->fence_wait(r->backend, r->host_buf, err));
+        r->host_fenced[r->host_buf] = 0;
     }
     int g = decode_bucket(r, in);
     int T = in->num_tokens, S = in->num_seqs, B = in->block_table_stride, R = in->num_logits;
     if (g >= 0) T = S = R = r->bucket_sizes[g], B = r->max_blocks_per_seq;
-    IntLayout L = int_layout(T, S, B, R);
+    IntLayout L = int_layout(T, S, B, R, in->num_feeds);
     pack_step(r, in, &L, T, S, B, R, &r->staged);
+    r->staged_feeds = in->num_feeds;
+    r->staged_feed_idx = L.feed_idx;
+    r->staged_feed_row = L.feed_row;
     if (g >= 0) {              /* the launch shapes the graph was captured with */
         r->staged.attn.graph_capture = 1;
         r->staged.attn.max_seq_len = r->rc.max_model_len;
@@ -311,7 +331,14 @@ Status runner_launch(ModelRunner *r, Error *err)
     r->has_staged = 0;
     int g = r->staged_graph;
     CHECK(b->ops->copy_h2d(b, r->dev_ints, r->host_ints, r->staged_ints * sizeof(int32_t), err));
-    r->launch_unsynced = 1;
+    CHECK(b->ops->fence_record(b, r->host_buf, err));
+    r->host_fenced[r->host_buf] = 1;
+    r->host_buf ^= 1;
+    r->host_ints = r->host_bufs[r->host_buf];
+    if (r->staged_feeds > 0)         /* the previous step's tokens, straight from the device */
+        CHECK(b->ops->feed_tokens(b, (int32_t *)r->staged.input_ids,
+                                  r->dev_ints + r->staged_feed_idx,
+                                  r->dev_ints + r->staged_feed_row, r->staged_feeds, err));
     if (g >= 0 && g < r->num_graphs) {
         CHECK(b->ops->graph_launch(b, g, err));
         r->num_graph_replays++;
@@ -369,7 +396,7 @@ static Status capture_graphs(ModelRunner *r, Error *err)
             .block_tables = zeros, .block_table_stride = r->max_blocks_per_seq,
             .num_logits = bs, .logits_indices = iota,
         };
-        IntLayout L = int_layout(bs, bs, r->max_blocks_per_seq, bs);
+        IntLayout L = int_layout(bs, bs, r->max_blocks_per_seq, bs, 0);
         ForwardBatch fb;
         pack_step(r, &in, &L, bs, bs, r->max_blocks_per_seq, bs, &fb);
         CHECK(b->ops->copy_h2d(b, r->dev_ints, r->host_ints, L.total * sizeof(int32_t), err));
@@ -424,7 +451,7 @@ static Status warm_up_prefill(ModelRunner *r, Error *err)
         .positions = zeros, .slot_mapping = neg, .query_start_loc = qsl, .seq_lens = lens,
         .block_tables = zeros, .block_table_stride = B, .num_logits = R, .logits_indices = last,
     };
-    IntLayout L = int_layout(T, S, B, R);
+    IntLayout L = int_layout(T, S, B, R, 0);
     ForwardBatch fb;
     pack_step(r, &in, &L, T, S, B, R, &fb);
     ModelContext m = model_context(r);
@@ -517,7 +544,7 @@ void runner_destroy(ModelRunner *r)
         b->ops->free(b, r->kv_storage);
         b->ops->free(b, r->act_storage);
         b->ops->free(b, r->dev_ints);
-        b->ops->free_host(b, r->host_ints);
+        for (int i = 0; i < 2; i++) b->ops->free_host(b, r->host_bufs[i]);
         if (r->weights_device) {
             b->ops->free(b, r->weights_device);
             free(r->weights.layers);
@@ -539,10 +566,23 @@ Status runner_sample(ModelRunner *r, int R, const SamplingRow *rows, const Token
 {
     Backend *b = r->backend;
     /* the lm_head's rows as they are (compute dtype, padded stride): no fp32 copy */
-    Status s = b->ops->sample(b, r->act.logits, b->dtype, r->logits_ld, R, r->config.vocab_size,
-                              rows, adj, n_adj, max_logprobs, out, err);
-    if (s == GPT2_OK && R > 0) r->launch_unsynced = 0;     /* it returns once out is filled */
-    return s;
+    return b->ops->sample(b, r->act.logits, b->dtype, r->logits_ld, R, r->config.vocab_size,
+                          rows, adj, n_adj, max_logprobs, out, err);
+}
+
+Status runner_sample_launch(ModelRunner *r, int R, const SamplingRow *rows,
+                            const TokenAdjust *adj, int n_adj, int max_logprobs, int *ticket,
+                            Error *err)
+{
+    Backend *b = r->backend;
+    return b->ops->sample_launch(b, r->act.logits, b->dtype, r->logits_ld, R,
+                                 r->config.vocab_size, rows, adj, n_adj, max_logprobs, ticket,
+                                 err);
+}
+
+Status runner_sample_wait(ModelRunner *r, int ticket, SamplerOutput *out, Error *err)
+{
+    return r->backend->ops->sample_wait(r->backend, ticket, out, err);
 }
 
 Status runner_copy_blocks(ModelRunner *r, const int32_t *src, const int32_t *dst, int n,
@@ -574,8 +614,6 @@ Status runner_logits_to_host(ModelRunner *r, int n, float *out, Error *err)
     if ((void *)r->act.logits_f32 != r->act.logits && n > 0 &&
         b->ops->to_float(b, r->act.logits_f32, r->act.logits, n, V, r->logits_ld, err) != GPT2_OK)
         return err->code;
-    Status s = b->ops->copy_d2h(b, out, r->act.logits_f32,
-                                (size_t)n * (size_t)V * sizeof(float), err);
-    if (s == GPT2_OK && n > 0) r->launch_unsynced = 0;     /* copy_d2h synchronizes */
-    return s;
+    return b->ops->copy_d2h(b, out, r->act.logits_f32, (size_t)n * (size_t)V * sizeof(float),
+                            err);
 }

@@ -41,6 +41,11 @@ typedef struct StepInput {
     int block_table_stride;
     int num_logits;               /* rows of logits wanted */
     const int32_t *logits_indices;/* (num_logits) token rows (0..T-1) whose logits are wanted */
+    /* tokens the host does not know yet (async scheduling): input_ids[feed_index[i]]
+     * is row feed_row[i] of the latest runner_sample_launch, read on the device */
+    int num_feeds;
+    const int32_t *feed_index;    /* (num_feeds) */
+    const int32_t *feed_row;      /* (num_feeds) */
 } StepInput;
 
 typedef struct ModelRunner {
@@ -62,7 +67,10 @@ typedef struct ModelRunner {
     ForwardBuffers act;
     void *act_storage;           /* one allocation behind act */
     int32_t *dev_ints;           /* every int32 input of a step, one device buffer */
-    int32_t *host_ints;          /* host staging for the one h2d copy of a step */
+    int32_t *host_ints;          /* host staging for the one h2d copy of a step: */
+    int32_t *host_bufs[2];       /* launches alternate between two buffers, */
+    int host_buf;                /* host_ints == host_bufs[host_buf]; */
+    int host_fenced[2];          /* an upload out of host_bufs[i] may be queued (fence i) */
     size_t ints_capacity;        /* elements in dev_ints / host_ints */
     int max_logits_rows;         /* R */
     int logits_ld;               /* row length of the lm_head output (see model.h) */
@@ -78,10 +86,9 @@ typedef struct ModelRunner {
     ForwardBatch staged;
     int staged_graph;            /* bucket index, or -1 (eager) */
     size_t staged_ints;          /* int32 elements of host_ints to upload */
+    int staged_feeds;            /* StepInput.num_feeds, and where they are in dev_ints */
+    size_t staged_feed_idx, staged_feed_row;
     int has_staged;
-    /* a launch whose h2d copy out of host_ints may still be queued: nothing has
-     * synchronized since (a step without sampling rows, e.g. a prefill chunk) */
-    int launch_unsynced;
 } ModelRunner;
 
 Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfig *rc, Error *err);
@@ -98,6 +105,13 @@ Status runner_launch(ModelRunner *r, Error *err);
 /* Samples from the rows left by runner_execute (see sampling.h). */
 Status runner_sample(ModelRunner *r, int R, const SamplingRow *rows, const TokenAdjust *adj,
                      int n_adj, int max_logprobs, SamplerOutput *out, Error *err);
+/* The same in two halves (the backend's sample_launch / sample_wait): launch
+ * queues it behind the forward and returns a ticket; wait fills out. At most
+ * two launches are outstanding; a later step's StepInput feeds read the latest. */
+Status runner_sample_launch(ModelRunner *r, int R, const SamplingRow *rows,
+                            const TokenAdjust *adj, int n_adj, int max_logprobs, int *ticket,
+                            Error *err);
+Status runner_sample_wait(ModelRunner *r, int ticket, SamplerOutput *out, Error *err);
 /* Copies whole KV blocks src[i] -> dst[i] in every layer, K and V (copy-on-write). */
 Status runner_copy_blocks(ModelRunner *r, const int32_t *src, const int32_t *dst, int n,
                           Error *err);

@@ -25,7 +25,11 @@ typedef struct Sequence {
     int32_t *tokens;              /* (cap_tokens) prompt + output */
     int num_tokens;               /* prompt + generated so far */
     int cap_tokens;               /* num_prompt + max_tokens */
-    int num_computed;             /* tokens whose K/V are in the cache */
+    int num_computed;             /* tokens whose K/V are in the cache (or queued) */
+    /* async scheduling: the token at num_tokens is sampled by a step still in
+     * flight (row pending_row of its sampler output); the scheduler counts it */
+    int pending;
+    int pending_row;
     BlockTable blocks;
     int finished;                 /* FinishReason != NONE */
     uint64_t seed;                /* generator seed of this sequence */
@@ -67,6 +71,9 @@ typedef struct Request {
     int prompt_lp_filled;         /* entries [0, prompt_lp_filled) are final */
     double arrival_time, first_scheduled_time, first_token_time, finished_time;
     int made_progress;            /* the engine step (Engine.step_seq) it last progressed in */
+    int inflight_stamp;           /* the launch (Engine.launch_seq) it last ran in */
+    int may_mask_all;             /* its logit_bias / min_tokens masks can cover the vocab:
+                                   * a sampling error is possible, so its steps are synchronous */
     int reported_finished;
     RequestOutputC out;
     SeqOutput *seq_outs;          /* (n) contiguous views for out.seqs */

@@ -1,9 +1,13 @@
-/* sample_cuda.c — host side of the CUDA backend's `sample` op (sampling.h):
+/* sample_cuda.c — host side of the CUDA backend's sampling ops (sampling.h):
  * validates the rows exactly as sample_cpu does, stages rows, adjustments and the
  * per-row uniforms (sampling_uniform01, the shared inline RNG) into one pinned
- * buffer, does one h2d copy, runs kernels/sampling.cu, one d2h copy of every
- * output, and unpacks into the caller's SamplerOutput. Staging buffers grow on
- * demand and are reused, so a steady state allocates nothing. */
+ * buffer, does one h2d copy, runs kernels/sampling.cu and one d2h copy of every
+ * output (sample_launch); sample_wait unpacks into the caller's SamplerOutput.
+ * `sample` is the two back to back. Two tickets, each with its own pinned
+ * staging and event, let a step's sampling be queued while the previous one's
+ * output is still unread. Buffers grow on demand and are reused, so a steady
+ * state allocates nothing. feed_tokens reads the device tokens of the latest
+ * launch. */
 #include "backend_cuda.h"
 #include "kernels.h"
 
@@ -17,78 +21,156 @@ void cuda_sample_buffers_free(CudaImpl *im)
     if (im->sample_in) cudaFree(im->sample_in);
     if (im->sample_out) cudaFree(im->sample_out);
     if (im->sample_work) cudaFree(im->sample_work);
-    if (im->host_stage) cudaFreeHost(im->host_stage);
-    im->sample_in = im->sample_out = im->host_stage = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (im->host_stage[i]) cudaFreeHost(im->host_stage[i]);
+        im->host_stage[i] = NULL;
+        im->host_stage_bytes[i] = 0;
+        im->sample_pending[i] = 0;
+    }
+    im->sample_in = im->sample_out = NULL;
     im->sample_work = NULL;
     im->sample_in_bytes = im->sample_out_bytes = im->sample_work_bytes = 0;
-    im->host_stage_bytes = 0;
 }
 
-Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
-                   const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,
-                   SamplerOutput *out, Error *err)
+/* Output staging of R rows with max_logprobs top entries:
+ * tokens | logprobs | ranks | topk_ids | topk_logprobs, each 16-byte aligned. */
+typedef struct OutLayout { size_t lp, rk, ti, tl, bytes; } OutLayout;
+
+static OutLayout out_layout(int R, int max_logprobs)
+{
+    const size_t r4 = round16((size_t)R * 4), k4 = round16((size_t)R * max_logprobs * 4);
+    return (OutLayout){r4, 2 * r4, 3 * r4, 3 * r4 + k4, 3 * r4 + 2 * k4};
+}
+
+/* Grows a device buffer the sampler shares between tickets: a launch still
+ * queued may use the old one, so the stream drains first (only when it grows). */
+static Status reserve_shared(CudaImpl *im, void **buf, size_t *cap, size_t bytes, Error *err)
+{
+    if (*cap >= bytes) return GPT2_OK;
+    CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    return cuda_buffer_reserve(buf, cap, bytes, err);
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
+Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, int ld, int R,
+                          int V, const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
+                          int max_logprobs, int *ticket, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
-    Status vs = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
-    if (vs != GPT2_OK || R == 0) return vs;
+    *ticket = -1;
+    Status vs = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs,
+                                  SAMPLING_NO_OUTPUT, err);
+    if (vs != GPT2_OK) return vs;
     if (ld < V)
         return error_set(err, GPT2_ERR_INTERNAL, "sample: row stride %d < V %d", ld, V);
     if (im->capturing)
         return error_set(err, GPT2_ERR_INTERNAL, "sample: not allowed during graph capture");
+    const int t = im->sample_next;
+    if (im->sample_pending[t])
+        return error_set(err, GPT2_ERR_INTERNAL, "sample_launch: two launches are already "
+                         "outstanding (sample_wait first)");
 
     /* input staging: rows (R) | adj (n_adj) | uniforms (R) */
     const size_t o_adj = round16((size_t)R * sizeof(SamplingRow));
     const size_t o_u = o_adj + round16((size_t)n_adj * sizeof(TokenAdjust));
     const size_t in_bytes = o_u + round16((size_t)R * sizeof(float));
-    /* output staging: tokens | logprobs | ranks | topk_ids | topk_logprobs */
-    const size_t r4 = round16((size_t)R * 4), k4 = round16((size_t)R * max_logprobs * 4);
-    const size_t o_lp = r4, o_rk = 2 * r4, o_ti = 3 * r4, o_tl = 3 * r4 + k4;
-    const size_t out_bytes = 3 * r4 + 2 * k4;
-    const size_t stage = in_bytes > out_bytes ? in_bytes : out_bytes;
+    const OutLayout ol = out_layout(R, max_logprobs);
+    const size_t stage = in_bytes > ol.bytes ? in_bytes : ol.bytes;
     CUDA_CHECK(cuda_use_device(b));
-    if (im->host_stage_bytes < stage) {
-        if (im->host_stage) cudaFreeHost(im->host_stage);
-        im->host_stage = NULL;
-        im->host_stage_bytes = 0;
-        CUDA_CHECK(cudaHostAlloc(&im->host_stage, stage, cudaHostAllocDefault));
-        im->host_stage_bytes = stage;
+    if (im->host_stage_bytes[t] < stage) {      /* this ticket's last use was waited for */
+        if (im->host_stage[t]) cudaFreeHost(im->host_stage[t]);
+        im->host_stage[t] = NULL;
+        im->host_stage_bytes[t] = 0;
+        CUDA_CHECK(cudaHostAlloc(&im->host_stage[t], stage, cudaHostAllocDefault));
+        im->host_stage_bytes[t] = stage;
     }
-    if (cuda_buffer_reserve(&im->sample_in, &im->sample_in_bytes, in_bytes, err) != GPT2_OK ||
-        cuda_buffer_reserve(&im->sample_out, &im->sample_out_bytes, out_bytes, err) != GPT2_OK ||
-        cuda_buffer_reserve((void **)&im->sample_work, &im->sample_work_bytes,
-                            (size_t)R * V * sizeof(float), err) != GPT2_OK)
+    if (reserve_shared(im, &im->sample_in, &im->sample_in_bytes, in_bytes, err) != GPT2_OK ||
+        reserve_shared(im, &im->sample_out, &im->sample_out_bytes, ol.bytes, err) != GPT2_OK ||
+        reserve_shared(im, (void **)&im->sample_work, &im->sample_work_bytes,
+                       (size_t)(R ? R : 1) * V * sizeof(float), err) != GPT2_OK)
         return err ? err->code : GPT2_ERR_DEVICE;
+    if (R > 0) {
+        char *h = im->host_stage[t];
+        memcpy(h, rows, (size_t)R * sizeof(SamplingRow));
+        if (n_adj) memcpy(h + o_adj, adj, (size_t)n_adj * sizeof(TokenAdjust));
+        float *u = (float *)(h + o_u);
+        for (int r = 0; r < R; r++) u[r] = sampling_uniform01(rows[r].seed, rows[r].step);
+        CUDA_CHECK(cudaMemcpyAsync(im->sample_in, h, in_bytes, cudaMemcpyHostToDevice,
+                                   im->stream));
+        char *din = im->sample_in, *dout = im->sample_out;
+        CUDA_CHECK(sample_cuda(logits, (int)logits_dtype, ld, im->sample_work, R, V,
+                               (const SamplingRow *)din,
+                               (const TokenAdjust *)(din + o_adj), (const float *)(din + o_u),
+                               max_logprobs, (int32_t *)dout, (float *)(dout + ol.lp),
+                               (int32_t *)(dout + ol.rk),
+                               max_logprobs ? (int32_t *)(dout + ol.ti) : NULL,
+                               max_logprobs ? (float *)(dout + ol.tl) : NULL, im->stream));
+        CUDA_CHECK(cudaMemcpyAsync(h, dout, ol.bytes, cudaMemcpyDeviceToHost, im->stream));
+    }
+    CUDA_CHECK(cudaEventRecord(im->sample_done[t], im->stream));
+    im->sample_rows[t] = R;
+    im->sample_lp[t] = max_logprobs;
+    im->sample_pending[t] = 1;
+    im->sample_next = t ^ 1;
+    *ticket = t;
+    return GPT2_OK;
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
 
-    char *h = im->host_stage;
-    memcpy(h, rows, (size_t)R * sizeof(SamplingRow));
-    if (n_adj) memcpy(h + o_adj, adj, (size_t)n_adj * sizeof(TokenAdjust));
-    float *u = (float *)(h + o_u);
-    for (int r = 0; r < R; r++) u[r] = sampling_uniform01(rows[r].seed, rows[r].step);
-    CUDA_CHECK(cudaMemcpyAsync(im->sample_in, h, in_bytes, cudaMemcpyHostToDevice, im->stream));
-
-    char *din = im->sample_in, *dout = im->sample_out;
-    CUDA_CHECK(sample_cuda(logits, (int)logits_dtype, ld, im->sample_work, R, V,
-                           (const SamplingRow *)din,
-                           (const TokenAdjust *)(din + o_adj), (const float *)(din + o_u),
-                           max_logprobs, (int32_t *)dout, (float *)(dout + o_lp),
-                           (int32_t *)(dout + o_rk),
-                           max_logprobs ? (int32_t *)(dout + o_ti) : NULL,
-                           max_logprobs ? (float *)(dout + o_tl) : NULL, im->stream));
-    CUDA_CHECK(cudaMemcpyAsync(h, dout, out_bytes, cudaMemcpyDeviceToHost, im->stream));
-    CUDA_CHECK(cudaStreamSynchronize(im->stream));
-
+Status cuda_sample_wait(Backend *b, int ticket, SamplerOutput *out, Error *err)
+{
+    CudaImpl *im = cuda_impl(b);
+    if (ticket < 0 || ticket > 1 || !im->sample_pending[ticket])
+        return error_set(err, GPT2_ERR_INTERNAL, "sample_wait: no launch with ticket %d", ticket);
+    const int R = im->sample_rows[ticket], max_logprobs = im->sample_lp[ticket];
+    im->sample_pending[ticket] = 0;
+    CUDA_CHECK(cuda_use_device(b));
+    CUDA_CHECK(cudaEventSynchronize(im->sample_done[ticket]));
+    if (R == 0) return GPT2_OK;
+    if (sampling_validate_output(out, max_logprobs))
+        return error_set(err, GPT2_ERR_VALUE, "sample: NULL buffer");
+    const char *h = im->host_stage[ticket];
+    const OutLayout ol = out_layout(R, max_logprobs);
     memcpy(out->tokens, h, (size_t)R * 4);
-    memcpy(out->logprobs, h + o_lp, (size_t)R * 4);
-    memcpy(out->ranks, h + o_rk, (size_t)R * 4);
+    memcpy(out->logprobs, h + ol.lp, (size_t)R * 4);
+    memcpy(out->ranks, h + ol.rk, (size_t)R * 4);
     if (max_logprobs) {
-        memcpy(out->topk_ids, h + o_ti, (size_t)R * max_logprobs * 4);
-        memcpy(out->topk_logprobs, h + o_tl, (size_t)R * max_logprobs * 4);
+        memcpy(out->topk_ids, h + ol.ti, (size_t)R * max_logprobs * 4);
+        memcpy(out->topk_logprobs, h + ol.tl, (size_t)R * max_logprobs * 4);
     }
     for (int r = 0; r < R; r++)
         if (out->tokens[r] < 0)
             return error_set(err, GPT2_ERR_VALUE,
                              "sample: row %d has every token masked (logit_bias/min_tokens "
                              "left no finite logit)", r);
+    return GPT2_OK;
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
+Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
+                   const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,
+                   SamplerOutput *out, Error *err)
+{
+    Status vs = sampling_validate(logits, R, V, rows, adj, n_adj, max_logprobs, out, err);
+    if (vs != GPT2_OK || R == 0) return vs;
+    int ticket;
+    Status s = cuda_sample_launch(b, logits, logits_dtype, ld, R, V, rows, adj, n_adj,
+                                  max_logprobs, &ticket, err);
+    return s ? s : cuda_sample_wait(b, ticket, out, err);
+}
+
+Status cuda_feed_tokens(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows, int n,
+                        Error *err)
+{
+    CudaImpl *im = cuda_impl(b);
+    if (n <= 0) return GPT2_OK;
+    if (!im->sample_out)
+        return error_set(err, GPT2_ERR_INTERNAL, "feed_tokens: nothing was sampled yet");
+    CUDA_CHECK(cuda_use_device(b));
+    CUDA_CHECK(feed_tokens_cuda(ids, idx, rows, (const int32_t *)im->sample_out, n, im->stream));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;

@@ -222,6 +222,13 @@ static int32_t row_sample(const float *x, int V, const SamplingRow *row, float *
     return last;                           /* rounding: u * kept == kept */
 }
 
+int sampling_validate_output(const SamplerOutput *out, int max_logprobs)
+{
+    return out == SAMPLING_NO_OUTPUT ? 0
+           : !out || !out->tokens || !out->logprobs || !out->ranks ||
+             (max_logprobs > 0 && (!out->topk_ids || !out->topk_logprobs));
+}
+
 Status sampling_validate(const void *logits, int R, int V, const SamplingRow *rows,
                          const TokenAdjust *adj, int n_adj, int max_logprobs,
                          const SamplerOutput *out, Error *err)
@@ -231,8 +238,7 @@ Status sampling_validate(const void *logits, int R, int V, const SamplingRow *ro
                          "sample: bad sizes R=%d V=%d n_adj=%d max_logprobs=%d", R, V, n_adj,
                          max_logprobs);
     if (R == 0) return GPT2_OK;
-    if (!logits || !rows || !out || !out->tokens || !out->logprobs || !out->ranks ||
-        (n_adj > 0 && !adj) || (max_logprobs > 0 && (!out->topk_ids || !out->topk_logprobs)))
+    if (!logits || !rows || (n_adj > 0 && !adj) || sampling_validate_output(out, max_logprobs))
         return error_set(err, GPT2_ERR_VALUE, "sample: NULL buffer");
     for (int r = 0; r < R; r++) {
         Status s = row_validate(&rows[r], r, V, n_adj, max_logprobs, adj, err);

@@ -79,7 +79,11 @@ static inline float sampling_uniform01(uint64_t seed, uint64_t step)
 
 /* Checks a sample call's sizes, buffers and every row's inputs (ranges,
  * adjustment indices, token ids); shared by every backend so they reject bad
- * input with the same messages. */
+ * input with the same messages. out == SAMPLING_NO_OUTPUT (sample_launch: the
+ * output arrives with sample_wait) skips the output buffers;
+ * sampling_validate_output is that check alone (nonzero: a NULL buffer). */
+#define SAMPLING_NO_OUTPUT ((const SamplerOutput *)1)
+int sampling_validate_output(const SamplerOutput *out, int max_logprobs);
 Status sampling_validate(const void *logits, int R, int V, const SamplingRow *rows,
                          const TokenAdjust *adj, int n_adj, int max_logprobs,
                          const SamplerOutput *out, Error *err);

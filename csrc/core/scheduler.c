@@ -78,7 +78,7 @@ void scheduler_remove(Scheduler *s, BlockManager *bm, Request *req)
 
 int scheduler_seq_target(const Request *req, int seq)
 {
-    return req->shared ? req->num_prompt : req->seqs[seq].num_tokens;
+    return req->shared ? req->num_prompt : req->seqs[seq].num_tokens + req->seqs[seq].pending;
 }
 
 int64_t scheduler_max_blocks(int num_prompt, int max_tokens, int n, int block_size)
@@ -230,7 +230,7 @@ static int is_decode(const Request *req)
     if (req->shared) return 0;
     for (int k = 0; k < req->n; k++) {
         const Sequence *sq = &req->seqs[k];
-        if (!sq->finished && sq->num_tokens - sq->num_computed != 1) return 0;
+        if (!sq->finished && sq->num_tokens + sq->pending - sq->num_computed != 1) return 0;
     }
     return 1;
 }

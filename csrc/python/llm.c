@@ -44,10 +44,10 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
                              "max_num_seqs", "max_num_batched_tokens", "max_model_len",
                              "enable_prefix_caching", "gpu_memory_utilization", "num_kv_blocks",
                              "seed", "attention_backend", "enforce_eager", "cpu_kv_cache_bytes",
-                             NULL};
+                             "async_scheduling", NULL};
     const char *model, *tokenizer, *dtype = "float32", *device = "cpu", *attn = NULL;
     int block_size = 16, max_num_seqs = 256, max_tokens = 2048, max_model_len = 0;
-    int prefix = 1, num_blocks = 0, eager = 0;
+    int prefix = 1, num_blocks = 0, eager = 0, async = -1;
     double util = 0.9;
     unsigned long long seed = 0, cpu_kv = 2ull << 30;
     ModuleState *st = state_of((PyObject *)self);
@@ -55,10 +55,10 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|$ssiiiipdiKzpK", kwlist, &model,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|$ssiiiipdiKzpKi", kwlist, &model,
                                      &tokenizer, &dtype, &device, &block_size, &max_num_seqs,
                                      &max_tokens, &max_model_len, &prefix, &util, &num_blocks,
-                                     &seed, &attn, &eager, &cpu_kv))
+                                     &seed, &attn, &eager, &cpu_kv, &async))
         return -1;
     DType dt;
     if (!dtype_from_name(dtype, &dt)) {
@@ -76,6 +76,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwargs)
             .attention_backend = attn, .enforce_eager = eager,
         },
         .enable_prefix_caching = prefix, .seed = (uint64_t)seed,
+        .async_scheduling = async < 0 ? -1 : async != 0,
     };
     Error err = {0};
     Engine *e = NULL;
@@ -225,15 +226,41 @@ static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwarg
      * each other here rather than through Python: a round trip per step is host
      * time the device idles for. Signals are checked between steps, as they are
      * between two calls (Ctrl-C stops the loop; a handler may close the engine). */
+    /* With async scheduling (generate()'s case: finished_only, many steps) each
+     * step may still run on the device when the call returns to this loop; it is
+     * finished by engine_step_async_end before anything is reported or raised. */
+    Engine *e = self->engine;
+    const int pipelined = finished_only && max_steps > 1 && engine_async_scheduling(e);
     for (int k = 1;; k++) {
         self->busy = 1;
         Py_BEGIN_ALLOW_THREADS
-        s = engine_step(self->engine, finished_only, &n, &err);
+        s = pipelined ? engine_step_async(e, &err) : engine_step(e, finished_only, &n, &err);
+        Py_END_ALLOW_THREADS
+        self->busy = 0;
+        if (s != GPT2_OK) {
+            if (pipelined) {
+                Error ignored = {0};
+                engine_step_async_end(e, finished_only, &n, &ignored);
+            }
+            return raise_error(state_of((PyObject *)self), &err);
+        }
+        const int reported = pipelined ? engine_has_unreported(e) : n > 0;
+        if (reported || k >= max_steps || !engine_has_unfinished(e)) break;
+        if (PyErr_CheckSignals() < 0 || !engine_ready(self)) {   /* a handler may close it */
+            if (pipelined && self->engine) {
+                Error ignored = {0};
+                engine_step_async_end(e, finished_only, &n, &ignored);
+            }
+            return NULL;
+        }
+    }
+    if (pipelined) {
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        s = engine_step_async_end(e, finished_only, &n, &err);
         Py_END_ALLOW_THREADS
         self->busy = 0;
         if (s != GPT2_OK) return raise_error(state_of((PyObject *)self), &err);
-        if (n > 0 || k >= max_steps || !engine_has_unfinished(self->engine)) break;
-        if (PyErr_CheckSignals() < 0 || !engine_ready(self)) return NULL;
     }
     double t0 = monotonic_s();
     PyObject *list = PyList_New(n);
@@ -330,7 +357,8 @@ static PyObject *Engine_get_stats(EngineObject *self, void *closure)
     if (!engine_ready(self)) return NULL;
     const EngineStats *s = engine_stats(self->engine);
     const ModelRunner *r = engine_runner(self->engine);
-    PyObject *d = Py_BuildValue("{sLsLsLsLsLsLsLsLsi}", "num_steps", (long long)s->num_steps,
+    PyObject *d = Py_BuildValue("{sLsLsLsLsLsLsLsLsLsi}", "num_steps", (long long)s->num_steps,
+                         "num_steps_ahead", (long long)s->num_steps_ahead,
                          "num_preemptions", (long long)s->num_preemptions,
                          "prefix_cache_queries", (long long)s->prefix_cache_queries,
                          "prefix_cache_hits", (long long)s->prefix_cache_hits,
@@ -383,6 +411,13 @@ static PyObject *Engine_get_kv_cache(EngineObject *self, void *closure)
     return PyObject_CallFunctionObjArgs(st->KVCacheType, (PyObject *)self, NULL);
 }
 
+static PyObject *Engine_get_async_scheduling(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyBool_FromLong(engine_async_scheduling(self->engine));
+}
+
 static PyObject *Engine_get_closed(EngineObject *self, void *closure)
 {
     (void)closure;
@@ -395,6 +430,8 @@ static PyGetSetDef Engine_getset[] = {
     {"attention_backend_reason", (getter)Engine_get_attention_reason, NULL,
      "Why that backend was chosen.", NULL},
     {"device", (getter)Engine_get_device, NULL, "'cpu' or 'cuda'.", NULL},
+    {"async_scheduling", (getter)Engine_get_async_scheduling, NULL,
+     "Whether generate() overlaps scheduling with the device (engine.h).", NULL},
     {"dtype", (getter)Engine_get_dtype, NULL, "Compute dtype.", NULL},
     {"max_model_len", (getter)Engine_get_max_model_len, NULL, "Longest sequence served.", NULL},
     {"model_config", (getter)Engine_get_model_config, NULL, "The model's GPT2Config.", NULL},
