@@ -273,7 +273,6 @@ static void cuda_destroy(Backend *b)
         }
         for (int i = 0; i < im->n_graphs; i++) cudaGraphExecDestroy(im->graphs[i]);
         cuda_matmul_plans_free(im);
-        if (im->tune_out) cudaFree(im->tune_out);
         cuda_sample_buffers_free(im);
         for (int i = 0; i < 2; i++)
             if (im->sample_done[i]) cudaEventDestroy(im->sample_done[i]);
@@ -360,7 +359,7 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
         CUDA_CHECK(cudaEventCreateWithFlags(&im->fences[i], cudaEventDisableTiming));
     CUBLAS_CHECK(cublasLtCreate(&im->lt));
     CUDA_CHECK(cudaMalloc(&im->workspace, MATMUL_WORKSPACE_BYTES));
-    if (cuda_matmul_init(im, err) != GPT2_OK) goto fail;
+    if (cuda_gemv_init(im, err) != GPT2_OK) goto fail;
     CUDA_CHECK(cudaDeviceGetAttribute(&im->num_sms, cudaDevAttrMultiProcessorCount, device));
     {
         const char *env = getenv("GPT2_ENGINE_PDL");

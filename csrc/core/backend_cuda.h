@@ -39,11 +39,6 @@
 #define CUDA_MAX_GRAPHS 64
 #define MATMUL_PLAN_SLOTS 256
 #define MATMUL_WORKSPACE_BYTES ((size_t)32 << 20)
-/* Decode-bucket GEMMs (M a power of two, GEMV_MAX_M < M <= MATMUL_TUNE_MAX_M) time
- * the heuristic's first MATMUL_TUNE_ALGOS algorithms on their first call outside a
- * graph capture (start-up: the warm-up before each graph) and keep the fastest. */
-#define MATMUL_TUNE_ALGOS 8
-#define MATMUL_TUNE_MAX_M 512
 
 /* One cached cuBLASLt plan: descriptors, layouts and the chosen algorithm for a
  * (M, K, N, flags, act, bias?, pointer alignments) key. */
@@ -53,10 +48,7 @@ typedef struct MatmulPlan {
     int align;                        /* packed log2 alignments of A, B, C and bias */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;   /* w, in, out in cuBLAS's column-major view */
-    cublasLtMatmulAlgo_t algo;        /* the one used */
-    cublasLtMatmulAlgo_t cand[MATMUL_TUNE_ALGOS];   /* the heuristic's best few */
-    int n_cand;
-    int tuned;                        /* algo was chosen by timing (or needs no timing) */
+    cublasLtMatmulAlgo_t algo;
 } MatmulPlan;
 
 typedef struct CudaImpl {
@@ -82,8 +74,6 @@ typedef struct CudaImpl {
     int sample_next;                  /* ticket of the next launch */
     cudaEvent_t fences[BACKEND_FENCES];
     int gemv_enabled;                 /* small-batch GEMV (kernels/gemv.cu); GPT2_ENGINE_GEMV=0: off */
-    int gemm_tune;                    /* time decode GEMM algorithms; GPT2_ENGINE_GEMM_TUNE=0: off */
-    void *tune_out; size_t tune_out_bytes;  /* scratch output of those timings */
     int num_sms;                      /* multiprocessors of the device */
     /* programmatic dependent launch for the decode-path kernels (kernels/launch.cuh):
      * compute capability >= 9.0 unless GPT2_ENGINE_PDL=0 */
@@ -109,8 +99,8 @@ Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *
                              const void *ln_b, float eps, void *ln_out, const void *w,
                              const void *bias, int M, int K, int N, int flags, int act,
                              const CacheWrite *cw, Error *err);
-/* reads GPT2_ENGINE_GEMV and GPT2_ENGINE_GEMM_TUNE */
-Status cuda_matmul_init(CudaImpl *im, Error *err);
+/* reads GPT2_ENGINE_GEMV */
+Status cuda_gemv_init(CudaImpl *im, Error *err);
 void cuda_matmul_plans_free(CudaImpl *im);
 /* sample_cuda.c (the events are created by backend_cuda_create) */
 Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,

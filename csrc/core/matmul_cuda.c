@@ -17,15 +17,11 @@
  * Plans (descriptors, layouts, heuristic algorithm) are cached per
  * (M, K, N, flags, act, bias?, pointer alignments) in CudaImpl.plans, so a steady
  * step does no planning; every GEMM uses the preallocated workspace, which keeps
- * it capturable in a CUDA graph. For the decode buckets' shapes the heuristic's
- * first pick is often a poor one (M = 256, 768 x 768: ~50 TFLOP/s), so those
- * plans time its best few on their first call and keep the fastest (tune_plan;
- * the outputs of the timing runs go to a scratch buffer). */
+ * it capturable in a CUDA graph. */
 #include "backend_cuda.h"
 #include "config.h"
 #include "kernels.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,21 +95,17 @@ static Status plan_build(CudaImpl *im, MatmulPlan *p, DType dtype, Error *err)
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &dbytes, sizeof dbytes));
 
-    cublasLtMatmulHeuristicResult_t res[MATMUL_TUNE_ALGOS];
+    cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    memset(res, 0, sizeof res);
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(im->lt, p->op, p->a, p->b, p->c, p->c, pref,
-                                                MATMUL_TUNE_ALGOS, res, &found));
-    p->n_cand = 0;
-    for (int i = 0; i < found; i++)
-        if (res[i].state == CUBLAS_STATUS_SUCCESS) p->cand[p->n_cand++] = res[i].algo;
-    if (p->n_cand < 1) {
+    memset(&res, 0, sizeof res);
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(im->lt, p->op, p->a, p->b, p->c, p->c, pref, 1,
+                                                &res, &found));
+    if (found < 1) {
         error_set(err, GPT2_ERR_DEVICE, "cuBLASLt has no algorithm for %s GEMM M=%d K=%d N=%d "
                   "flags=%d", dtype_name(dtype), p->M, p->K, p->N, p->flags);
         goto fail;
     }
-    p->algo = p->cand[0];
-    p->tuned = p->n_cand == 1;
+    p->algo = res.algo;
     cublasLtMatmulPreferenceDestroy(pref);
     p->used = 1;
     return GPT2_OK;
@@ -153,13 +145,11 @@ static Status plan_get(CudaImpl *im, MatmulPlan **out, DType dtype, int M, int K
 
 /* ---- small batches: the split-K GEMV of kernels/gemv.cu ---- */
 
-Status cuda_matmul_init(CudaImpl *im, Error *err)
+Status cuda_gemv_init(CudaImpl *im, Error *err)
 {
     (void)err;
     const char *env = getenv("GPT2_ENGINE_GEMV");
     im->gemv_enabled = !(env && strcmp(env, "0") == 0);
-    env = getenv("GPT2_ENGINE_GEMM_TUNE");
-    im->gemm_tune = !(env && strcmp(env, "0") == 0);
     return GPT2_OK;
 }
 
@@ -224,101 +214,6 @@ fail:
 
 /* ---- cuBLASLt for everything else ---- */
 
-static cublasStatus_t run_algo(CudaImpl *im, const MatmulPlan *p, const cublasLtMatmulAlgo_t *algo,
-                               const void *w, const void *in, float beta, void *out)
-{
-    const float alpha = 1.0f;
-    return cublasLtMatmul(im->lt, p->op, &alpha, w, p->a, in, p->b, &beta, out, p->c, out, p->c,
-                          algo, im->workspace, MATMUL_WORKSPACE_BYTES, im->stream);
-}
-
-/* Timing picks are kept for the process: two engines (graphs on and off, say)
- * then run the same algorithm for a shape, so their results stay bitwise equal. */
-typedef struct TunedPick {
-    int device, M, K, N, flags, act, has_bias, align, dtype, pick;
-} TunedPick;
-static TunedPick tuned_picks[MATMUL_PLAN_SLOTS];
-static int n_tuned_picks;
-static pthread_mutex_t tuned_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int same_key(const TunedPick *t, const MatmulPlan *p, int device, DType dtype)
-{
-    return t->device == device && t->M == p->M && t->K == p->K && t->N == p->N &&
-           t->flags == p->flags && t->act == p->act && t->has_bias == p->has_bias &&
-           t->align == p->align && t->dtype == (int)dtype;
-}
-
-/* The index of a candidate picked before for this key, or -1 (and stores `pick` when >= 0). */
-static int tuned_pick(const MatmulPlan *p, int device, DType dtype, int pick)
-{
-    pthread_mutex_lock(&tuned_lock);
-    int found = -1;
-    for (int i = 0; i < n_tuned_picks && found < 0; i++)
-        if (same_key(&tuned_picks[i], p, device, dtype)) found = tuned_picks[i].pick;
-    if (found < 0 && pick >= 0 && n_tuned_picks < MATMUL_PLAN_SLOTS)
-        tuned_picks[n_tuned_picks++] = (TunedPick){device, p->M, p->K, p->N, p->flags, p->act,
-                                                   p->has_bias, p->align, (int)dtype, pick};
-    pthread_mutex_unlock(&tuned_lock);
-    return found;
-}
-
-/* Times each candidate algorithm of p (real inputs, scratch output; 2 warm-up
- * runs, then the best of 3 timed groups of 4) and keeps the fastest, if it
- * beats the heuristic's first pick by 10% (timing noise must not flip a choice
- * between near-equal algorithms from run to run). Only outside a capture; a
- * candidate that fails to run is skipped. */
-static Status tune_plan(CudaImpl *im, MatmulPlan *p, const void *w, const void *in, float beta,
-                        int device, DType dtype, Error *err)
-{
-    cudaEvent_t ev[2] = {NULL, NULL};
-    p->tuned = 1;
-    int known = tuned_pick(p, device, dtype, -1);
-    if (known >= 0 && known < p->n_cand) {
-        p->algo = p->cand[known];
-        return GPT2_OK;
-    }
-    const size_t bytes = (size_t)p->M * p->N * dtype_size(dtype);
-    if (im->tune_out_bytes < bytes) {
-        CUDA_CHECK(cudaStreamSynchronize(im->stream));
-        if (cuda_buffer_reserve(&im->tune_out, &im->tune_out_bytes, bytes, err) != GPT2_OK)
-            return err ? err->code : GPT2_ERR_NOMEM;
-        CUDA_CHECK(cudaMemsetAsync(im->tune_out, 0, im->tune_out_bytes, im->stream));
-    }
-    CUDA_CHECK(cudaEventCreate(&ev[0]));
-    CUDA_CHECK(cudaEventCreate(&ev[1]));
-    float best = 0.0f, t0 = 0.0f;
-    int best_i = 0;
-    for (int i = 0; i < p->n_cand; i++) {
-        int ok = 1;
-        for (int r = 0; r < 2 && ok; r++)
-            ok = run_algo(im, p, &p->cand[i], w, in, beta, im->tune_out) == CUBLAS_STATUS_SUCCESS;
-        float t_i = 0.0f;
-        for (int g = 0; g < 3 && ok; g++) {
-            CUDA_CHECK(cudaEventRecord(ev[0], im->stream));
-            for (int r = 0; r < 4; r++)
-                run_algo(im, p, &p->cand[i], w, in, beta, im->tune_out);
-            CUDA_CHECK(cudaEventRecord(ev[1], im->stream));
-            CUDA_CHECK(cudaEventSynchronize(ev[1]));
-            float ms = 0.0f;
-            CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[1]));
-            if (g == 0 || ms < t_i) t_i = ms;
-        }
-        if (cudaGetLastError() != cudaSuccess) ok = 0;   /* a launch failure: not this one */
-        if (i == 0) t0 = ok ? t_i : 1e30f;
-        if (ok && (i == 0 || t_i < best)) best = t_i, best_i = i;
-    }
-    if (best > 0.9f * t0) best_i = 0;
-    p->algo = p->cand[best_i];
-    tuned_pick(p, device, dtype, best_i);
-    cudaEventDestroy(ev[0]);
-    cudaEventDestroy(ev[1]);
-    return GPT2_OK;
-fail:
-    if (ev[0]) cudaEventDestroy(ev[0]);
-    if (ev[1]) cudaEventDestroy(ev[1]);
-    return err ? err->code : GPT2_ERR_DEVICE;
-}
-
 Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const void *bias,
                    int M, int K, int N, int flags, int act, Error *err)
 {
@@ -343,12 +238,10 @@ Status cuda_matmul(Backend *b, void *out, const void *in, const void *w, const v
     if (bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                     &bias, sizeof bias));
-    const float beta = (flags & MATMUL_ACCUMULATE) ? 1.0f : 0.0f;
-    if (!p->tuned && im->gemm_tune && !im->capturing && M > GEMV_MAX_M &&
-        M <= MATMUL_TUNE_MAX_M && (M & (M - 1)) == 0 &&
-        (s = tune_plan(im, p, w, in, beta, b->device, b->dtype, err)) != GPT2_OK)
-        return s;
-    CUBLAS_CHECK(run_algo(im, p, &p->algo, w, in, beta, out));
+    const float alpha = 1.0f, beta = (flags & MATMUL_ACCUMULATE) ? 1.0f : 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(im->lt, p->op, &alpha, w, p->a, in, p->b, &beta, out, p->c, out,
+                                p->c, &p->algo, im->workspace, MATMUL_WORKSPACE_BYTES,
+                                im->stream));
     if ((flags & MATMUL_GELU) && act == ACT_GELU_ERF)
         CUDA_CHECK(gelu_erf_cuda(out, (size_t)M * N, b->dtype, im->stream));
     return GPT2_OK;
