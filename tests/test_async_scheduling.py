@@ -13,13 +13,27 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import HAVE_CUDA
+from conftest import HAVE_CUDA, make_model
 from gpt2_engine import LLM, SamplingParams
 
 V = 512          # small_model's vocab
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not HAVE_CUDA, reason="needs a CUDA GPU and a CUDA build"))]
+
+
+@pytest.fixture(scope="module")
+def gpu_model(tmp_path_factory):
+    """small_model's shape with head size 64 (what the CUDA attention backends serve)."""
+    return make_model(tmp_path_factory.mktemp("async_gpu_model"), n_embd=128, n_head=2)
+
+
+@pytest.fixture
+def model(request, small_model):
+    """small_model on the CPU, gpu_model on CUDA (the test's `device`)."""
+    if request.getfixturevalue("device") == "cpu":
+        return small_model
+    return request.getfixturevalue("gpu_model")
 
 
 def make_llm(model, device, async_scheduling, **kw):
@@ -87,7 +101,7 @@ def stop_params(llm, ps):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_async_equals_sync_for_every_kind_of_request(small_model, device):
+def test_async_equals_sync_for_every_kind_of_request(model, device):
     ps = prompts(1, 18)
 
     def run(llm):
@@ -101,13 +115,13 @@ def test_async_equals_sync_for_every_kind_of_request(small_model, device):
         params += stop_params(llm, ps[len(params):])
         return summary(llm.generate(ps, params, use_tqdm=False))
 
-    sync, asyn, stats = both(small_model, device, run)
+    sync, asyn, stats = both(model, device, run)
     assert asyn == sync
     assert stats["num_steps_ahead"] > 0
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_async_launches_ahead_only_when_it_can(small_model, device):
+def test_async_launches_ahead_only_when_it_can(model, device):
     """Plain decodes launch ahead; penalties need the previous tokens on the
     host, so those steps wait (and still give the synchronous tokens)."""
     ps = prompts(2, 6)
@@ -115,14 +129,14 @@ def test_async_launches_ahead_only_when_it_can(small_model, device):
                           (greedy(20, frequency_penalty=0.5, presence_penalty=0.3,
                                   repetition_penalty=1.2), False)):
         sync, asyn, stats = both(
-            small_model, device,
+            model, device,
             lambda llm: summary(llm.generate(ps, params, use_tqdm=False)))
         assert asyn == sync
         assert (stats["num_steps_ahead"] > 0) is ahead, stats["num_steps_ahead"]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_async_with_preemption_and_prefix_hits(small_model, device):
+def test_async_with_preemption_and_prefix_hits(model, device):
     """A cache too small for the batch (preemption by recompute) and prompts
     sharing prefixes (cache hits), with stops the engine learns late."""
     base = prompts(3, 1, 40)[0]
@@ -135,13 +149,13 @@ def test_async_with_preemption_and_prefix_hits(small_model, device):
         out = summary(llm.generate(ps, params, use_tqdm=False))
         return out, llm.stats["num_preemptions"] > 0, llm.stats["prefix_cache_hits"] > 0
 
-    sync, asyn, _ = both(small_model, device, run, num_kv_blocks=24, block_size=8)
+    sync, asyn, _ = both(model, device, run, num_kv_blocks=24, block_size=8)
     assert asyn == sync
     assert sync[1] and sync[2]        # the case is exercised
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_async_masked_row_raises_and_engine_recovers(small_model, device):
+def test_async_masked_row_raises_and_engine_recovers(model, device):
     """A request that can mask every token runs synchronously: the error is the
     synchronous one, and the engine serves the next generate."""
     ps = prompts(5, 4)
@@ -152,15 +166,15 @@ def test_async_masked_row_raises_and_engine_recovers(small_model, device):
             llm.generate(ps, [greedy(6), greedy(6), bad, greedy(6)], use_tqdm=False)
         return summary(llm.generate(ps, greedy(6), use_tqdm=False))
 
-    sync, asyn, _ = both(small_model, device, run)
+    sync, asyn, _ = both(model, device, run)
     assert asyn == sync
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_async_interrupted_generate_leaves_a_usable_engine(small_model, device):
+def test_async_interrupted_generate_leaves_a_usable_engine(model, device):
     """A KeyboardInterrupt between steps: the step in flight is finished, the
     requests of that generate() aborted, and the engine works on."""
-    with make_llm(small_model, device, True) as llm:
+    with make_llm(model, device, True) as llm:
         def interrupt(signum, frame):
             raise KeyboardInterrupt
 
@@ -179,7 +193,7 @@ def test_async_interrupted_generate_leaves_a_usable_engine(small_model, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_async_then_step_api_and_compute_logits(small_model, device):
+def test_async_then_step_api_and_compute_logits(model, device):
     """After an async generate(): the step-by-step API (synchronous: every call
     reports its own step) and the logits API see a consistent engine."""
     ps = prompts(8, 3)
@@ -197,7 +211,7 @@ def test_async_then_step_api_and_compute_logits(small_model, device):
         return first, outs[0].outputs[0].token_ids, \
             None if logits is None else np.round(np.asarray(logits), 4).tolist()
 
-    sync, asyn, _ = both(small_model, device, run)
+    sync, asyn, _ = both(model, device, run)
     assert asyn == sync
 
 
@@ -206,8 +220,7 @@ def test_async_then_step_api_and_compute_logits(small_model, device):
 def test_async_equals_sync_half_precision_graphs(tmp_path, dtype):
     """fp16/bf16 with CUDA graphs, batch 33 over 64 tokens: with length-only
     finishes both engines run the same batches, so the tokens are bitwise equal."""
-    from conftest import make_model
-    model = make_model(tmp_path / "m", dtype=dtype, n_positions=256)
+    model = make_model(tmp_path / "m", dtype=dtype, n_embd=128, n_head=2, n_positions=256)
     ps = prompts(9, 33, 20)
     params = [greedy(64) if i % 3 else
               SamplingParams(temperature=0.9, top_k=50, seed=i, max_tokens=40 + i % 9,
