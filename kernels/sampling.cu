@@ -162,26 +162,57 @@ struct RawRow {
     __device__ __forceinline__ float operator[](int i) const { return logit(p, i); }
 };
 
-/* Two 16-bit logits in one 4-byte load (p 4-byte aligned). */
-__device__ __forceinline__ float2 logit_pair(const __half *p) {
-    return __half22float2(*reinterpret_cast<const __half2 *>(p));
+/* Two 16-bit logits of a 4-byte word, as floats. */
+__device__ __forceinline__ float2 logit_pair(const __half2 &w) { return __half22float2(w); }
+__device__ __forceinline__ float2 logit_pair(const __nv_bfloat162 &w) {
+    return __bfloat1622float2(w);
 }
-__device__ __forceinline__ float2 logit_pair(const __nv_bfloat16 *p) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
-}
+template <typename L> struct Pair;
+template <> struct Pair<__half> { typedef __half2 T; };
+template <> struct Pair<__nv_bfloat16> { typedef __nv_bfloat162 T; };
 
-/* f(i, raw[i]) for every i < V this thread owns. 16-bit rows on a 4-byte boundary are
- * read two logits per load (the passes over a row are load-instruction bound);
- * otherwise one per load. Which thread owns an id differs between the two ways, so
- * f must not depend on it (sums change only in their order). */
+/* f(i, raw[i]) for every i < V this thread owns, in increasing i. Rows on a
+ * 16-byte boundary are read 16 bytes per load (8 fp16/bf16 or 4 fp32 logits), two
+ * loads in flight per thread: the passes over a row are bound by loads in flight,
+ * not bytes. Otherwise 16-bit rows on a 4-byte boundary two logits per load, else
+ * one. Which thread owns an id differs between the ways, so f must not depend on
+ * it (sums change only in their order). */
 template <typename L, typename F>
 __device__ __forceinline__ void for_each_logit(const RawRow<L> &raw, int V, F f)
 {
     const int tid = threadIdx.x, nt = blockDim.x;
+    constexpr int W = 16 / (int)sizeof(L);          /* logits per 16-byte load */
+    if (((uintptr_t)raw.p & 15) == 0) {
+        const uint4 *q = reinterpret_cast<const uint4 *>(raw.p);
+        const int nv = V / W;
+#pragma unroll 2
+        for (int j = tid; j < nv; j += nt) {
+            const uint4 u = q[j];
+            const int i = j * W;
+            if constexpr (sizeof(L) == 2) {
+                typedef typename Pair<L>::T P2;
+                const P2 *h = reinterpret_cast<const P2 *>(&u);
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const float2 v = logit_pair(h[k]);
+                    f(i + 2 * k, v.x);
+                    f(i + 2 * k + 1, v.y);
+                }
+            } else {
+                f(i, __uint_as_float(u.x));
+                f(i + 1, __uint_as_float(u.y));
+                f(i + 2, __uint_as_float(u.z));
+                f(i + 3, __uint_as_float(u.w));
+            }
+        }
+        for (int i = nv * W + tid; i < V; i += nt) f(i, raw[i]);
+        return;
+    }
     if constexpr (sizeof(L) == 2) {
         if (((uintptr_t)raw.p & 3) == 0) {
+            typedef typename Pair<L>::T P2;
             for (int i = 2 * tid; i + 1 < V; i += 2 * nt) {
-                const float2 v = logit_pair(raw.p + i);
+                const float2 v = logit_pair(*reinterpret_cast<const P2 *>(raw.p + i));
                 f(i, v.x);
                 f(i + 1, v.y);
             }
@@ -208,36 +239,55 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
     const RawRow<L> raw = {logits + (size_t)r * ld};
     float *x = work + (size_t)r * V;
 
-    /* Greedy with nothing to adjust (the common decode case): one pass finds the
-     * max and the argmax together, the rank is 1 by definition, and the row is
-     * never copied to work. */
+    /* Greedy with nothing to adjust (the common decode case): ONE pass over the
+     * row finds the argmax and, online, each thread's exp-sum relative to its own
+     * running max (rescaled when that grows); the block then rescales the partial
+     * sums to the row max. The rank is 1 by definition, and the row is never
+     * copied to work. Otherwise a max pass, then an exp-sum pass. Terms in float,
+     * sums in double, both ways. */
     const bool plain_greedy = row.target_token < 0 && row.temperature == 0.0f &&
                               row.adj_count == 0;
     int token = -1;
     float m = -INFINITY;
+    double lse = -INFINITY;
     if (plain_greedy) {
         ValId b = {-INFINITY, INT_MAX};
+        double s = 0.0;
         for_each_logit(raw, V, [&](int i, float x) {
             const float v = nan_to_neginf(x);
-            if (valid_before(v, i, b.v, b.id)) { b.v = v; b.id = i; }
+            if (v == -INFINITY) return;
+            if (v > b.v) {
+                s = s * (double)expf(b.v - v) + 1.0;
+                b.v = v;
+                b.id = i;
+            } else {
+                s += (double)expf(v - b.v);
+                if (v == b.v && i < b.id) b.id = i;
+            }
         });
+        const float mine = b.v;
         b = block_argmax(b, sv);
         m = b.v;
         token = b.v == -INFINITY ? -1 : b.id;
+        if (m > -INFINITY) {
+            s = mine > -INFINITY ? s * (double)expf(mine - m) : 0.0;
+            s = block_reduce(s, sd, 0.0, OpSumD());
+            lse = (double)m + log(s);
+        }
     } else {
         /* 1. raw statistics: max (NaN ignored by fmaxf) */
         for_each_logit(raw, V, [&](int, float x) { m = fmaxf(m, x); });
         m = block_reduce(m, sf, -INFINITY, OpMax());
-    }
-    /* log-sum-exp of the raw row, terms in float, sum in double */
-    double lse = m;
-    if (m > -INFINITY) {
-        double s = 0.0;
-        for_each_logit(raw, V, [&](int, float x) {
-            if (!isnan(x)) s += (double)expf(x - m);
-        });
-        s = block_reduce(s, sd, 0.0, OpSumD());
-        lse = (double)m + log(s);
+        /* log-sum-exp of the raw row */
+        lse = m;
+        if (m > -INFINITY) {
+            double s = 0.0;
+            for_each_logit(raw, V, [&](int, float x) {
+                if (!isnan(x)) s += (double)expf(x - m);
+            });
+            s = block_reduce(s, sd, 0.0, OpSumD());
+            lse = (double)m + log(s);
+        }
     }
 
     /* 2.-3. the token */

@@ -437,6 +437,25 @@ def test_sample_cuda_adjustments(name, rng):
 
 
 @gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("V,ld", [(1000, 1000), (50257, 50257), (50257, 50264), (7, 7)])
+@pytest.mark.parametrize("name", ["greedy", "plain", "top_k", "combined"])
+def test_sample_cuda_half_logits_match_cpu(name, V, ld, dtype, rng):
+    """The sampler reads the lm_head's fp16/bf16 rows as they are, at the padded
+    stride (ld = V rounded up to 8: every row 16-byte aligned, read 8 logits per
+    load) or unpadded (rows at every alignment): the same decisions as the CPU
+    reference on those rounded values. Rounding makes ties, which both break by
+    the lowest id."""
+    R, ML = 12, 20
+    logits = rnd((rng.standard_normal((R, V)) * 3).astype(np.float32), dtype)
+    rows = [row(seed=int(rng.integers(2**63)), step=r, num_logprobs=min(ML, r * 2),
+                **SAMPLE_CONFIGS[name]) for r in range(R)]
+    cuda = _C._backend_op_sample("cuda", dtype, logits, rows, [], ML, ld)
+    cpu = run_sample("cpu", logits, rows, [], ML)
+    assert_same_samples(cuda, cpu, ML, rows)
+
+
+@gpu
 def test_sample_cuda_seeded_is_batch_independent(rng):
     V = 1000
     logits = (rng.standard_normal((8, V)) * 2).astype(np.float32)

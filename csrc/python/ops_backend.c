@@ -310,12 +310,13 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
     const char *device, *dtype;
     PyObject *lo, *ro, *ao, *res = NULL;
     PyObject *tok = NULL, *lp = NULL, *rk = NULL, *ti = NULL, *tl = NULL;
-    int max_logprobs, R = 0, n_adj = 0;
+    int max_logprobs, R = 0, n_adj = 0, ld = 0;
     PyArrayObject *logits = NULL;
     SamplingRow *rows = NULL;
     TokenAdjust *adj = NULL;
+    float *padded = NULL;
     OpsCtx c = {0};
-    if (!PyArg_ParseTuple(args, "ssOOOi", &device, &dtype, &lo, &ro, &ao, &max_logprobs))
+    if (!PyArg_ParseTuple(args, "ssOOOi|i", &device, &dtype, &lo, &ro, &ao, &max_logprobs, &ld))
         return NULL;
     if (!(logits = ops_as_f32(lo)) || want_ndim(logits, 2, "logits") < 0) goto done;
     if (parse_rows(ro, &rows, &R) < 0 || parse_adj(ao, &adj, &n_adj) < 0) goto done;
@@ -324,13 +325,31 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
         goto done;
     }
     const int V = (int)PyArray_DIM(logits, 1);
+    if (ld == 0) ld = V;
+    if (ld < V) {
+        PyErr_Format(PyExc_ValueError, "sample: ld %d < V %d", ld, V);
+        goto done;
+    }
     npy_intp d1[1] = {R}, d2[2] = {R, max_logprobs};
     if (!(tok = PyArray_SimpleNew(1, d1, NPY_INT32)) || !(lp = PyArray_SimpleNew(1, d1, NPY_FLOAT32)) ||
         !(rk = PyArray_SimpleNew(1, d1, NPY_INT32)) || !(ti = PyArray_SimpleNew(2, d2, NPY_INT32)) ||
         !(tl = PyArray_SimpleNew(2, d2, NPY_FLOAT32)))
         goto done;
     if (ops_ctx_open(&c, self, device, dtype) < 0) goto done;
-    void *dl = ops_upload_raw32(&c, logits);
+    /* the logits as the engine leaves them: rows of ld elements of the compute dtype */
+    void *dl;
+    if (c.b->dtype == DTYPE_F32 && ld == V) {
+        dl = ops_upload_raw32(&c, logits);
+    } else {
+        if (!(padded = PyMem_Calloc((size_t)R * ld + 1, sizeof(float)))) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (int r = 0; r < R; r++)
+            memcpy(padded + (size_t)r * ld, (const float *)PyArray_DATA(logits) + (size_t)r * V,
+                   (size_t)V * sizeof(float));
+        dl = ops_upload(&c, padded, DTYPE_F32, c.b->dtype, (size_t)R * ld);
+    }
     if (!dl) goto done;
     SamplerOutput out = {
         .tokens = PyArray_DATA((PyArrayObject *)tok),
@@ -339,14 +358,15 @@ static PyObject *op_sample(PyObject *self, PyObject *args)
         .topk_ids = max_logprobs ? PyArray_DATA((PyArrayObject *)ti) : NULL,
         .topk_logprobs = max_logprobs ? PyArray_DATA((PyArrayObject *)tl) : NULL,
     };
-    if (ops_ctx_check(&c, c.b->ops->sample(c.b, dl, DTYPE_F32, V, R, V, rows, adj, n_adj, max_logprobs, &out,
-                                       &c.err)) < 0)
+    if (ops_ctx_check(&c, c.b->ops->sample(c.b, dl, c.b->dtype, ld, R, V, rows, adj, n_adj,
+                                           max_logprobs, &out, &c.err)) < 0)
         goto done;
     res = PyTuple_Pack(5, tok, lp, rk, ti, tl);
 done:
     ops_ctx_close(&c);
     PyMem_Free(rows);
     PyMem_Free(adj);
+    PyMem_Free(padded);
     Py_XDECREF(tok); Py_XDECREF(lp); Py_XDECREF(rk); Py_XDECREF(ti); Py_XDECREF(tl);
     Py_XDECREF(logits);
     return res;
@@ -447,7 +467,7 @@ static PyMethodDef ops_backend_methods[] = {
     {"_backend_op_to_float", op_to_float, METH_VARARGS,
      "(device, dtype, x) -> float32 copy of x after rounding to dtype on the device"},
     {"_backend_op_sample", op_sample, METH_VARARGS,
-     "(device, dtype, logits(R, V), rows, adj, max_logprobs) -> (tokens, logprobs, ranks, "
+     "(device, dtype, logits(R, V), rows, adj, max_logprobs[, ld]) -> (tokens, logprobs, ranks, "
      "topk_ids, topk_logprobs); rows: list of (temperature, top_k, top_p, min_p, "
      "presence_penalty, frequency_penalty, repetition_penalty, seed, step, target_token, "
      "num_logprobs, adj_start, adj_count); adj: list of (token, output_count, in_prompt, bias)"},
