@@ -1,7 +1,8 @@
-/* engine_impl.h — the engine's private state, shared by its three files:
- * engine.c (life cycle and the step loop), engine_requests.c (adding,
- * validating, finishing and freeing requests) and engine_output.c (appending
- * sampled tokens, detokenizing, stop checks, the reported outputs).
+/* engine_impl.h — the engine's private state, shared by its four files:
+ * engine.c (life cycle, compute_logits), engine_step.c (the step loop, sync and
+ * async), engine_requests.c (adding, validating, finishing and freeing
+ * requests) and engine_output.c (appending sampled tokens, detokenizing, stop
+ * checks, the reported outputs).
  * Nothing outside those files includes it. */
 #ifndef GPT2_ENGINE_IMPL_H
 #define GPT2_ENGINE_IMPL_H
