@@ -209,8 +209,9 @@ typedef struct CpuImpl {
 static Status slot_reserve(CpuSampleSlot *sl, int R, int max_lp, Error *err)
 {
     if (R > sl->cap_rows) {
-        int32_t *t = realloc(sl->tokens, (size_t)R * 4), *rk = t ? realloc(sl->ranks, (size_t)R * 4) : NULL;
+        int32_t *t = realloc(sl->tokens, (size_t)R * 4);
         if (t) sl->tokens = t;
+        int32_t *rk = t ? realloc(sl->ranks, (size_t)R * 4) : NULL;
         if (rk) sl->ranks = rk;
         float *lp = rk ? realloc(sl->logprobs, (size_t)R * 4) : NULL;
         if (lp) sl->logprobs = lp;
