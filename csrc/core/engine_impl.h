@@ -99,6 +99,15 @@ static inline double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* 1 when a sequence of req holding num_tokens tokens is done by length
+ * (max_tokens outputs, or max_model_len): seq_append's test, and the async
+ * commit's for the token still on its way. */
+static inline int seq_finished_by_length(const Engine *e, const Request *req, int num_tokens)
+{
+    return num_tokens - req->num_prompt >= req->params.max_tokens ||
+           num_tokens >= e->max_model_len;
+}
+
 /* engine_requests.c */
 void request_free(Request *req);
 Request *find_request(const Engine *e, const char *id);

@@ -99,7 +99,7 @@ Status seq_append(Engine *e, Request *req, Sequence *sq, int i, int max_lp, Erro
     int num_out = k + 1;
     FinishReason fin = FINISH_NONE;
     int kind = 0;
-    if (num_out >= p->max_tokens || sq->num_tokens >= e->max_model_len) {
+    if (seq_finished_by_length(e, req, sq->num_tokens)) {
         fin = FINISH_LENGTH;
     } else if (num_out >= p->min_tokens) {
         if (!p->ignore_eos && t == e->eos_id) fin = FINISH_STOP;

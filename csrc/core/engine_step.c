@@ -183,13 +183,6 @@ static Status launch_step(Engine *e, StepRun *st, double *t, Error *err)
     return GPT2_OK;
 }
 
-/* 1 when appending one more token to sq finishes it by length (seq_append's test). */
-static int last_token(const Engine *e, const Request *req, const Sequence *sq)
-{
-    return sq->num_tokens + 1 - req->num_prompt >= req->params.max_tokens ||
-           sq->num_tokens + 1 >= e->max_model_len;
-}
-
 /* Advances the step's sequences (their K/V are computed, or queued before any
  * later step), forks finished shared prompts, fills the prefix cache. With
  * `pending` (async: the tokens are not on the host yet) each sampled sequence
@@ -220,7 +213,7 @@ static Status commit_step(Engine *e, const StepRun *st, int pending, Error *err)
         const RowInfo *ri = &st->rinfo[i];
         Sequence *sq = &ri->req->seqs[ri->seq];
         if (ri->kind != ROW_SAMPLE || ri->req->state == REQ_FINISHED || sq->finished ||
-            last_token(e, ri->req, sq))
+            seq_finished_by_length(e, ri->req, sq->num_tokens + 1))
             continue;
         sq->pending = 1;
         sq->pending_row = i;
@@ -279,9 +272,8 @@ static Status apply_rows(Engine *e, const StepRun *st, Error *err)
 /* A launched step whose sampling failed: its sequences give back the step
  * (pending marks cleared, computed counts as before it) so that the next one
  * runs it again, as a synchronous step that failed would. */
-static void undo_step(Engine *e, const StepRun *st)
+static void undo_step(const StepRun *st)
 {
-    (void)e;
     for (int i = 0; i < st->ns; i++) {
         const SchedEntry *en = &st->order[i];
         Sequence *sq = &en->req->seqs[en->seq];
@@ -301,7 +293,7 @@ static Status finish_inflight(Engine *e, double *t, Error *err)
     Status s = wait_step(e, st, err);
     lap(t, &e->stats.time_sample_s);
     if (s) {
-        undo_step(e, st);
+        undo_step(st);
         return s;
     }
     s = apply_rows(e, st, err);
@@ -409,24 +401,18 @@ static Status step_impl(Engine *e, int async, double t, Error *err)
         return s;
     lap(&t, &st->time_schedule_s);
     StepRun next;
-    s = launch_step(e, &next, &t, err);
+    s = launch_step(e, &next, &t, err);   /* a failed launch leaves nothing to wait for */
     if (ahead) {
         st->num_steps_ahead += next.active;
         Status f = finish_inflight(e, &t, err);
         if (f && next.active) {           /* it was fed that step's tokens: give it back */
             Error ignored = {0};
             wait_step(e, &next, &ignored);
-            undo_step(e, &next);
+            undo_step(&next);
         }
         if (f) return f;
     }
-    if (s) {
-        if (next.active) {
-            Error ignored = {0};
-            wait_step(e, &next, &ignored);
-        }
-        return s;
-    }
+    if (s) return s;
     if (async && can_stay_in_flight(e, &next)) {
         e->inflight = next;
         return commit_step(e, &e->inflight, 1, err);

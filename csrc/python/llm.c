@@ -208,6 +208,15 @@ static PyObject *Engine_num_unfinished(EngineObject *self, PyObject *Py_UNUSED(i
 
 /* ---- results ---- */
 
+/* Ends an async-scheduling run that is abandoned (an error or a signal is being
+ * raised): the step in flight is finished. */
+static void finish_pipeline_quietly(Engine *e, int finished_only)
+{
+    Error ignored = {0};
+    int n;
+    engine_step_async_end(e, finished_only, &n, &ignored);
+}
+
 static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"finished_only", "max_steps", NULL};
@@ -238,19 +247,13 @@ static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwarg
         Py_END_ALLOW_THREADS
         self->busy = 0;
         if (s != GPT2_OK) {
-            if (pipelined) {
-                Error ignored = {0};
-                engine_step_async_end(e, finished_only, &n, &ignored);
-            }
+            if (pipelined) finish_pipeline_quietly(e, finished_only);
             return raise_error(state_of((PyObject *)self), &err);
         }
         const int reported = pipelined ? engine_has_unreported(e) : n > 0;
         if (reported || k >= max_steps || !engine_has_unfinished(e)) break;
         if (PyErr_CheckSignals() < 0 || !engine_ready(self)) {   /* a handler may close it */
-            if (pipelined && self->engine) {
-                Error ignored = {0};
-                engine_step_async_end(e, finished_only, &n, &ignored);
-            }
+            if (pipelined && self->engine) finish_pipeline_quietly(e, finished_only);
             return NULL;
         }
     }
