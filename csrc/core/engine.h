@@ -158,7 +158,8 @@ const RequestOutputC *engine_output(const Engine *e, int i);
  * are run as engine_step would. engine_step_async_end finishes a step still
  * running and reports as engine_step does. Every other engine call finishes a
  * running step first. Off (engine_async_scheduling() == 0): the two are one
- * engine_step. */
+ * engine_step. engine_step_async_end with num_outputs NULL only finishes the
+ * step (an abandoned run): what it finished is reported by the next step. */
 Status engine_step_async(Engine *e, Error *err);
 Status engine_step_async_end(Engine *e, int finished_only, int *num_outputs, Error *err);
 int engine_async_scheduling(const Engine *e);

@@ -466,10 +466,10 @@ Status engine_step_async(Engine *e, Error *err)
 
 Status engine_step_async_end(Engine *e, int finished_only, int *num_outputs, Error *err)
 {
-    *num_outputs = 0;
+    if (num_outputs) *num_outputs = 0;
     double t = step_begin(e);
     Status s = finish_inflight(e, &t, err);
-    if (s) {
+    if (s || !num_outputs) {
         e->last_step_end = now_s();
         return s;
     }

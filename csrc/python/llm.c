@@ -213,8 +213,8 @@ static PyObject *Engine_num_unfinished(EngineObject *self, PyObject *Py_UNUSED(i
 static void finish_pipeline_quietly(Engine *e, int finished_only)
 {
     Error ignored = {0};
-    int n;
-    engine_step_async_end(e, finished_only, &n, &ignored);
+    engine_step_async_end(e, finished_only, NULL, &ignored);   /* reports nothing: the
+                                                                  * next step does */
 }
 
 static PyObject *Engine_step(EngineObject *self, PyObject *args, PyObject *kwargs)
