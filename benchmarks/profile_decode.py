@@ -3,6 +3,10 @@ from CUPTI (torch.profiler sees every CUDA kernel in the process, ours too)
 against the wall time per step, for the gpt2 shape in fp16.
 
     python benchmarks/profile_decode.py [--shape gpt2] [--steps 64] [--batch 1]
+        [--prompt-len 16]
+
+--prompt-len 128 --steps 128 --batch 256 profiles bench_throughput's workload (its
+prefill included; the wall time is then per generated token of one sequence).
 """
 import argparse
 import os
@@ -19,6 +23,7 @@ def main():
     ap.add_argument("--shape", default="gpt2")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--eager", action="store_true")
     args = ap.parse_args()
     common.require_cuda()
@@ -28,7 +33,8 @@ def main():
     from gpt2_engine import LLM, SamplingParams
     ckpt = common.make_checkpoint(args.shape, "float16")
     llm = LLM(model=ckpt, dtype="float16", device="cuda", enforce_eager=args.eager)
-    prompts = [{"prompt_token_ids": list(range(1 + i, 17 + i))} for i in range(args.batch)]
+    prompts = [{"prompt_token_ids": [(1 + i + j) % 50000 for j in range(args.prompt_len)]}
+               for i in range(args.batch)]
     sp = SamplingParams(temperature=0.0, max_tokens=args.steps, ignore_eos=True)
     llm.generate(prompts, sp, use_tqdm=False)               # warm-up
     t0 = time.perf_counter()
@@ -41,7 +47,7 @@ def main():
     events = [e for e in prof.key_averages() if dt(e) > 0]
     events.sort(key=lambda e: -dt(e))
     total_gpu = sum(dt(e) for e in events)
-    print(f"{args.shape} batch {args.batch}: wall {wall * 1e3:.3f} ms/step; GPU busy "
+    print(f"{args.shape} batch {args.batch} prompt {args.prompt_len}: wall {wall * 1e3:.3f} ms/step; GPU busy "
           f"{total_gpu / args.steps / 1e3:.3f} ms/step ({llm.attention_backend}, "
           f"graphs {llm.stats['num_cuda_graphs']}, replays {llm.stats['graph_replays']})")
     print(f"{'kernel':70s} {'calls':>6s} {'us/step':>9s}")
