@@ -50,6 +50,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPE_CODE = {"float16": 1, "bfloat16": 2}
+ROUNDS = 5   # prefill: rounds of timing every kernel and SDPA in turn
 
 
 def build_lib(out_path, arch="90", src="flash_attention.cu", include=None):
@@ -226,22 +227,41 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
     ref = sdpa()
     flops = 4 * B * H * S * S * D / 2
     res = {}
-    saved = os.environ.get("GPT2_ENGINE_FLASH_WGMMA")
+    saved = {k: os.environ.get(k) for k in ("GPT2_ENGINE_FLASH_WGMMA", "GPT2_ENGINE_FLASH_SCHED")}
+    runs = [("ws", "1", ""), ("legacy", "legacy", ""), ("mma", "0", "")]
+    runs += [(f"ws_s{m}", "1", str(m)) for m in range(8)]   # the TMA kernel's tile orders
+    def use(flag, sched):   # both variables are read per call
+        os.environ["GPT2_ENGINE_FLASH_WGMMA"] = flag
+        os.environ["GPT2_ENGINE_FLASH_SCHED"] = sched
+
+    # the clocks drift during a run: every kernel is timed in each of ROUNDS rounds, in
+    # turn with SDPA, and a ratio to SDPA is the median of the rounds' ratios
+    times = {path: [] for path, _, _ in runs}
+    times["sdpa"] = []
     try:
-        for path, flag in (("ws", "1"), ("legacy", "legacy"), ("mma", "0")):   # read per call
-            os.environ["GPT2_ENGINE_FLASH_WGMMA"] = flag
+        for path, flag, sched in runs:
+            use(flag, sched)
             out.fill_(float("nan"))
             flash()
             torch.cuda.synchronize()
             res[path + "_err"] = ((out.reshape(B, S, H, D).permute(0, 2, 1, 3).float()
                                    - ref.float()).abs().max() / ref.float().abs().max()).item()
-            res[path + "_tflops"] = flops / time_ms(torch, flash) / 1e9
+        for _ in range(ROUNDS):
+            times["sdpa"].append(time_ms(torch, sdpa, reps=8, warmup=1))
+            for path, flag, sched in runs:
+                use(flag, sched)
+                times[path].append(time_ms(torch, flash, reps=8, warmup=1))
     finally:
-        if saved is None:
-            os.environ.pop("GPT2_ENGINE_FLASH_WGMMA", None)
-        else:
-            os.environ["GPT2_ENGINE_FLASH_WGMMA"] = saved
-    ts = time_ms(torch, sdpa)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    for path, _, _ in runs:
+        res[path + "_tflops"] = flops / statistics.median(times[path]) / 1e9
+        res[path + "_vs_sdpa"] = statistics.median(
+            ts / tf for ts, tf in zip(times["sdpa"], times[path]))
+    ts = statistics.median(times["sdpa"])
     tp = float("nan")
     if paged is not None:
         pout = torch.empty_like(out)
@@ -355,15 +375,27 @@ def main():
         print(f"{'B':>3} {'S':>5} {'D':>4} {'ws TF/s':>8} {'legacy':>7} {'mma':>6} "
               f"{'SDPA TF/s':>10} {'ws/SDPA':>8} {'leg/SDPA':>8} {'mma/SDPA':>8} "
               f"{'PAGED TF/s':>11} {'err ws':>8} {'err leg':>8} {'err mma':>8}")
+        rows = []
         for B, S in ((8, 2048), (16, 1024)):
             for D in (64, 128):
                 r = bench_prefill(torch, blib, B, S, D, dtype, paged=paged)
                 sd = r['sdpa_tflops']
                 print(f"{B:>3} {S:>5} {D:>4} {r['ws_tflops']:>8.1f} {r['legacy_tflops']:>7.1f} "
-                      f"{r['mma_tflops']:>6.1f} {sd:>10.1f} {r['ws_tflops'] / sd:>8.2f} "
-                      f"{r['legacy_tflops'] / sd:>8.2f} {r['mma_tflops'] / sd:>8.2f} "
+                      f"{r['mma_tflops']:>6.1f} {sd:>10.1f} {r['ws_vs_sdpa']:>8.2f} "
+                      f"{r['legacy_vs_sdpa']:>8.2f} {r['mma_vs_sdpa']:>8.2f} "
                       f"{r['paged_tflops']:>11.1f} {r['ws_err']:>8.1e} {r['legacy_err']:>8.1e} "
                       f"{r['mma_err']:>8.1e}")
+                rows.append(r)
+        print("  ws tile orders, GPT2_ENGINE_FLASH_SCHED bits: 1 longest-first by L2 sections, "
+              "2 q tiles aligned to the end, 4 persistent (one CTA per SM); TF/s, then each "
+              "one's median ratio to SDPA")
+        print(f"{'B':>3} {'S':>5} {'D':>4} " + " ".join(f"{'s' + str(m):>6}" for m in range(8)) +
+              " | " + " ".join(f"{'s' + str(m):>5}" for m in range(8)) + f" {'max err':>8}")
+        for r in rows:
+            tf = " ".join(f"{r[f'ws_s{m}_tflops']:>6.1f}" for m in range(8))
+            rat = " ".join(f"{r[f'ws_s{m}_vs_sdpa']:>5.2f}" for m in range(8))
+            err = max(r[f"ws_s{m}_err"] for m in range(8))
+            print(f"{r['B']:>3} {r['S']:>5} {r['D']:>4} {tf} | {rat} {err:>8.1e}")
 
     if not args.decode_only:
         prefill_rows(lib, "default")

@@ -2,8 +2,9 @@
 256 prompts of 128 random tokens, 128 greedy output tokens each (ignore_eos),
 output tokens/s of the engine vs HF transformers generate (one batch of 256, left
 padding, fp16) vs the PyTorch peer (torch_peer.py, one batch of 256, CUDA graphs).
-Every system gets the same prompts; each is warmed up first, then the whole
-generation (prefill included) is timed by wall clock. The engine runs in a child
+Every system gets the same prompts; each is warmed up first by one whole generation of
+the same batch, then the whole generation (prefill included) is timed by wall clock
+(median of 3 runs; 1 with --quick). The engine's warm-up run is reported too. The engine runs in a child
 process (a crash there prints "error: ..." in its column), once with async
 scheduling (the default on CUDA) and once without, in the same run.
 
@@ -67,14 +68,17 @@ def engine_worker(ckpt, n, out_len, reps, async_scheduling):
         got = common.count_output_tokens(outs)
         if got != n * out_len:
             raise RuntimeError(f"engine returned {got} tokens, expected {n * out_len} (ignore_eos)")
-    common.engine_generate(llm, ids[:32], 8)                            # warm-up
+    # warm-up as the peer's: one whole generation. That first one is timed too ("cold"):
+    # it builds the cuBLASLt plans of the batch shapes it meets for the first time
+    cold = common.wall(run)[0]
     before = llm.stats
     t = common.median([common.wall(run)[0] for _ in range(reps)])
     after = llm.stats
     steps = max(after["num_steps"] - before["num_steps"], 1)
     phases = {k[len("time_"):-len("_s")]: round((after[k] - before[k]) / steps * 1e6, 1)
               for k in after if k.startswith("time_")}
-    print(json.dumps({"tok_s": n * out_len / t, "step_phases_us": phases,
+    print(json.dumps({"tok_s": n * out_len / t, "cold_tok_s": n * out_len / cold,
+                      "step_phases_us": phases,
                       "steps": steps, "steps_ahead": after["num_steps_ahead"] -
                       before["num_steps_ahead"]}))
 
@@ -123,6 +127,9 @@ def main():
                              f"greedy fp16, {common.gpu_name()}")
     for k, label in (("1", "async"), ("0", "sync")):   # wall time per step by phase (engine.h)
         r = runs.get(k, {})
+        if r.get("cold_tok_s"):
+            print(f"engine ({label}): the warm-up run (the first whole generation, timed alone) "
+                  f"{r['cold_tok_s']:,.0f} tok/s")
         if r.get("step_phases_us"):
             print(f"engine ({label}) {r['steps']} steps, {r['steps_ahead']} launched ahead; "
                   "phases (us/step): " +

@@ -7,7 +7,8 @@
  * cp.async kernel below, anything else (or unset) the TMA kernel. Not used for decode.
  *
  * flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>: the default, warp-specialized
- *   grid (q tiles, sequences, heads), (NWG+1)*128 threads. Warpgroup 0 is the
+ *   one CTA per (q tile, sequence, head) in longest-first order (ws_tile),
+ *   (NWG+1)*128 threads. Warpgroup 0 is the
  *   producer: after setmaxnreg.dec leaves it 24 registers, its warp 0 alone issues
  *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
  *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
@@ -31,7 +32,9 @@
  *   the tiles up to its own last row's bound (none when its rows lie past q_len),
  *   masking element-wise on tiles that cross its diagonal, and for the block's later
  *   tiles only keeps the barrier counts (waits full, takes its ping-pong turn, releases
- *   the slot). The heaviest q tiles (last rows of a sequence) launch first.
+ *   the slot). Tile order (ws_tile): the q tiles are aligned to the sequence's end (the
+ *   partial one is the lightest), and a linear grid runs the heaviest tile of every
+ *   (sequence, head) of an L2-sized section first, the lightest last.
  *   Sequence ends: a tile's boxes past the sequence's last block re-read that block
  *   (the block table is never read past it); key rows past seq_len are masked in S,
  *   and in the last tile's V they are zeroed in shared memory before the last P V
@@ -617,6 +620,60 @@ flash_attention_sm90a_cpasync_kernel(const FlashParams p) {
  * The warp-specialized TMA kernel (the default; see the file comment).
  * ====================================================================== */
 
+/* A q tile of the TMA kernel: its sequence, head and first row, the sequence's query
+ * range and cached context, and the key tiles it reads (up to its last row's bound). */
+struct WsTile {
+    int seq, h, m0, q0, q_len, seq_len, ctx, n_tiles;
+};
+
+/* q tile b of the launch's linear order (b < num_seqs * H * n_qt); false when it is
+ * empty (a sequence with fewer tiles than the longest) or the input is invalid
+ * (seq_len < q_len: skipped rather than hang). Tile t of a (sequence, head) pair is its
+ * t-th heaviest (t = 0 holds its last rows).
+ *   sched bit 0: longest-first. The pairs are cut into sections of p.group (sized on
+ *     the host so that a section's K/V stays in L2) and a section's tiles go t = 0 for
+ *     each of its pairs, then t = 1, ...: short tiles finish the launch instead of a
+ *     long one starting at its end, and tiles that read the same K/V run close together.
+ *     Without it: t fastest, then the sequence, then the head.
+ *   sched bit 1: tiles aligned to the sequence's end, m0 = q_len - (t+1)*BM, so the one
+ *     partial tile is the lightest (its rows before 0 are masked and never written),
+ *     not the heaviest. Without it: aligned to the start.
+ *   sched bit 2 (the host's choice of grid): persistent, one CTA per SM taking tiles
+ *     b = blockIdx.x + k * gridDim.x; without it, one CTA per tile. */
+template <int BM, int BN>
+__device__ __forceinline__ bool ws_tile(const FlashParams &p, int b, WsTile &w) {
+    int t, seq, h;
+    if (p.sched & 1) {
+        const int pairs = p.num_seqs * p.H, span = p.group * p.n_qt;
+        const int sec = b / span, r = b - sec * span;
+        const int gs = min(p.group, pairs - sec * p.group);   /* the last section may be short */
+        t = r / gs;
+        const int pair = sec * p.group + (r - t * gs);
+        seq = pair / p.H;
+        h = pair - seq * p.H;
+    } else {
+        t = b % p.n_qt;
+        const int sh = b / p.n_qt;
+        seq = sh % p.num_seqs;
+        h = sh / p.num_seqs;
+    }
+    w.seq = p.seq_begin + seq;
+    w.h = h;
+    w.q0 = p.query_start_loc[w.seq];
+    w.q_len = p.query_start_loc[w.seq + 1] - w.q0;
+    const int n_qtiles = (w.q_len + BM - 1) / BM;
+    if (t >= n_qtiles) return false;
+    w.m0 = (p.sched & 2) ? w.q_len - (t + 1) * BM : (n_qtiles - 1 - t) * BM;
+    w.seq_len = p.seq_lens[w.seq];
+    w.ctx = w.seq_len - w.q_len;                    /* cached keys before this step's tokens */
+    /* keys of the tile: up to the causal bound of its last row; every consumer
+     * warpgroup goes through all n_tiles (>= 1) tiles' barriers, computing its own */
+    const int kend = w.ctx + min(w.m0 + BM, w.q_len);
+    if (kend <= 0) return false;
+    w.n_tiles = (kend + BN - 1) / BN;
+    return true;
+}
+
 /* register budgets after setmaxnreg, producer warpgroup / each consumer warpgroup:
  * 128*P + NWG*128*C must not exceed the 65536 registers the launch holds */
 constexpr int kWsProducerRegs = 24;
@@ -658,21 +715,6 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
     const int lane = tid & 31;
 
-    const int seq = p.seq_begin + blockIdx.y;
-    const int h = blockIdx.z;
-    const int q0 = p.query_start_loc[seq];
-    const int q_len = p.query_start_loc[seq + 1] - q0;
-    const int n_qtiles = (q_len + BM - 1) / BM;
-    if ((int)blockIdx.x >= n_qtiles) return;
-    const int m0 = (n_qtiles - 1 - blockIdx.x) * BM;   /* heaviest tiles launch first */
-    const int seq_len = p.seq_lens[seq];
-    const int ctx = seq_len - q_len;                    /* cached keys before this step's tokens */
-    /* keys of the block: up to the causal bound of its last row; every consumer
-     * warpgroup goes through all n_tiles (>= 1) tiles' barriers, computing its own */
-    const int kend = ctx + min(m0 + BM, q_len);
-    const int n_tiles = (kend + BN - 1) / BN;
-    if (kend <= 0) return;   /* seq_len < q_len: invalid input; leave rather than hang */
-
     if (tid == 0) {
         for (int s = 0; s < ST; s++) {
             mbar_init(full_k(s), 1);
@@ -684,48 +726,61 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     }
     __syncthreads();   /* the last CTA-wide barrier: the producer's idle warps leave below */
 
+    /* The CTA's q tiles: b = blockIdx.x, + gridDim.x, ... (one per CTA unless the launch
+     * is persistent, ws_tile). The K/V ring runs on across them: key tile j of a q tile
+     * is the CTA's (jj+j)-th (jj: the key tiles of its earlier q tiles) and takes slot
+     * (jj+j) % ST for the ((jj+j)/ST)-th time, for the producer and the consumers alike,
+     * so the producer loads the next q tile's keys while the consumers finish this one. */
+    const int n_items = p.num_seqs * p.H * p.n_qt;
+
     if (wg == 0) {
         /* ---- producer: warp 0 issues the TMA loads, one lane per (page, 64-column
          * panel) box of a tile: npg = BN / R pages of R = min(block_size, BN) rows ---- */
         setmaxnreg_dec<kWsProducerRegs>();
         if (tid >= 32) return;
-        const int32_t *bt = p.block_tables + (size_t)seq * p.bt_stride;
         const int r_shift = min(p.bs_shift, LOG2_BN);
         const int page = lane & ((BN >> r_shift) - 1), panel = lane >> (LOG2_BN - r_shift);
         const bool active = panel < D / 64;
-        const int last_blk = (seq_len - 1) >> p.bs_shift;   /* never read the table past it */
         const uint32_t dst_off = panel * (BN * 128) + (page << r_shift) * 128;
         if (lane == 0) {
             tma_prefetch_map(&tm_k);
             tma_prefetch_map(&tm_v);
         }
-        /* physical block and row within it of this lane's box of tile j; boxes past the
-         * sequence's last block re-read that block (finite data, masked or zeroed later) */
-        auto box_of = [&](int j, int &row) {
-            const int pos = j * BN + (page << r_shift);
-            row = pos & ((1 << p.bs_shift) - 1);
-            return active ? bt[min(pos >> p.bs_shift, last_blk)] : 0;
-        };
-        int row = 0, blk = box_of(0, row);
-        for (int j = 0; j < n_tiles; j++) {
-            const int slot = j % ST;
-            const uint32_t parity = ((j / ST) & 1) ^ 1;   /* use j/ST waits for release j/ST-1 */
-            int row_next = 0, blk_next = 0;
-            if (j + 1 < n_tiles) blk_next = box_of(j + 1, row_next);   /* in flight meanwhile */
-            mbar_wait(empty_k(slot), parity);
-            if (lane == 0) mbar_arrive_expect_tx(full_k(slot), KV_BYTES);
-            __syncwarp();
-            if (active)
-                tma_load_4d(sK + slot * KV_BYTES + dst_off, &tm_k, panel * 64, row, h, blk,
-                            full_k(slot));
-            mbar_wait(empty_v(slot), parity);
-            if (lane == 0) mbar_arrive_expect_tx(full_v(slot), KV_BYTES);
-            __syncwarp();
-            if (active)
-                tma_load_4d(sV + slot * KV_BYTES + dst_off, &tm_v, panel * 64, row, h, blk,
-                            full_v(slot));
-            blk = blk_next;
-            row = row_next;
+        int jj = 0;
+        for (int b = blockIdx.x; b < n_items; b += gridDim.x) {
+            WsTile w;
+            if (!ws_tile<BM, BN>(p, b, w)) continue;
+            const int32_t *bt = p.block_tables + (size_t)w.seq * p.bt_stride;
+            const int last_blk = (w.seq_len - 1) >> p.bs_shift;   /* never read the table past it */
+            /* physical block and row within it of this lane's box of tile j; boxes past the
+             * sequence's last block re-read that block (finite data, masked or zeroed later) */
+            auto box_of = [&](int j, int &row) {
+                const int pos = j * BN + (page << r_shift);
+                row = pos & ((1 << p.bs_shift) - 1);
+                return active ? bt[min(pos >> p.bs_shift, last_blk)] : 0;
+            };
+            int row = 0, blk = box_of(0, row);
+            for (int j = 0; j < w.n_tiles; j++) {
+                const int slot = (jj + j) % ST;
+                const uint32_t parity = (((jj + j) / ST) & 1) ^ 1;   /* use u waits for release u-1 */
+                int row_next = 0, blk_next = 0;
+                if (j + 1 < w.n_tiles) blk_next = box_of(j + 1, row_next);   /* in flight meanwhile */
+                mbar_wait(empty_k(slot), parity);
+                if (lane == 0) mbar_arrive_expect_tx(full_k(slot), KV_BYTES);
+                __syncwarp();
+                if (active)
+                    tma_load_4d(sK + slot * KV_BYTES + dst_off, &tm_k, panel * 64, row, w.h, blk,
+                                full_k(slot));
+                mbar_wait(empty_v(slot), parity);
+                if (lane == 0) mbar_arrive_expect_tx(full_v(slot), KV_BYTES);
+                __syncwarp();
+                if (active)
+                    tma_load_4d(sV + slot * KV_BYTES + dst_off, &tm_v, panel * 64, row, w.h, blk,
+                                full_v(slot));
+                blk = blk_next;
+                row = row_next;
+            }
+            jj += w.n_tiles;
         }
         return;
     }
@@ -736,26 +791,40 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     const int ct = tid & 127;                      /* thread within the warpgroup */
     const int wq = (tid >> 5) & 3;                 /* warp within the warpgroup: 16 rows */
     const int g = lane >> 2, t4 = lane & 3;
-    const int wrow = m0 + 64 * c;
+    const int bar_wg = 1 + NWG + c;                /* named barrier of this warpgroup alone */
+    const uint32_t q_rows = sQ + 64 * c * 128;
+    /* a slot is released per warp, once its wgmma reading the slot has completed */
+    auto release = [&](uint32_t bar) {
+        if (lane == 0) mbar_arrive(bar);
+    };
+    int jj = 0;
+    for (int b = blockIdx.x; b < n_items; b += gridDim.x) {
+    WsTile w;
+    if (!ws_tile<BM, BN>(p, b, w)) continue;
+    const int q0 = w.q0, q_len = w.q_len, seq_len = w.seq_len, ctx = w.ctx, h = w.h;
+    const int n_tiles = w.n_tiles;
+    auto slot = [&](int j) { return (jj + j) % ST; };
+    auto par = [&](int j) { return (uint32_t)(((jj + j) / ST) & 1); };
+    const int wrow = w.m0 + 64 * c;
     const int w_first_pos = ctx + wrow;
     const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
-    const int bar_wg = 1 + NWG + c;                /* named barrier of this warpgroup alone */
     /* key tiles this warpgroup needs: up to the causal bound of its last row below q_len
-     * (none when all its rows lie past q_len); tiles n_mine .. n_tiles-1 are fully
-     * masked for it: it only waits for them and releases them (skip_tiles) */
+     * (none when all its rows lie outside [0, q_len)); tiles n_mine .. n_tiles-1 are
+     * fully masked for it: it only waits for them and releases them (skip_tiles) */
     const int my_last = min(wrow + 63, q_len - 1);
     const int n_mine = !FLASH_SM90_WS_SKIP ? n_tiles
-                     : my_last < wrow ? 0 : min(n_tiles, (ctx + my_last + BN) / BN);
+                     : my_last < max(wrow, 0) ? 0 : min(n_tiles, (ctx + my_last + BN) / BN);
 
-    /* this warpgroup's 64 Q rows (zero past q_len) by cp.async, visible to its wgmma */
+    /* this warpgroup's 64 Q rows (zero outside [0, q_len)) by cp.async, visible to its
+     * wgmma; its previous q tile's GEMMs that read them have all completed */
     {
         const T *qb = reinterpret_cast<const T *>(p.q);
 #pragma unroll
         for (int i = 0; i < 64 * CPR / 128; i++) {
-            const int cc = ct + i * 128, r = 64 * c + cc / CPR, ch = cc % CPR, qrow = m0 + r;
+            const int cc = ct + i * 128, r = 64 * c + cc / CPR, ch = cc % CPR, qrow = w.m0 + r;
             const T *src = qb;
             int bytes = 0;
-            if (qrow < q_len) {
+            if (qrow >= 0 && qrow < q_len) {
                 src = qb + (size_t)(q0 + qrow) * p.q_stride + (size_t)h * D + ch * 8;
                 bytes = 16;
             }
@@ -770,7 +839,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
      * its own (named barrier 1+c: 128 waiting + 128 arriving threads), so one
      * warpgroup's softmax runs under the other's GEMMs. The last warpgroup opens the
      * first round and skips its arrival after the last tile: every barrier then sees
-     * exactly n_tiles arrivals, n_tiles syncs. */
+     * exactly n_tiles arrivals, n_tiles syncs per q tile. */
     auto pp_sync = [&]() {
         if (PP) named_bar_sync(1 + c, 256);
     };
@@ -778,12 +847,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         if (PP && !(c == NWG - 1 && j == n_tiles - 1)) named_bar_arrive(1 + (c + 1) % NWG, 256);
     };
     if (PP && c == NWG - 1) named_bar_arrive(1, 256);
-    /* a slot is released per warp, once its wgmma reading the slot has completed */
-    auto release = [&](uint32_t bar) {
-        if (lane == 0) mbar_arrive(bar);
-    };
 
-    const uint32_t q_rows = sQ + 64 * c * 128;
     float oacc[OREG], sacc[SREG];
     uint32_t pa[PREG];
 #pragma unroll
@@ -795,7 +859,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
 
     auto issue_s = [&](int j) {   /* S_j = Q K_j^T: D/16 k-steps of m64nBNk16 */
-        const uint32_t kt = sK + (j % ST) * KV_BYTES;
+        const uint32_t kt = sK + slot(j) * KV_BYTES;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
@@ -806,7 +870,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         wgmma_commit();
     };
     auto issue_pv = [&](int j) {   /* O += P_j V_j: BN/16 k-steps of m64nDk16 */
-        const uint32_t vt = sV + (j % ST) * KV_BYTES;
+        const uint32_t vt = sV + slot(j) * KV_BYTES;
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
             Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
@@ -822,21 +886,22 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
      * barrier: arriving earlier would count toward the slot's previous use) */
     auto skip_tiles = [&](int from) {
         for (int j = from; j < n_tiles; j++) {
-            mbar_wait(full_k(j % ST), (j / ST) & 1);
+            mbar_wait(full_k(slot(j)), par(j));
             pp_sync();
             pp_arrive(j);
-            release(empty_k(j % ST));
-            mbar_wait(full_v(j % ST), (j / ST) & 1);
-            release(empty_v(j % ST));
+            release(empty_k(slot(j)));
+            mbar_wait(full_v(slot(j)), par(j));
+            release(empty_v(slot(j)));
         }
     };
     if (n_mine == 0) {
         skip_tiles(0);
-        return;
+        jj += n_tiles;
+        continue;
     }
 
     /* tile 0: S_0 and its softmax */
-    mbar_wait(full_k(0), 0);
+    mbar_wait(full_k(slot(0)), par(0));
     pp_sync();
     reg_fence(sacc);
     wgmma_fence();
@@ -844,13 +909,13 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     pp_arrive(0);
     wgmma_wait<0>();
     reg_fence(sacc);
-    release(empty_k(0));
+    release(empty_k(slot(0)));
     softmax(0);
     rescale_pack_p();
     /* tiles 1 .. n_mine-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
     for (int j = 1; j < n_mine; j++) {
-        mbar_wait(full_k(j % ST), (j / ST) & 1);
-        mbar_wait(full_v((j - 1) % ST), ((j - 1) / ST) & 1);
+        mbar_wait(full_k(slot(j)), par(j));
+        mbar_wait(full_v(slot(j - 1)), par(j - 1));
         pp_sync();
         reg_fence(oacc);
         reg_fence(sacc);
@@ -861,12 +926,12 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         pp_arrive(j);
         wgmma_wait<1>();   /* S_j done, P V may still run */
         reg_fence(sacc);
-        release(empty_k(j % ST));
+        release(empty_k(slot(j)));
         softmax(j);
         wgmma_wait<0>();
         reg_fence(oacc);
         reg_fence(pa);
-        release(empty_v((j - 1) % ST));
+        release(empty_v(slot(j - 1)));
         rescale_pack_p();
     }
     /* last P V. Its tile may end past seq_len: those V rows hold whatever the cache has
@@ -875,10 +940,10 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
      * zeros: every write there is a zero) */
     {
         const int j = n_mine - 1;
-        mbar_wait(full_v(j % ST), (j / ST) & 1);
+        mbar_wait(full_v(slot(j)), par(j));
         const int vz = seq_len - j * BN;   /* >= 1: rows [vz, BN) lie past the sequence */
         if (vz < BN) {
-            const uint32_t vt = sV + (j % ST) * KV_BYTES;
+            const uint32_t vt = sV + slot(j) * KV_BYTES;
             for (int i = ct; i < (BN - vz) * CPR; i += 128)
                 st_shared_zero16(vt + tile_off<BN>(vz + i / CPR, i % CPR));
             fence_proxy_async();
@@ -890,13 +955,11 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         issue_pv(j);
         wgmma_wait<0>();
         reg_fence(oacc);
-        if (n_mine < n_tiles) {           /* the producer reuses this slot for tile j + ST */
-            release(empty_v(j % ST));
-            skip_tiles(n_mine);
-        }
+        release(empty_v(slot(j)));   /* the producer reuses this slot for tile j + ST */
+        if (n_mine < n_tiles) skip_tiles(n_mine);
     }
 
-    /* out = O / l, l summed over the quad; rows past q_len are never written */
+    /* out = O / l, l summed over the quad; rows outside [0, q_len) are never written */
     float inv[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -909,12 +972,14 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int orow_i = wrow + 16 * wq + g + 8 * r;
-        if (orow_i >= q_len) continue;
+        if (orow_i < 0 || orow_i >= q_len) continue;
         T *orow = ob + (size_t)(q0 + orow_i) * ld + (size_t)h * D;
 #pragma unroll
         for (int i = 0; i < D / 8; i++)
             *reinterpret_cast<uint32_t *>(orow + 8 * i + 2 * t4) =
                 Pack<T>::two(oacc[4 * i + 2 * r] * inv[r], oacc[4 * i + 2 * r + 1] * inv[r]);
+    }
+    jj += n_tiles;
     }
 }
 
@@ -982,7 +1047,8 @@ cudaError_t launch_cpasync(const FlashParams &p, int num_seqs, int max_query_len
 
 template <typename T, int D, int NWG, int BN, int ST, int PP>
 cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 encode, int dtype,
-                      int block_size, int num_seqs, int max_query_len, cudaStream_t stream) {
+                      int block_size, int num_seqs, int max_query_len, int max_ctas,
+                      cudaStream_t stream) {
     constexpr int BM = 64 * NWG;
     /* Q, ST K and ST V tiles, the 4*ST mbarriers, + alignment of the base to 1024 */
     constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) + 4 * ST * 8 + 1024;
@@ -996,8 +1062,32 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
-    dim3 grid((max_query_len + BM - 1) / BM, num_seqs, p.H);
-    kern<<<grid, (NWG + 1) * 128, smem, stream>>>(p, tm_k, tm_v);
+    FlashParams lp = p;
+    lp.num_seqs = num_seqs;
+    lp.n_qt = (max_query_len + BM - 1) / BM;
+    if (lp.group <= 0) {   /* pairs whose K/V (max_query_len keys each) fill half the L2 */
+        int dev = 0, l2 = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev) != cudaSuccess || l2 <= 0)
+            l2 = 40 << 20;
+        const long long pair_bytes = 4ll * D * max_query_len;
+        lp.group = (int)(l2 / 2 / pair_bytes);
+    }
+    const long long pairs = (long long)num_seqs * p.H, tiles = pairs * lp.n_qt;
+    if (tiles > 0x7fffffffll) return cudaErrorInvalidValue;
+    if (lp.group < 1) lp.group = 1;
+    if (lp.group > pairs) lp.group = (int)pairs;
+    long long ctas = tiles;
+    if (lp.sched & 4) {   /* persistent: one CTA per SM (the kernel's shared memory allows one) */
+        int dev = 0, sms = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            sms <= 0)
+            sms = 132;
+        if (max_ctas > 0 && max_ctas < sms) sms = max_ctas;
+        if (ctas > sms) ctas = sms;
+    }
+    kern<<<(unsigned)ctas, (NWG + 1) * 128, smem, stream>>>(lp, tm_k, tm_v);
     return cudaGetLastError();
 }
 
@@ -1029,15 +1119,43 @@ cudaError_t dispatch_cpasync(const FlashParams &p, int D, int num_seqs, int max_
 
 template <typename T>
 cudaError_t dispatch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 encode, int dtype,
-                        int D, int block_size, int num_seqs, int max_query_len,
+                        int D, int block_size, int num_seqs, int max_query_len, int max_ctas,
                         cudaStream_t stream) {
     if (D == 64)
         return launch_ws<T, 64, FLASH_SM90_WS64>(p, encode, dtype, block_size, num_seqs,
-                                                 max_query_len, stream);
+                                                 max_query_len, max_ctas, stream);
     if (D == 128)
         return launch_ws<T, 128, FLASH_SM90_WS128>(p, encode, dtype, block_size, num_seqs,
-                                                   max_query_len, stream);
+                                                   max_query_len, max_ctas, stream);
     return cudaErrorInvalidValue;
+}
+
+/* The TMA kernel's tile order and grid (ws_tile's sched bits): FLASH_SM90_WS_SCHED
+ * unless GPT2_ENGINE_FLASH_SCHED says "MODE[,GROUP[,CTAS]]" (read per call, for A/B runs
+ * and tests): MODE 0..7; GROUP > 0 fixes the section's pairs instead of sizing it from
+ * the L2; CTAS > 0 caps a persistent grid (tests: many q tiles per CTA). */
+#ifndef FLASH_SM90_WS_SCHED
+#define FLASH_SM90_WS_SCHED 7
+#endif
+void ws_schedule_from_env(FlashParams &p, int &max_ctas) {
+    p.sched = FLASH_SM90_WS_SCHED;
+    p.group = 0;
+    max_ctas = 0;
+    const char *env = getenv("GPT2_ENGINE_FLASH_SCHED");
+    if (!env || !*env) return;
+    long v[3] = {-1, 0, 0};
+    const char *at = env;
+    for (int i = 0; i < 3; i++) {
+        char *end = nullptr;
+        const long x = strtol(at, &end, 10);
+        if (end == at) break;
+        v[i] = x;
+        if (*end != ',') break;
+        at = end + 1;
+    }
+    if (v[0] >= 0 && v[0] <= 7) p.sched = (int)v[0];
+    if (v[1] > 0 && v[1] < (1l << 30)) p.group = (int)v[1];
+    if (v[2] > 0 && v[2] < (1l << 30)) max_ctas = (int)v[2];
 }
 
 int log2_exact(int x) {
@@ -1068,6 +1186,8 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     if (dtype != 1 && dtype != 2) return cudaErrorInvalidValue;
     FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
                      q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
+    int max_ctas = 0;
+    ws_schedule_from_env(p, max_ctas);
     const char *env = getenv("GPT2_ENGINE_FLASH_WGMMA");
     const bool legacy = env && strcmp(env, "legacy") == 0;
     const bool aligned = (((uintptr_t)k_cache | (uintptr_t)v_cache) & 15) == 0;
@@ -1076,10 +1196,11 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     if (encode) {
         if (dtype == 1)
             return dispatch_ws<__half>(p, encode, dtype, D, block_size, num_seqs, max_query_len,
-                                       stream);
+                                       max_ctas, stream);
         return dispatch_ws<__nv_bfloat16>(p, encode, dtype, D, block_size, num_seqs,
-                                          max_query_len, stream);
+                                          max_query_len, max_ctas, stream);
     }
+    p.sched = 0;   /* the cp.async kernel keeps its (q tile, sequence, head) grid */
     if (dtype == 1) return dispatch_cpasync<__half>(p, D, num_seqs, max_query_len, stream);
     return dispatch_cpasync<__nv_bfloat16>(p, D, num_seqs, max_query_len, stream);
 }

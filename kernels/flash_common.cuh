@@ -23,6 +23,12 @@ struct FlashParams {
     const int32_t *block_tables;
     int q_stride, bt_stride, seq_begin, H, bs_shift;   /* block_size = 1 << bs_shift */
     float scale_log2;                                  /* scale * log2(e) */
+    /* the TMA kernel's tile order (flash_attention_sm90a.cu, ws_tile): sched bit 0 = one
+     * linear grid in longest-first order by sections of `group` (sequence, head) pairs,
+     * bit 1 = q tiles aligned to the sequence's end; num_seqs and n_qt (q tiles of the
+     * longest query) size the linear grid. Zero (the other kernels): grid (q tiles,
+     * sequences, heads), tiles aligned to the start. */
+    int sched, num_seqs, n_qt, group;
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) {

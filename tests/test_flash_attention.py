@@ -16,7 +16,8 @@ cached before the chunk, sequences of 16+ key tiles (the TMA kernel's K/V ring w
 around several times), and block sizes 1 (cp.async), 8 (the smallest TMA page: 1 KB
 at D=64), 16, 32 and 256 (a page spanning two key tiles). Cache slots past every
 sequence's end hold infinities in one test: no kernel may let them reach the output
-(the TMA kernel reads whole pages and must zero or mask those rows).
+(the TMA kernel reads whole pages and must zero or mask those rows). The TMA kernel
+runs each of its tile orders (GPT2_ENGINE_FLASH_SCHED).
 
 Decode has its own kernel: the DECODE cases cover context lengths around the
 kernel's key items (16 and 32 keys) and block sizes (1, 15, 16, 17, 63, 64, 65,
@@ -145,16 +146,27 @@ def test_flash_prefill_wgmma_and_mma_sync(case, BS, D, dtype, monkeypatch):
     check_prefill_kernels(monkeypatch, q, kc, vc, bt, sl, qsl, ref, dtype)
 
 
+# the TMA kernel's tile orders (GPT2_ENGINE_FLASH_SCHED "MODE[,GROUP[,CTAS]]"): bit 0
+# longest-first by sections of GROUP (sequence, head) pairs (1 and 3 pairs: several
+# sections, the last one short), bit 1 q tiles aligned to the sequence's end, bit 2 a
+# persistent grid (capped at CTAS CTAs: each takes many q tiles, its K/V ring running on
+# across them; 1 CTA: all of them); "" is the default (7)
+TMA_SCHEDS = ("", "3,1", "1,3", "2", "0", "7,3,3", "5,0,1", "6,0,2", "4,0,5")
+
+
 def check_prefill_kernels(monkeypatch, q, kc, vc, bt, sl, qsl, ref, dtype):
-    for flag in ("1", "legacy", "0"):
+    runs = [("1", sched) for sched in TMA_SCHEDS] + [("legacy", ""), ("0", "")]
+    for flag, sched in runs:
         monkeypatch.setenv("GPT2_ENGINE_FLASH_WGMMA", flag)
+        monkeypatch.setenv("GPT2_ENGINE_FLASH_SCHED", sched)
+        what = f"WGMMA={flag} SCHED={sched!r}"
         out = ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="FLASH", dtype=dtype,
                                   num_decodes=0)
-        assert np.all(np.isfinite(out)), f"WGMMA={flag}: unwritten (NaN) elements"
+        assert np.all(np.isfinite(out)), f"{what}: unwritten (NaN) elements"
         err = rel_err(out, ref)
-        assert err < TOL, f"WGMMA={flag}: max rel err {err:.2e} vs NumPy"
+        assert err < TOL, f"{what}: max rel err {err:.2e} vs NumPy"
         worst = max(rel_err(out[a:b], ref[a:b]) for a, b in zip(qsl[:-1], qsl[1:]))
-        assert worst < 2 * TOL, f"WGMMA={flag}: worst sequence rel err {worst:.2e}"
+        assert worst < 2 * TOL, f"{what}: worst sequence rel err {worst:.2e}"
 
 
 @gpu
