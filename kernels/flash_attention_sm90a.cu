@@ -7,8 +7,8 @@
  * cp.async kernel below, anything else (or unset) the TMA kernel. Not used for decode.
  *
  * flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>: the default, warp-specialized
- *   one CTA per (q tile, sequence, head) in longest-first order (ws_tile),
- *   (NWG+1)*128 threads. Warpgroup 0 is the
+ *   one CTA per (q tile, sequence, head) in longest-first order, or one per SM taking
+ *   such tiles in turn (persistent; ws_tile), (NWG+1)*128 threads. Warpgroup 0 is the
  *   producer: after setmaxnreg.dec leaves it 24 registers, its warp 0 alone issues
  *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
  *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
@@ -639,7 +639,8 @@ struct WsTile {
  *     partial tile is the lightest (its rows before 0 are masked and never written),
  *     not the heaviest. Without it: aligned to the start.
  *   sched bit 2 (the host's choice of grid): persistent, one CTA per SM taking tiles
- *     b = blockIdx.x + k * gridDim.x; without it, one CTA per tile. */
+ *     b = blockIdx.x + k * gridDim.x; without it, one CTA per tile. The launcher's
+ *     default is 7 for queries up to 1024 tokens, else 3 (ws_schedule_from_env). */
 template <int BM, int BN>
 __device__ __forceinline__ bool ws_tile(const FlashParams &p, int b, WsTile &w) {
     int t, seq, h;
@@ -1105,7 +1106,8 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
 #define FLASH_SM90_WS64 3, 128, 4, 1    /* D=64: 192 query rows, 4 stages of 16 KB */
 #endif
 #ifndef FLASH_SM90_WS128
-#define FLASH_SM90_WS128 2, 128, 2, 1   /* D=128: 128 query rows, 2 stages of 32 KB */
+#define FLASH_SM90_WS128 2, 128, 3, 1   /* D=128: 128 query rows, 3 stages of 32 KB (224 KB in
+                                         * all; 2 stages: 0.83-0.84x SDPA, 3: 0.86-0.90x) */
 #endif
 
 template <typename T>
@@ -1130,15 +1132,21 @@ cudaError_t dispatch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 
     return cudaErrorInvalidValue;
 }
 
-/* The TMA kernel's tile order and grid (ws_tile's sched bits): FLASH_SM90_WS_SCHED
- * unless GPT2_ENGINE_FLASH_SCHED says "MODE[,GROUP[,CTAS]]" (read per call, for A/B runs
- * and tests): MODE 0..7; GROUP > 0 fixes the section's pairs instead of sizing it from
- * the L2; CTAS > 0 caps a persistent grid (tests: many q tiles per CTA). */
-#ifndef FLASH_SM90_WS_SCHED
-#define FLASH_SM90_WS_SCHED 7
+/* The TMA kernel's tile order and grid (ws_tile's sched bits): longest-first with
+ * end-aligned tiles (3), and persistent too (7) when no query is longer than
+ * FLASH_SM90_PERSIST_MAX_Q, unless GPT2_ENGINE_FLASH_SCHED says "MODE[,GROUP[,CTAS]]"
+ * (read per call, for A/B runs and tests): MODE 0..7; GROUP > 0 fixes the section's pairs
+ * instead of sizing it from the L2; CTAS > 0 caps a persistent grid (tests: many q tiles
+ * per CTA). Measured on an H200 (bench_flash, median ratio to SDPA of 5 rounds): the
+ * persistent grid gains at S=1024 (B=16: d64 0.81-0.85 -> 0.84-0.89, d128 0.84 -> 0.87),
+ * where a CTA's prologue and pipeline fill weigh most, and loses at S=2048 (B=8 d64
+ * 0.93-0.97 -> 0.85-0.88): its static round-robin of long tiles balances worse than the
+ * hardware's dispatch of one CTA per tile. */
+#ifndef FLASH_SM90_PERSIST_MAX_Q
+#define FLASH_SM90_PERSIST_MAX_Q 1024
 #endif
-void ws_schedule_from_env(FlashParams &p, int &max_ctas) {
-    p.sched = FLASH_SM90_WS_SCHED;
+void ws_schedule_from_env(FlashParams &p, int max_query_len, int &max_ctas) {
+    p.sched = max_query_len <= FLASH_SM90_PERSIST_MAX_Q ? 7 : 3;
     p.group = 0;
     max_ctas = 0;
     const char *env = getenv("GPT2_ENGINE_FLASH_SCHED");
@@ -1187,7 +1195,7 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     FlashParams p = {out, q, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
                      q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
     int max_ctas = 0;
-    ws_schedule_from_env(p, max_ctas);
+    ws_schedule_from_env(p, max_query_len, max_ctas);
     const char *env = getenv("GPT2_ENGINE_FLASH_WGMMA");
     const bool legacy = env && strcmp(env, "legacy") == 0;
     const bool aligned = (((uintptr_t)k_cache | (uintptr_t)v_cache) & 15) == 0;
