@@ -814,12 +814,13 @@ extern "C" cudaError_t flash_attention_prefill(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
     int bt_stride, int seq_begin, int num_seqs, int max_query_len, int H, int D, int block_size,
-    float scale, int dtype, cudaStream_t stream) {
+    float scale, int dtype, int *tile_counter, cudaStream_t stream) {
     if (num_seqs <= 0 || max_query_len <= 0) return cudaSuccess;
     if (prefill_use_wgmma(D, dtype, block_size)) {
         cudaError_t e = flash_attention_prefill_sm90a(
             out, q, q_stride, k_cache, v_cache, query_start_loc, seq_lens, block_tables,
-            bt_stride, seq_begin, num_seqs, max_query_len, H, D, block_size, scale, dtype, stream);
+            bt_stride, seq_begin, num_seqs, max_query_len, H, D, block_size, scale, dtype,
+            tile_counter, stream);
         if (e != cudaErrorNoKernelImageForDevice && e != cudaErrorInvalidDeviceFunction) return e;
         (void)cudaGetLastError();   /* no sm_90a image in this build: the mma.sync path */
     }

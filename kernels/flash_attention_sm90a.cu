@@ -102,6 +102,15 @@
 
 /* tuning knob (bench_flash.py --variant): 0 makes every consumer warpgroup compute all
  * of its block's key tiles, masked ones included (the kernel before tile skipping) */
+/* the TMA kernel's default schedule (ws_schedule_from_env): tiles drawn from the tile
+ * counter when the caller passes one (FLASH_SM90_WS_DYNAMIC); without, a persistent grid
+ * up to FLASH_SM90_PERSIST_MAX_Q query rows and one CTA per tile above */
+#ifndef FLASH_SM90_PERSIST_MAX_Q
+#define FLASH_SM90_PERSIST_MAX_Q 1024
+#endif
+#ifndef FLASH_SM90_WS_DYNAMIC
+#define FLASH_SM90_WS_DYNAMIC 1
+#endif
 #ifndef FLASH_SM90_WS_SKIP
 #define FLASH_SM90_WS_SKIP 1     /* 0: every consumer computes all of the block's key tiles */
 #endif
@@ -639,8 +648,11 @@ struct WsTile {
  *     partial tile is the lightest (its rows before 0 are masked and never written),
  *     not the heaviest. Without it: aligned to the start.
  *   sched bit 2 (the host's choice of grid): persistent, one CTA per SM taking tiles
- *     b = blockIdx.x + k * gridDim.x; without it, one CTA per tile. The launcher's
- *     default is 7 for queries up to 1024 tokens, else 3 (ws_schedule_from_env). */
+ *     b = blockIdx.x + k * gridDim.x; without it, one CTA per tile.
+ *   sched bit 3: persistent, the tiles drawn in this order from p.tile_counter as the
+ *     CTAs get free (as the hardware hands out CTAs, without a CTA's start-up per tile).
+ *   The launcher's default is 15, or without a counter 7 for queries up to 1024 tokens
+ *   and 3 above (ws_schedule_from_env). */
 template <int BM, int BN>
 __device__ __forceinline__ bool ws_tile(const FlashParams &p, int b, WsTile &w) {
     int t, seq, h;
@@ -709,6 +721,13 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     auto full_v = [&](int s) { return bars + 8u * (ST + s); };
     auto empty_k = [&](int s) { return bars + 8u * (2 * ST + s); };
     auto empty_v = [&](int s) { return bars + 8u * (3 * ST + s); };
+    /* the dynamic schedule's ring of two tile indices (sched bit 3): tile_full[i] (count 1:
+     * the producer wrote s_tile[i]), tile_empty[i] (count 4*NWG: every consumer warp read
+     * it); s_tile after the barriers */
+    auto tile_full = [&](int i) { return bars + 8u * (4 * ST + i); };
+    auto tile_empty = [&](int i) { return bars + 8u * (4 * ST + 2 + i); };
+    volatile int *s_tile = reinterpret_cast<volatile int *>(
+        smem_raw + (bars + 8u * (4 * ST + 4) - smem_addr(smem_raw)));
 
     const int tid = threadIdx.x;
     /* warpgroup 0 produces, 1..NWG consume; broadcast from lane 0 so that the compiler
@@ -723,16 +742,27 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             mbar_init(empty_k(s), 4 * NWG);
             mbar_init(empty_v(s), 4 * NWG);
         }
+        for (int i = 0; i < 2; i++) {
+            mbar_init(tile_full(i), 1);
+            mbar_init(tile_empty(i), 4 * NWG);
+        }
         mbar_fence_init();
     }
     __syncthreads();   /* the last CTA-wide barrier: the producer's idle warps leave below */
 
-    /* The CTA's q tiles: b = blockIdx.x, + gridDim.x, ... (one per CTA unless the launch
-     * is persistent, ws_tile). The K/V ring runs on across them: key tile j of a q tile
-     * is the CTA's (jj+j)-th (jj: the key tiles of its earlier q tiles) and takes slot
-     * (jj+j) % ST for the ((jj+j)/ST)-th time, for the producer and the consumers alike,
-     * so the producer loads the next q tile's keys while the consumers finish this one. */
+    /* The CTA's q tiles, in turn: the k-th is b = blockIdx.x + k * gridDim.x (one per CTA
+     * unless the launch is persistent, ws_tile), or with sched bit 3 the next one drawn
+     * from p.tile_counter by the producer, which passes it to the consumers through
+     * s_tile. The K/V ring runs on across them: key tile j of a q tile is the CTA's
+     * (jj+j)-th (jj: the key tiles of its earlier q tiles) and takes slot (jj+j) % ST for
+     * the ((jj+j)/ST)-th time, for the producer and the consumers alike, so the producer
+     * loads the next q tile's keys while the consumers finish this one. */
     const int n_items = p.num_seqs * p.H * p.n_qt;
+    const bool dynamic = (p.sched & 8) != 0;
+    auto static_tile = [&](int k) {
+        const long long b = blockIdx.x + (long long)k * gridDim.x;
+        return b < n_items ? (int)b : -1;
+    };
 
     if (wg == 0) {
         /* ---- producer: warp 0 issues the TMA loads, one lane per (page, 64-column
@@ -747,8 +777,33 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             tma_prefetch_map(&tm_k);
             tma_prefetch_map(&tm_v);
         }
+        /* the CTA's k-th q tile, -1 after the last. Dynamic: lane 0 draws it and publishes
+         * it in s_tile[k % 2]; a CTA drawing past the end counts itself out on
+         * tile_counter[1], and the last one to do so leaves both counters zero for the
+         * next launch (every CTA has drawn its last by then) */
+        auto next_tile = [&](int k) {
+            if (!dynamic) return static_tile(k);
+            int b = 0;
+            if (lane == 0) {
+                b = atomicAdd(p.tile_counter, 1);
+                if (b >= n_items) {
+                    b = -1;
+                    __threadfence();
+                    if (atomicAdd(p.tile_counter + 1, 1) == (int)gridDim.x - 1) {
+                        atomicExch(p.tile_counter, 0);
+                        atomicExch(p.tile_counter + 1, 0);
+                    }
+                }
+                mbar_wait(tile_empty(k & 1), ((k >> 1) & 1) ^ 1);
+                s_tile[k & 1] = b;
+                mbar_arrive(tile_full(k & 1));
+            }
+            return __shfl_sync(0xffffffffu, b, 0);
+        };
         int jj = 0;
-        for (int b = blockIdx.x; b < n_items; b += gridDim.x) {
+        for (int k = 0;; k++) {
+            const int b = next_tile(k);
+            if (b < 0) break;
             WsTile w;
             if (!ws_tile<BM, BN>(p, b, w)) continue;
             const int32_t *bt = p.block_tables + (size_t)w.seq * p.bt_stride;
@@ -798,8 +853,19 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     auto release = [&](uint32_t bar) {
         if (lane == 0) mbar_arrive(bar);
     };
+    /* the CTA's k-th q tile, -1 after the last (dynamic: as the producer drew it) */
+    auto next_tile = [&](int k) {
+        if (!dynamic) return static_tile(k);
+        mbar_wait(tile_full(k & 1), (k >> 1) & 1);
+        const int b = s_tile[k & 1];
+        __syncwarp();
+        if (lane == 0) mbar_arrive(tile_empty(k & 1));
+        return b;
+    };
     int jj = 0;
-    for (int b = blockIdx.x; b < n_items; b += gridDim.x) {
+    for (int k = 0;; k++) {
+    const int b = next_tile(k);
+    if (b < 0) break;
     WsTile w;
     if (!ws_tile<BM, BN>(p, b, w)) continue;
     const int q0 = w.q0, q_len = w.q_len, seq_len = w.seq_len, ctx = w.ctx, h = w.h;
@@ -1051,8 +1117,8 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
                       int block_size, int num_seqs, int max_query_len, int max_ctas,
                       cudaStream_t stream) {
     constexpr int BM = 64 * NWG;
-    /* Q, ST K and ST V tiles, the 4*ST mbarriers, + alignment of the base to 1024 */
-    constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) + 4 * ST * 8 + 1024;
+    /* Q, ST K and ST V tiles, the 4*ST + 4 mbarriers, s_tile, + alignment of the base to 1024 */
+    constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) + (4 * ST + 4) * 8 + 8 + 1024;
     static_assert(smem <= 227 * 1024, "tiles exceed the 227 KB of shared memory per block");
     const int rows = block_size < BN ? block_size : BN;   /* rows of a TMA box */
     CUtensorMap tm_k, tm_v;
@@ -1079,6 +1145,11 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
     if (lp.group < 1) lp.group = 1;
     if (lp.group > pairs) lp.group = (int)pairs;
     long long ctas = tiles;
+    if (!lp.tile_counter) {   /* no counter: the static schedule of the same grid */
+        if ((lp.sched & 8) && max_query_len > FLASH_SM90_PERSIST_MAX_Q) lp.sched &= ~4;
+        lp.sched &= ~8;
+    }
+    if (lp.sched & 8) lp.sched |= 4;   /* a dynamic schedule runs on a persistent grid */
     if (lp.sched & 4) {   /* persistent: one CTA per SM (the kernel's shared memory allows one) */
         int dev = 0, sms = 0;
         if (cudaGetDevice(&dev) != cudaSuccess ||
@@ -1133,20 +1204,19 @@ cudaError_t dispatch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 
 }
 
 /* The TMA kernel's tile order and grid (ws_tile's sched bits): longest-first with
- * end-aligned tiles (3), and persistent too (7) when no query is longer than
- * FLASH_SM90_PERSIST_MAX_Q, unless GPT2_ENGINE_FLASH_SCHED says "MODE[,GROUP[,CTAS]]"
- * (read per call, for A/B runs and tests): MODE 0..7; GROUP > 0 fixes the section's pairs
+ * end-aligned tiles on a persistent grid drawing its tiles from the tile counter (15);
+ * without a counter, persistent (7) when no query is longer than
+ * FLASH_SM90_PERSIST_MAX_Q, else one CTA per tile (3). GPT2_ENGINE_FLASH_SCHED =
+ * "MODE[,GROUP[,CTAS]]" overrides it (read per call, for A/B runs and tests): MODE 0..15; GROUP > 0 fixes the section's pairs
  * instead of sizing it from the L2; CTAS > 0 caps a persistent grid (tests: many q tiles
  * per CTA). Measured on an H200 (bench_flash, median ratio to SDPA of 5 rounds): the
  * persistent grid gains at S=1024 (B=16: d64 0.81-0.85 -> 0.84-0.89, d128 0.84 -> 0.87),
  * where a CTA's prologue and pipeline fill weigh most, and loses at S=2048 (B=8 d64
  * 0.93-0.97 -> 0.85-0.88): its static round-robin of long tiles balances worse than the
  * hardware's dispatch of one CTA per tile. */
-#ifndef FLASH_SM90_PERSIST_MAX_Q
-#define FLASH_SM90_PERSIST_MAX_Q 1024
-#endif
 void ws_schedule_from_env(FlashParams &p, int max_query_len, int &max_ctas) {
-    p.sched = max_query_len <= FLASH_SM90_PERSIST_MAX_Q ? 7 : 3;
+    p.sched = 15;   /* the launcher drops bit 3 when there is no tile counter */
+    if (!FLASH_SM90_WS_DYNAMIC) p.sched = max_query_len <= FLASH_SM90_PERSIST_MAX_Q ? 7 : 3;
     p.group = 0;
     max_ctas = 0;
     const char *env = getenv("GPT2_ENGINE_FLASH_SCHED");
@@ -1161,7 +1231,7 @@ void ws_schedule_from_env(FlashParams &p, int max_query_len, int &max_ctas) {
         if (*end != ',') break;
         at = end + 1;
     }
-    if (v[0] >= 0 && v[0] <= 7) p.sched = (int)v[0];
+    if (v[0] >= 0 && v[0] <= 15) p.sched = (int)v[0];
     if (v[1] > 0 && v[1] < (1l << 30)) p.group = (int)v[1];
     if (v[2] > 0 && v[2] < (1l << 30)) max_ctas = (int)v[2];
 }
@@ -1187,7 +1257,7 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
     int bt_stride, int seq_begin, int num_seqs, int max_query_len, int H, int D, int block_size,
-    float scale, int dtype, cudaStream_t stream) {
+    float scale, int dtype, int *tile_counter, cudaStream_t stream) {
     if (num_seqs <= 0 || max_query_len <= 0) return cudaSuccess;
     const int bs_shift = log2_exact(block_size);
     if (bs_shift < 0 || H <= 0) return cudaErrorInvalidValue;
@@ -1196,6 +1266,7 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
                      q_stride, bt_stride, seq_begin, H, bs_shift, scale * kLog2e};
     int max_ctas = 0;
     ws_schedule_from_env(p, max_query_len, max_ctas);
+    p.tile_counter = tile_counter;
     const char *env = getenv("GPT2_ENGINE_FLASH_WGMMA");
     const bool legacy = env && strcmp(env, "legacy") == 0;
     const bool aligned = (((uintptr_t)k_cache | (uintptr_t)v_cache) & 15) == 0;

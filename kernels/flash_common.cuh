@@ -25,10 +25,12 @@ struct FlashParams {
     float scale_log2;                                  /* scale * log2(e) */
     /* the TMA kernel's tile order (flash_attention_sm90a.cu, ws_tile): sched bit 0 = one
      * linear grid in longest-first order by sections of `group` (sequence, head) pairs,
-     * bit 1 = q tiles aligned to the sequence's end; num_seqs and n_qt (q tiles of the
-     * longest query) size the linear grid. Zero (the other kernels): grid (q tiles,
-     * sequences, heads), tiles aligned to the start. */
+     * bit 1 = q tiles aligned to the sequence's end, bit 2 = a persistent grid, bit 3 =
+     * tiles drawn from tile_counter (two ints, zero between launches); num_seqs and n_qt
+     * (q tiles of the longest query) size the linear grid. Zero (the other kernels): grid
+     * (q tiles, sequences, heads), tiles aligned to the start. */
     int sched, num_seqs, n_qt, group;
+    int *tile_counter;
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) {

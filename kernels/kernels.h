@@ -127,13 +127,16 @@ int flash_attention_supported(int head_size, int dtype);
 int flash_attention_num_splits(int num_seqs, int H, int D, int max_seq_len, int num_sms,
                                int max_splits);
 
-/* Causal attention for sequences of any query length (prefill, chunked prefill). */
+/* Causal attention for sequences of any query length (prefill, chunked prefill).
+ * tile_counter: two ints on the device, zero before the call and left zero after it,
+ * from which the Hopper kernel's CTAs draw their tiles; one per stream (launches on one
+ * stream take turns with it). NULL: a static schedule. */
 cudaError_t flash_attention_prefill(void *out, const void *q, int q_stride, const void *k_cache,
                                     const void *v_cache, const int32_t *query_start_loc,
                                     const int32_t *seq_lens, const int32_t *block_tables,
                                     int bt_stride, int seq_begin, int num_seqs,
                                     int max_query_len, int H, int D, int block_size, float scale,
-                                    int dtype, cudaStream_t stream);
+                                    int dtype, int *tile_counter, cudaStream_t stream);
 
 /* flash_attention_sm90a.cu: the Hopper (sm_90a, wgmma) prefill that
  * flash_attention_prefill dispatches to on compute capability 9.0 unless the
@@ -148,7 +151,8 @@ cudaError_t flash_attention_prefill_sm90a(void *out, const void *q, int q_stride
                                           const int32_t *seq_lens, const int32_t *block_tables,
                                           int bt_stride, int seq_begin, int num_seqs,
                                           int max_query_len, int H, int D, int block_size,
-                                          float scale, int dtype, cudaStream_t stream);
+                                          float scale, int dtype, int *tile_counter,
+                                          cudaStream_t stream);
 
 /* Decode (one query token per sequence). num_splits > 1 splits the keys; then
  * partial_o (seq_begin+num_seqs, H, num_splits, D) and partial_lse

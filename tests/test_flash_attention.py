@@ -150,9 +150,10 @@ def test_flash_prefill_wgmma_and_mma_sync(case, BS, D, dtype, monkeypatch):
 # longest-first by sections of GROUP (sequence, head) pairs (1 and 3 pairs: several
 # sections, the last one short), bit 1 q tiles aligned to the sequence's end, bit 2 a
 # persistent grid (capped at CTAS CTAs: each takes many q tiles, its K/V ring running on
-# across them; 1 CTA: all of them); "" is the default (7 for queries up to 1024 tokens,
-# else 3)
-TMA_SCHEDS = ("", "3,1", "1,3", "2", "0", "7,3,3", "5,0,1", "6,0,2", "4,0,5")
+# across them; 1 CTA: all of them), bit 3 persistent CTAs drawing their tiles from the
+# backend's tile counter; "" is the default (15)
+TMA_SCHEDS = ("", "3,1", "1,3", "2", "0", "7,3,3", "5,0,1", "6,0,2", "4,0,5",
+              "7", "15,3,3", "13,0,1", "10,0,2", "8,0,5")
 
 
 def check_prefill_kernels(monkeypatch, q, kc, vc, bt, sl, qsl, ref, dtype):

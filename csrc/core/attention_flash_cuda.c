@@ -39,7 +39,8 @@ typedef struct FlashState {
     int num_sms;                 /* multiprocessors of the backend's device */
     float *partial_o;            /* (max_num_seqs * FLASH_WS_SPLITS, H, D) fp32 */
     float *partial_lse;          /* (max_num_seqs * FLASH_WS_SPLITS, H) fp32 */
-    int *tickets;                /* (max_num_seqs, H) split-arrival counters, kept zero */
+    int *tickets;                /* (max_num_seqs, H) split-arrival counters, then the
+                                  * prefill's tile counter (2 ints); all kept zero */
 } FlashState;
 
 static Status flash_check(const AttentionConfig *cfg, Error *err)
@@ -100,7 +101,8 @@ static Status flash_create(void **state, Backend *b, const AttentionConfig *cfg,
     s = b->ops->alloc(b, (void **)&st->partial_o, units * cfg->head_size * sizeof(float), err);
     if (s == GPT2_OK)
         s = b->ops->alloc(b, (void **)&st->partial_lse, units * sizeof(float), err);
-    const size_t tickets = (size_t)cfg->max_num_seqs * cfg->num_heads * sizeof(int);
+    /* decode's split tickets, then the prefill's tile counter (2 ints): all kept zero */
+    const size_t tickets = ((size_t)cfg->max_num_seqs * cfg->num_heads + 2) * sizeof(int);
     if (s == GPT2_OK) s = b->ops->alloc(b, (void **)&st->tickets, tickets, err);
     if (s == GPT2_OK) s = b->ops->memset_zero(b, st->tickets, tickets, err);
     if (s != GPT2_OK) {
@@ -150,7 +152,8 @@ static Status flash_forward(void *state, Backend *b, void *out, const void *q, i
         e = flash_attention_prefill(out, q, q_stride, k_cache, v_cache, md->query_start_loc,
                                     md->seq_lens, md->block_tables, md->block_table_stride,
                                     md->num_decodes, num_prefills, md->max_query_len, H, D,
-                                    st->block_size, st->scale, dt, stream);
+                                    st->block_size, st->scale, dt,
+                                    st->tickets + (size_t)st->max_num_seqs * H, stream);
         if (e != cudaSuccess)
             return error_set(err, GPT2_ERR_DEVICE, "%s:%d: flash_attention_prefill (%d seqs, "
                              "max_query_len %d): %s", __FILE__, __LINE__, num_prefills,
