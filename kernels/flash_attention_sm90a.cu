@@ -864,189 +864,190 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     };
     int jj = 0;
     for (int k = 0;; k++) {
-    const int b = next_tile(k);
-    if (b < 0) break;
-    WsTile w;
-    if (!ws_tile<BM, BN>(p, b, w)) continue;
-    const int q0 = w.q0, q_len = w.q_len, seq_len = w.seq_len, ctx = w.ctx, h = w.h;
-    const int n_tiles = w.n_tiles;
-    auto slot = [&](int j) { return (jj + j) % ST; };
-    auto par = [&](int j) { return (uint32_t)(((jj + j) / ST) & 1); };
-    const int wrow = w.m0 + 64 * c;
-    const int w_first_pos = ctx + wrow;
-    const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
-    /* key tiles this warpgroup needs: up to the causal bound of its last row below q_len
-     * (none when all its rows lie outside [0, q_len)); tiles n_mine .. n_tiles-1 are
-     * fully masked for it: it only waits for them and releases them (skip_tiles) */
-    const int my_last = min(wrow + 63, q_len - 1);
-    const int n_mine = !FLASH_SM90_WS_SKIP ? n_tiles
-                     : my_last < max(wrow, 0) ? 0 : min(n_tiles, (ctx + my_last + BN) / BN);
+        const int b = next_tile(k);
+        if (b < 0) break;
+        WsTile w;
+        if (!ws_tile<BM, BN>(p, b, w)) continue;
+        const int q0 = w.q0, q_len = w.q_len, seq_len = w.seq_len, ctx = w.ctx, h = w.h;
+        const int n_tiles = w.n_tiles;
+        auto slot = [&](int j) { return (jj + j) % ST; };
+        auto par = [&](int j) { return (uint32_t)(((jj + j) / ST) & 1); };
+        const int wrow = w.m0 + 64 * c;
+        const int w_first_pos = ctx + wrow;
+        const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
+        /* key tiles this warpgroup needs: up to the causal bound of its last row below q_len
+         * (none when all its rows lie outside [0, q_len)); tiles n_mine .. n_tiles-1 are
+         * fully masked for it: it only waits for them and releases them (skip_tiles) */
+        const int my_last = min(wrow + 63, q_len - 1);
+        const int n_mine = !FLASH_SM90_WS_SKIP ? n_tiles
+                         : my_last < max(wrow, 0) ? 0 : min(n_tiles, (ctx + my_last + BN) / BN);
 
-    /* this warpgroup's 64 Q rows (zero outside [0, q_len)) by cp.async, visible to its
-     * wgmma; its previous q tile's GEMMs that read them have all completed */
-    {
-        const T *qb = reinterpret_cast<const T *>(p.q);
+        /* this warpgroup's 64 Q rows (zero outside [0, q_len)) by cp.async, visible to its
+         * wgmma; its previous q tile's GEMMs that read them have all completed */
+        {
+            const T *qb = reinterpret_cast<const T *>(p.q);
 #pragma unroll
-        for (int i = 0; i < 64 * CPR / 128; i++) {
-            const int cc = ct + i * 128, r = 64 * c + cc / CPR, ch = cc % CPR, qrow = w.m0 + r;
-            const T *src = qb;
-            int bytes = 0;
-            if (qrow >= 0 && qrow < q_len) {
-                src = qb + (size_t)(q0 + qrow) * p.q_stride + (size_t)h * D + ch * 8;
-                bytes = 16;
+            for (int i = 0; i < 64 * CPR / 128; i++) {
+                const int cc = ct + i * 128, r = 64 * c + cc / CPR, ch = cc % CPR, qrow = w.m0 + r;
+                const T *src = qb;
+                int bytes = 0;
+                if (qrow >= 0 && qrow < q_len) {
+                    src = qb + (size_t)(q0 + qrow) * p.q_stride + (size_t)h * D + ch * 8;
+                    bytes = 16;
+                }
+                cp_async16(sQ + tile_off<BM>(r, ch), src, bytes);
             }
-            cp_async16(sQ + tile_off<BM>(r, ch), src, bytes);
-        }
-        cp_async_commit();
-        cp_async_wait<0>();
-        fence_proxy_async();
-        named_bar_sync(bar_wg, 128);
-    }
-    /* ping-pong: warpgroup c issues its GEMMs of a tile after warpgroup c-1 has issued
-     * its own (named barrier 1+c: 128 waiting + 128 arriving threads), so one
-     * warpgroup's softmax runs under the other's GEMMs. The last warpgroup opens the
-     * first round and skips its arrival after the last tile: every barrier then sees
-     * exactly n_tiles arrivals, n_tiles syncs per q tile. */
-    auto pp_sync = [&]() {
-        if (PP) named_bar_sync(1 + c, 256);
-    };
-    auto pp_arrive = [&](int j) {
-        if (PP && !(c == NWG - 1 && j == n_tiles - 1)) named_bar_arrive(1 + (c + 1) % NWG, 256);
-    };
-    if (PP && c == NWG - 1) named_bar_arrive(1, 256);
-
-    float oacc[OREG], sacc[SREG];
-    uint32_t pa[PREG];
-#pragma unroll
-    for (int i = 0; i < OREG; i++) oacc[i] = 0.f;
-#pragma unroll
-    for (int i = 0; i < SREG; i++) sacc[i] = 0.f;
-#pragma unroll
-    for (int i = 0; i < PREG; i++) pa[i] = 0u;
-    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
-
-    auto issue_s = [&](int j) {   /* S_j = Q K_j^T: D/16 k-steps of m64nBNk16 */
-        const uint32_t kt = sK + slot(j) * KV_BYTES;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
-            const uint32_t qoff = (kk >> 2) * (BM * 128) + (kk & 3) * 32;
-            Wgmma<T, BN>::ss(sacc, sw128_desc(q_rows + qoff, 16, 1024),
-                             sw128_desc(kt + koff, 16, 1024), kk > 0);
-        }
-        wgmma_commit();
-    };
-    auto issue_pv = [&](int j) {   /* O += P_j V_j: BN/16 k-steps of m64nDk16 */
-        const uint32_t vt = sV + slot(j) * KV_BYTES;
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++)
-            Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
-        wgmma_commit();
-    };
-    auto softmax = [&](int j) {
-        softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4, p.scale_log2);
-    };
-    auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha); };
-
-    /* tiles nobody in this warpgroup attends to: the ping-pong rounds and the slot
-     * releases of the others still happen (a release only after the tile's full
-     * barrier: arriving earlier would count toward the slot's previous use) */
-    auto skip_tiles = [&](int from) {
-        for (int j = from; j < n_tiles; j++) {
-            mbar_wait(full_k(slot(j)), par(j));
-            pp_sync();
-            pp_arrive(j);
-            release(empty_k(slot(j)));
-            mbar_wait(full_v(slot(j)), par(j));
-            release(empty_v(slot(j)));
-        }
-    };
-    if (n_mine == 0) {
-        skip_tiles(0);
-        jj += n_tiles;
-        continue;
-    }
-
-    /* tile 0: S_0 and its softmax */
-    mbar_wait(full_k(slot(0)), par(0));
-    pp_sync();
-    reg_fence(sacc);
-    wgmma_fence();
-    issue_s(0);
-    pp_arrive(0);
-    wgmma_wait<0>();
-    reg_fence(sacc);
-    release(empty_k(slot(0)));
-    softmax(0);
-    rescale_pack_p();
-    /* tiles 1 .. n_mine-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
-    for (int j = 1; j < n_mine; j++) {
-        mbar_wait(full_k(slot(j)), par(j));
-        mbar_wait(full_v(slot(j - 1)), par(j - 1));
-        pp_sync();
-        reg_fence(oacc);
-        reg_fence(sacc);
-        reg_fence(pa);
-        wgmma_fence();
-        issue_s(j);
-        issue_pv(j - 1);
-        pp_arrive(j);
-        wgmma_wait<1>();   /* S_j done, P V may still run */
-        reg_fence(sacc);
-        release(empty_k(slot(j)));
-        softmax(j);
-        wgmma_wait<0>();
-        reg_fence(oacc);
-        reg_fence(pa);
-        release(empty_v(slot(j - 1)));
-        rescale_pack_p();
-    }
-    /* last P V. Its tile may end past seq_len: those V rows hold whatever the cache has
-     * there (unwritten slots, or the re-read last block) and P = 0 would not cancel a
-     * NaN, so this warpgroup zeroes them first (the other consumer may write the same
-     * zeros: every write there is a zero) */
-    {
-        const int j = n_mine - 1;
-        mbar_wait(full_v(slot(j)), par(j));
-        const int vz = seq_len - j * BN;   /* >= 1: rows [vz, BN) lie past the sequence */
-        if (vz < BN) {
-            const uint32_t vt = sV + slot(j) * KV_BYTES;
-            for (int i = ct; i < (BN - vz) * CPR; i += 128)
-                st_shared_zero16(vt + tile_off<BN>(vz + i / CPR, i % CPR));
+            cp_async_commit();
+            cp_async_wait<0>();
             fence_proxy_async();
             named_bar_sync(bar_wg, 128);
         }
-        reg_fence(oacc);
-        reg_fence(pa);
-        wgmma_fence();
-        issue_pv(j);
-        wgmma_wait<0>();
-        reg_fence(oacc);
-        release(empty_v(slot(j)));   /* the producer reuses this slot for tile j + ST */
-        if (n_mine < n_tiles) skip_tiles(n_mine);
-    }
+        /* ping-pong: warpgroup c issues its GEMMs of a tile after warpgroup c-1 has issued
+         * its own (named barrier 1+c: 128 waiting + 128 arriving threads), so one
+         * warpgroup's softmax runs under the other's GEMMs. The last warpgroup opens the
+         * first round and skips its arrival after the last tile: every barrier then sees
+         * exactly n_tiles arrivals, n_tiles syncs per q tile. */
+        auto pp_sync = [&]() {
+            if (PP) named_bar_sync(1 + c, 256);
+        };
+        auto pp_arrive = [&](int j) {
+            if (PP && !(c == NWG - 1 && j == n_tiles - 1)) named_bar_arrive(1 + (c + 1) % NWG, 256);
+        };
+        if (PP && c == NWG - 1) named_bar_arrive(1, 256);
 
-    /* out = O / l, l summed over the quad; rows outside [0, q_len) are never written */
-    float inv[2];
+        float oacc[OREG], sacc[SREG];
+        uint32_t pa[PREG];
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
-    }
-    T *ob = reinterpret_cast<T *>(p.out);
-    const size_t ld = (size_t)p.H * D;
+        for (int i = 0; i < OREG; i++) oacc[i] = 0.f;
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int orow_i = wrow + 16 * wq + g + 8 * r;
-        if (orow_i < 0 || orow_i >= q_len) continue;
-        T *orow = ob + (size_t)(q0 + orow_i) * ld + (size_t)h * D;
+        for (int i = 0; i < SREG; i++) sacc[i] = 0.f;
 #pragma unroll
-        for (int i = 0; i < D / 8; i++)
-            *reinterpret_cast<uint32_t *>(orow + 8 * i + 2 * t4) =
-                Pack<T>::two(oacc[4 * i + 2 * r] * inv[r], oacc[4 * i + 2 * r + 1] * inv[r]);
-    }
-    jj += n_tiles;
+        for (int i = 0; i < PREG; i++) pa[i] = 0u;
+        float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
+
+        auto issue_s = [&](int j) {   /* S_j = Q K_j^T: D/16 k-steps of m64nBNk16 */
+            const uint32_t kt = sK + slot(j) * KV_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
+                const uint32_t qoff = (kk >> 2) * (BM * 128) + (kk & 3) * 32;
+                Wgmma<T, BN>::ss(sacc, sw128_desc(q_rows + qoff, 16, 1024),
+                                 sw128_desc(kt + koff, 16, 1024), kk > 0);
+            }
+            wgmma_commit();
+        };
+        auto issue_pv = [&](int j) {   /* O += P_j V_j: BN/16 k-steps of m64nDk16 */
+            const uint32_t vt = sV + slot(j) * KV_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++)
+                Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
+            wgmma_commit();
+        };
+        auto softmax = [&](int j) {
+            softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4,
+                             p.scale_log2);
+        };
+        auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha); };
+
+        /* tiles nobody in this warpgroup attends to: the ping-pong rounds and the slot
+         * releases of the others still happen (a release only after the tile's full
+         * barrier: arriving earlier would count toward the slot's previous use) */
+        auto skip_tiles = [&](int from) {
+            for (int j = from; j < n_tiles; j++) {
+                mbar_wait(full_k(slot(j)), par(j));
+                pp_sync();
+                pp_arrive(j);
+                release(empty_k(slot(j)));
+                mbar_wait(full_v(slot(j)), par(j));
+                release(empty_v(slot(j)));
+            }
+        };
+        if (n_mine == 0) {
+            skip_tiles(0);
+            jj += n_tiles;
+            continue;
+        }
+
+        /* tile 0: S_0 and its softmax */
+        mbar_wait(full_k(slot(0)), par(0));
+        pp_sync();
+        reg_fence(sacc);
+        wgmma_fence();
+        issue_s(0);
+        pp_arrive(0);
+        wgmma_wait<0>();
+        reg_fence(sacc);
+        release(empty_k(slot(0)));
+        softmax(0);
+        rescale_pack_p();
+        /* tiles 1 .. n_mine-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
+        for (int j = 1; j < n_mine; j++) {
+            mbar_wait(full_k(slot(j)), par(j));
+            mbar_wait(full_v(slot(j - 1)), par(j - 1));
+            pp_sync();
+            reg_fence(oacc);
+            reg_fence(sacc);
+            reg_fence(pa);
+            wgmma_fence();
+            issue_s(j);
+            issue_pv(j - 1);
+            pp_arrive(j);
+            wgmma_wait<1>();   /* S_j done, P V may still run */
+            reg_fence(sacc);
+            release(empty_k(slot(j)));
+            softmax(j);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+            reg_fence(pa);
+            release(empty_v(slot(j - 1)));
+            rescale_pack_p();
+        }
+        /* last P V. Its tile may end past seq_len: those V rows hold whatever the cache has
+         * there (unwritten slots, or the re-read last block) and P = 0 would not cancel a
+         * NaN, so this warpgroup zeroes them first (the other consumer may write the same
+         * zeros: every write there is a zero) */
+        {
+            const int j = n_mine - 1;
+            mbar_wait(full_v(slot(j)), par(j));
+            const int vz = seq_len - j * BN;   /* >= 1: rows [vz, BN) lie past the sequence */
+            if (vz < BN) {
+                const uint32_t vt = sV + slot(j) * KV_BYTES;
+                for (int i = ct; i < (BN - vz) * CPR; i += 128)
+                    st_shared_zero16(vt + tile_off<BN>(vz + i / CPR, i % CPR));
+                fence_proxy_async();
+                named_bar_sync(bar_wg, 128);
+            }
+            reg_fence(oacc);
+            reg_fence(pa);
+            wgmma_fence();
+            issue_pv(j);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+            release(empty_v(slot(j)));   /* the producer reuses this slot for tile j + ST */
+            if (n_mine < n_tiles) skip_tiles(n_mine);
+        }
+
+        /* out = O / l, l summed over the quad; rows outside [0, q_len) are never written */
+        float inv[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+            inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        }
+        T *ob = reinterpret_cast<T *>(p.out);
+        const size_t ld = (size_t)p.H * D;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int orow_i = wrow + 16 * wq + g + 8 * r;
+            if (orow_i < 0 || orow_i >= q_len) continue;
+            T *orow = ob + (size_t)(q0 + orow_i) * ld + (size_t)h * D;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++)
+                *reinterpret_cast<uint32_t *>(orow + 8 * i + 2 * t4) =
+                    Pack<T>::two(oacc[4 * i + 2 * r] * inv[r], oacc[4 * i + 2 * r + 1] * inv[r]);
+        }
+        jj += n_tiles;
     }
 }
 
