@@ -223,11 +223,13 @@ def save_json(name, data, path=None):
     return path
 
 
-def run_isolated(script, args, timeout):
-    """Run `python3 script args...` in a child process whose last stdout line is a
-    JSON object; return that object, or {'error': 'error: ...'} on crash/timeout."""
+def run_isolated(script, args, timeout, extra_env=None):
+    """Run `python3 script args...` in a child process (extra_env added to its
+    environment) whose last stdout line is a JSON object; return that object, or
+    {'error': 'error: ...'} on crash/timeout."""
     cmd = [sys.executable, script] + list(args)
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

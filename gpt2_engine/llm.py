@@ -250,10 +250,11 @@ class LLM:
             async_scheduling=-1 if async_scheduling is None else int(bool(async_scheduling)))
         self.model = model
         self.tokenizer_dir = tokenizer
-        logger.info("gpt2_engine: %s on %s (%s), attention backend %s (%s), %d KV blocks",
+        logger.info("gpt2_engine: %s on %s (%s), attention backend %s (%s), %d KV blocks, "
+                    "fused batch-1 decode %s",
                     model, self._engine.device, self._engine.dtype,
                     self._engine.attention_backend, self._engine.attention_backend_reason,
-                    self._engine.kv_cache.num_blocks)
+                    self._engine.kv_cache.num_blocks, self._engine.fused_decode_reason)
 
     # ---- argument resolution ----
 
@@ -323,6 +324,18 @@ class LLM:
     def attention_backend_reason(self) -> str:
         """Why the attention backend was chosen (forced, environment, or auto-detection)."""
         return self._live().attention_backend_reason
+
+    @property
+    def fused_decode(self) -> bool:
+        """Whether a step of one sequence decoding one token runs as one fused kernel
+        (the CUDA backend on fp16/bf16 models; GPT2_ENGINE_FUSED_DECODE=0 turns it off).
+        Attention in that kernel is its own split-KV loop over the same paged cache."""
+        return self._live().fused_decode
+
+    @property
+    def fused_decode_reason(self) -> str:
+        """'on: ...' or 'off: <why>' for fused_decode."""
+        return self._live().fused_decode_reason
 
     @property
     def device(self) -> str:

@@ -108,6 +108,41 @@ typedef struct GemvArgs {
 int gemv_supported(const GemvArgs *a, int w_nk, int dtype);
 cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t stream);
 
+/* decode_fused.cu — a one-token step (batch 1) of the whole forward in one
+ * persistent, cooperatively launched kernel (fp16/bf16): embed, every layer
+ * (layernorms, the four matmuls, split-KV attention over the paged cache with this
+ * step's K/V written to it) and the lm_head, writing logits[0 .. V) in the storage
+ * type. The host (decode_fused_cuda.c) checks the shape conditions:
+ * C % 64 == 0, D % 32 == 0 with D <= 128, C <= 2048, 4C / 64 <= grid, H * nsplit
+ * <= grid, every weight 16-byte aligned. layers: device array of n_layer entries;
+ * work: 2 * work_floats fp32 (scratch); sync: two device uints, zero before the
+ * first launch and left zero after each. */
+typedef struct FusedDecodeLayer {
+    const void *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    const void *ln2_w, *ln2_b, *fc_w, *fc_b, *fc2_w, *fc2_b;
+    void *k_cache, *v_cache;          /* (num_blocks, H, block_size, D) */
+} FusedDecodeLayer;
+
+typedef struct FusedDecodeArgs {
+    const FusedDecodeLayer *layers;
+    const void *wte, *wpe, *lnf_w, *lnf_b;
+    void *logits;                     /* (V) */
+    const int32_t *input_ids, *positions, *slot_mapping, *seq_lens, *block_tables; /* row 0 */
+    float *work;
+    int work_floats;
+    unsigned *sync;
+    int n_layer, C, H, D, V, block_size, act, nsplit;
+    float eps, scale;
+    long long lookahead;              /* weight bytes kept in flight toward L2 */
+} FusedDecodeArgs;
+size_t fused_decode_smem_bytes(int C, int D);
+size_t fused_decode_work_floats(int C, int H, int D, int nsplit, int grid);
+/* blocks of the kernel that fit on one SM with smem bytes (sets the kernel's
+ * shared-memory limit); 0 when it cannot run */
+int fused_decode_blocks_per_sm(int dtype, size_t smem);
+cudaError_t fused_decode_cuda(const FusedDecodeArgs *a, int dtype, int grid, size_t smem,
+                              cudaStream_t stream);
+
 /* ======================================================================
  * FLASH attention backend (attention_flash_cuda.c): flash_attention.cu,
  * flash_attention_sm90a.cu

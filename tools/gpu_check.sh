@@ -42,7 +42,7 @@ fi
 
 if phase sanitize; then
     stamp compute-sanitizer memcheck
-    kt=$(ls tests/test_cuda_backend.py tests/test_attention_kernels.py tests/test_flash_attention.py 2>/dev/null)
+    kt=$(ls tests/test_cuda_backend.py tests/test_attention_kernels.py tests/test_flash_attention.py tests/test_fused_decode.py 2>/dev/null)
     timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool memcheck --error-exitcode 9 $PY -m pytest -q -p no:cacheprovider $kt \
         -k "${SANITIZE_K:-not slow}" >"$OUT/sanitizer.log" 2>&1
     rc=$?

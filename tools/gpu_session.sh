@@ -2,6 +2,8 @@
 # gpu_session.sh — one device call of a work session: build for this GPU, the whole
 # test suite (under timeouts, FLASH tests first), then the benchmarks named in $BENCH
 # (space-separated steps); logs in $OUT.
+# TESTS="paths and args": run only those tests. MEMCHECK_ARGS: pytest arguments for the
+# memcheck step (compute-sanitizer).
 # Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (--prefill-only),
 # attn (bench_attention --quick), decode (bench_decode --quick --skip-hf),
 # tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode).
@@ -17,7 +19,9 @@ run_tests() {
     timeout -k 10 ${TEST_TIMEOUT:-300} $PY -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee -a "$OUT/tests.log" | tail -6
     echo "rc=${PIPESTATUS[0]}"
 }
-if [ "${SKIP_TESTS:-0}" != 1 ]; then
+if [ -n "${TESTS:-}" ]; then
+    run_tests $TESTS
+elif [ "${SKIP_TESTS:-0}" != 1 ]; then
     run_tests tests/test_flash_attention.py
     run_tests tests --ignore=tests/test_flash_attention.py
 fi
@@ -30,6 +34,9 @@ for step in ${BENCH:-}; do
         attn) timeout 200 $PY benchmarks/bench_attention.py --quick 2>&1 | tee "$OUT/attn.log" | tail -30 ;;
         decode) timeout 240 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
         tput) timeout 240 $PY benchmarks/bench_throughput.py --quick --skip-hf 2>&1 | tee "$OUT/tput.log" | grep -v "^\[" | tail -20 ;;
+        memcheck) timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
+                      $PY -m pytest -q -p no:cacheprovider $MEMCHECK_ARGS >"$OUT/memcheck.log" 2>&1
+                  echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -3 ;;
         prof*) timeout 120 $PY benchmarks/profile_decode.py --batch ${step#prof} ${PROF_ARGS:-} 2>&1 | tee "$OUT/$step.log" | tail -30 ;;
     esac
 done

@@ -34,6 +34,25 @@ typedef struct CacheWrite {
     int num_heads, head_size, block_size;
 } CacheWrite;
 
+/* What the one-kernel batch-1 step (fused_decode_* below) needs of a model:
+ * dimensions, device weights and the paged caches. */
+typedef struct FusedDecodeModel {
+    int n_layer, n_embd, n_head, vocab_size, block_size;
+    int activation;                     /* Activation (config.h) */
+    float eps, scale;                   /* layernorm epsilon, 1 / sqrt(D) */
+    const void *wte, *wpe, *ln_f_w, *ln_f_b;
+    const void *const *layer_weights;   /* (n_layer, 12): ln_1_w, ln_1_b, c_attn_w, c_attn_b,
+                                         * attn_proj_w, attn_proj_b, ln_2_w, ln_2_b, c_fc_w,
+                                         * c_fc_b, mlp_proj_w, mlp_proj_b (checkpoint.h order) */
+    void *const *key_cache, *const *value_cache;   /* (n_layer) */
+} FusedDecodeModel;
+
+/* One T = 1 step (device pointers, row 0 of each). */
+typedef struct FusedDecodeStep {
+    const int32_t *input_ids, *positions, *slot_mapping, *seq_lens, *block_tables;
+    void *logits;                       /* (1, >= V) in the compute dtype */
+} FusedDecodeStep;
+
 typedef struct BackendOps {
     /* ---- memory ---- */
     Status (*alloc)(Backend *b, void **ptr, size_t bytes, Error *err);
@@ -109,6 +128,16 @@ typedef struct BackendOps {
      * fence_wait(i) blocks until it is done; i in [0, BACKEND_FENCES) */
     Status (*fence_record)(Backend *b, int i, Error *err);
     Status (*fence_wait)(Backend *b, int i, Error *err);
+
+    /* ---- a one-token step (batch-1 decode) as one kernel (NULL on the CPU):
+     * fused_decode_create prepares it for a model, or leaves *state NULL and says
+     * why in `why` (this GPU, dtype or shape can't, or GPT2_ENGINE_FUSED_DECODE=0);
+     * fused_decode runs model_forward's whole math for one token; destroy is
+     * NULL-safe. ---- */
+    Status (*fused_decode_create)(Backend *b, const FusedDecodeModel *m, void **state,
+                                  char *why, size_t why_len, Error *err);
+    Status (*fused_decode)(Backend *b, void *state, const FusedDecodeStep *s, Error *err);
+    void (*fused_decode_destroy)(Backend *b, void *state);
 
     /* ---- CUDA graphs (NULL on the CPU): work issued between capture_begin and
      * capture_end is recorded as graph `key` and replayed by graph_launch. ---- */

@@ -102,6 +102,11 @@ Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *
 /* reads GPT2_ENGINE_GEMV */
 Status cuda_gemv_init(CudaImpl *im, Error *err);
 void cuda_matmul_plans_free(CudaImpl *im);
+/* decode_fused_cuda.c: the one-kernel batch-1 step (backend.h's fused_decode_*) */
+Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **state, char *why,
+                                size_t why_len, Error *err);
+Status cuda_fused_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err);
+void cuda_fused_decode_destroy(Backend *b, void *state);
 /* sample_cuda.c (the events are created by backend_cuda_create) */
 Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
                    const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,

@@ -14,6 +14,12 @@ Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const For
     const int C = cfg->n_embd, H = cfg->n_head, D = cfg->head_size;
     const float eps = cfg->layer_norm_epsilon;
 
+    if (m->fused_decode && T == 1 && R == 1) {
+        const FusedDecodeStep s = {batch->input_ids, batch->positions, batch->slot_mapping,
+                                   batch->attn.seq_lens, batch->attn.block_tables, buf->logits};
+        return op->fused_decode(b, m->fused_decode, &s, err);
+    }
+
     CHECK(op->embed(b, buf->residual, batch->input_ids, batch->positions, w->wte, w->wpe, T, C,
                     err));
     for (int l = 0; l < cfg->n_layer; l++) {

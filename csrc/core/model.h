@@ -6,6 +6,9 @@
  *              attn = Attention(q, paged K/V); residual += attn @ proj + b;
  *              ln = LN2(residual); fc = gelu(ln @ c_fc + b); residual += fc @ proj + b
  *   hidden = LN_f(residual[logits_indices]); logits = hidden @ wte^T (tied lm_head)
+ *
+ * A step of one token that wants its logits (batch-1 decode) runs all of that as
+ * the backend's fused_decode when the runner prepared one (m->fused_decode).
  */
 #ifndef GPT2_MODEL_H
 #define GPT2_MODEL_H
@@ -47,6 +50,7 @@ typedef struct ModelContext {
                                      * every row is 16-byte aligned for the GEMM (the extra
                                      * rows of wte^T read whatever follows wte in the weight
                                      * allocation; their logits are dropped by to_float) */
+    void *fused_decode;             /* the backend's one-kernel T = 1 step, or NULL */
 } ModelContext;
 
 Status model_forward(const ModelContext *m, const ForwardBuffers *buf, const ForwardBatch *batch,

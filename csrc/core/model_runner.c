@@ -233,6 +233,7 @@ static ModelContext model_context(const ModelRunner *r)
         .config = &r->config, .weights = &r->weights, .backend = r->backend, .attn = r->attn,
         .attn_state = r->attn_state, .key_cache = r->key_cache, .value_cache = r->value_cache,
         .block_size = r->rc.block_size, .logits_ld = r->logits_ld,
+        .fused_decode = r->fused_decode,
     };
 }
 
@@ -465,6 +466,39 @@ done:
 
 /* ---- life cycle ---- */
 
+/* The backend's one-kernel batch-1 step, when it has one that serves this model. */
+static Status prepare_fused_decode(ModelRunner *r, Error *err)
+{
+    Backend *b = r->backend;
+    const GPT2Config *c = &r->config;
+    if (!b->ops->fused_decode_create) {
+        snprintf(r->fused_reason, sizeof r->fused_reason, "off: the %s backend has none",
+                 b->name);
+        return GPT2_OK;
+    }
+    const void **lw = malloc(sizeof *lw * 12 * (size_t)c->n_layer);
+    if (!lw) return error_set(err, GPT2_ERR_NOMEM, "out of host memory");
+    for (int l = 0; l < c->n_layer; l++) {
+        const GPT2LayerWeights *w = &r->weights.layers[l];
+        const void *p[12] = {w->ln_1_w, w->ln_1_b, w->c_attn_w, w->c_attn_b, w->attn_proj_w,
+                             w->attn_proj_b, w->ln_2_w, w->ln_2_b, w->c_fc_w, w->c_fc_b,
+                             w->mlp_proj_w, w->mlp_proj_b};
+        memcpy(lw + 12 * l, p, sizeof p);
+    }
+    const FusedDecodeModel m = {
+        .n_layer = c->n_layer, .n_embd = c->n_embd, .n_head = c->n_head,
+        .vocab_size = c->vocab_size, .block_size = r->rc.block_size,
+        .activation = c->activation, .eps = c->layer_norm_epsilon,
+        .scale = 1.0f / sqrtf((float)c->head_size), .wte = r->weights.wte,
+        .wpe = r->weights.wpe, .ln_f_w = r->weights.ln_f_w, .ln_f_b = r->weights.ln_f_b,
+        .layer_weights = lw, .key_cache = r->key_cache, .value_cache = r->value_cache,
+    };
+    Status s = b->ops->fused_decode_create(b, &m, &r->fused_decode, r->fused_reason,
+                                           sizeof r->fused_reason, err);
+    free(lw);
+    return s ? error_prefix(err, "preparing the fused batch-1 decode kernel") : GPT2_OK;
+}
+
 static Status check_config(ModelRunner *r, Error *err)
 {
     RunnerConfig *rc = &r->rc;
@@ -522,6 +556,7 @@ Status runner_create(ModelRunner **out, const char *model_dir, const RunnerConfi
     CHECK(r->attn->create(&r->attn_state, r->backend, &acfg, err));
     CHECK(alloc_activations(r, err));
     CHECK(alloc_kv_cache(r, err));
+    CHECK(prepare_fused_decode(r, err));
     if (r->backend->ops->graph_capture_begin) {
         make_buckets(r);
         CHECK(warm_up_prefill(r, err));
@@ -541,6 +576,7 @@ void runner_destroy(ModelRunner *r)
     Backend *b = r->backend;
     if (b) {
         if (r->attn && r->attn_state) r->attn->destroy(r->attn_state, b);
+        if (r->fused_decode) b->ops->fused_decode_destroy(b, r->fused_decode);
         b->ops->free(b, r->kv_storage);
         b->ops->free(b, r->act_storage);
         b->ops->free(b, r->dev_ints);

@@ -58,6 +58,8 @@ typedef struct ModelRunner {
     const AttentionBackend *attn;
     void *attn_state;
     char attn_reason[256];       /* why this attention backend was chosen */
+    void *fused_decode;          /* the backend's one-kernel batch-1 step, or NULL */
+    char fused_reason[200];      /* "on: ..." or "off: why" */
     /* KV cache: per layer (num_blocks, H, block_size, D) for K and for V */
     int num_kv_blocks;
     void **key_cache, **value_cache;   /* (L) */

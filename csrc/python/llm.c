@@ -321,6 +321,20 @@ static PyObject *Engine_get_attention_reason(EngineObject *self, void *closure)
     return PyUnicode_FromString(engine_runner(self->engine)->attn_reason);
 }
 
+static PyObject *Engine_get_fused_decode(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyBool_FromLong(engine_runner(self->engine)->fused_decode != NULL);
+}
+
+static PyObject *Engine_get_fused_decode_reason(EngineObject *self, void *closure)
+{
+    (void)closure;
+    if (!engine_ready(self)) return NULL;
+    return PyUnicode_FromString(engine_runner(self->engine)->fused_reason);
+}
+
 static PyObject *Engine_get_device(EngineObject *self, void *closure)
 {
     (void)closure;
@@ -432,6 +446,10 @@ static PyGetSetDef Engine_getset[] = {
      "Name of the attention backend in use (CPU, PAGED, FLASH).", NULL},
     {"attention_backend_reason", (getter)Engine_get_attention_reason, NULL,
      "Why that backend was chosen.", NULL},
+    {"fused_decode", (getter)Engine_get_fused_decode, NULL,
+     "Whether batch-1 steps run as one fused kernel.", NULL},
+    {"fused_decode_reason", (getter)Engine_get_fused_decode_reason, NULL,
+     "Why the fused batch-1 kernel is on or off.", NULL},
     {"device", (getter)Engine_get_device, NULL, "'cpu' or 'cuda'.", NULL},
     {"async_scheduling", (getter)Engine_get_async_scheduling, NULL,
      "Whether generate() overlaps scheduling with the device (engine.h).", NULL},

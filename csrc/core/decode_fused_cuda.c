@@ -1,0 +1,152 @@
+/* decode_fused_cuda.c — the CUDA backend's one-kernel batch-1 step
+ * (kernels/decode_fused.cu): checks that the model and GPU fit the kernel, builds
+ * its per-layer pointer table and work buffers once, and launches it.
+ *
+ * GPT2_ENGINE_FUSED_DECODE=0 turns it off (every step then runs the per-layer
+ * kernels); GPT2_ENGINE_FUSED_LOOKAHEAD_MB sets how many MB of weights the kernel
+ * keeps in flight toward L2 (default: half the L2). */
+#include "backend_cuda.h"
+#include "config.h"
+#include "kernels.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct FusedDecode {
+    FusedDecodeArgs args;      /* the step-independent part; a step fills in its pointers */
+    FusedDecodeLayer *layers;  /* device (n_layer) */
+    void *work;                /* device: 2 * work_floats fp32, then the 2 sync words */
+    int grid;
+    size_t smem;
+} FusedDecode;
+
+static int act_code(int activation)
+{
+    return activation == ACT_GELU_ERF ? ACT_CODE_GELU_ERF
+           : activation == ACT_RELU   ? ACT_CODE_RELU
+                                      : ACT_CODE_GELU_TANH;
+}
+
+/* Why the kernel can't serve this model on this GPU, or NULL. */
+static const char *unfit(const Backend *b, const FusedDecodeModel *m, int grid, char *buf,
+                         size_t n)
+{
+    const int C = m->n_embd, H = m->n_head, D = H ? C / H : 0;
+    if (b->dtype != DTYPE_F16 && b->dtype != DTYPE_BF16)
+        return "float32 models run the per-layer kernels";
+    if (b->compute_capability < 80) return "needs compute capability 8.0";
+    if (C % 64 || C > 2048 || D * H != C || D % 32 || D > 128) {
+        snprintf(buf, n, "n_embd=%d, head size %d: needs n_embd %% 64 == 0, <= 2048 and a head "
+                 "size that is a multiple of 32, <= 128", C, D);
+        return buf;
+    }
+    if (4 * C / 64 > grid || H > grid) {
+        snprintf(buf, n, "n_embd=%d needs %d multiprocessors, the GPU has %d", C,
+                 GPT2_MAX(4 * C / 64, H), grid);
+        return buf;
+    }
+    const void *p[4] = {m->wte, m->wpe, m->ln_f_w, m->ln_f_b};
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)p[i] & 15) return "a weight is not 16-byte aligned";
+    for (int i = 0; i < m->n_layer * 12; i++)
+        if ((uintptr_t)m->layer_weights[i] & 15) return "a weight is not 16-byte aligned";
+    return NULL;
+}
+
+Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **state, char *why,
+                                size_t why_len, Error *err)
+{
+    CudaImpl *im = cuda_impl(b);
+    FusedDecode *f = NULL;
+    FusedDecodeLayer *host = NULL;
+    *state = NULL;
+    const char *env = getenv("GPT2_ENGINE_FUSED_DECODE");
+    if (env && strcmp(env, "0") == 0) {
+        snprintf(why, why_len, "off: GPT2_ENGINE_FUSED_DECODE=0");
+        return GPT2_OK;
+    }
+    char buf[160];
+    const char *no = unfit(b, m, im->num_sms, buf, sizeof buf);
+    const int C = m->n_embd, H = m->n_head, D = C / (H ? H : 1);
+    const size_t smem = fused_decode_smem_bytes(C, D);
+    if (!no && fused_decode_blocks_per_sm((int)b->dtype, smem) < 1)
+        no = "the kernel does not fit on one multiprocessor";
+    if (no) {
+        snprintf(why, why_len, "off: %s", no);
+        return GPT2_OK;
+    }
+    CUDA_CHECK(cuda_use_device(b));
+    f = calloc(1, sizeof *f);
+    host = calloc((size_t)m->n_layer, sizeof *host);
+    if (!f || !host) {
+        error_set(err, GPT2_ERR_NOMEM, "out of host memory");
+        goto fail;
+    }
+    f->grid = im->num_sms;
+    f->smem = smem;
+    const int nsplit = GPT2_MAX(1, GPT2_MIN(f->grid / H, 32));
+    const size_t wf = fused_decode_work_floats(C, H, D, nsplit, f->grid);
+    for (int l = 0; l < m->n_layer; l++) {
+        const void *const *w = m->layer_weights + 12 * l;
+        host[l] = (FusedDecodeLayer){w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8],
+                                     w[9], w[10], w[11], m->key_cache[l], m->value_cache[l]};
+    }
+    CUDA_CHECK(cudaMalloc((void **)&f->layers, sizeof *host * (size_t)m->n_layer));
+    CUDA_CHECK(cudaMalloc(&f->work, 2 * wf * sizeof(float) + 2 * sizeof(unsigned)));
+    CUDA_CHECK(cudaMemcpy(f->layers, host, sizeof *host * (size_t)m->n_layer,
+                          cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemset(f->work, 0, 2 * wf * sizeof(float) + 2 * sizeof(unsigned)));
+    int l2 = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, b->device));
+    long long lookahead = l2 / 2;
+    const char *la = getenv("GPT2_ENGINE_FUSED_LOOKAHEAD_MB");
+    if (la && *la) lookahead = (long long)(atof(la) * 1048576.0);
+    f->args = (FusedDecodeArgs){
+        .layers = f->layers, .wte = m->wte, .wpe = m->wpe, .lnf_w = m->ln_f_w,
+        .lnf_b = m->ln_f_b, .work = (float *)f->work, .work_floats = (int)wf,
+        .sync = (unsigned *)((float *)f->work + 2 * wf), .n_layer = m->n_layer, .C = C, .H = H,
+        .D = D, .V = m->vocab_size, .block_size = m->block_size,
+        .act = act_code(m->activation), .nsplit = nsplit, .eps = m->eps, .scale = m->scale,
+        .lookahead = lookahead,
+    };
+    free(host);
+    snprintf(why, why_len, "on: one kernel per batch-1 step (%d CTAs, %d key splits, %.0f MB "
+             "L2 lookahead)", f->grid, nsplit, (double)lookahead / 1048576.0);
+    *state = f;
+    return GPT2_OK;
+fail:
+    free(host);
+    cuda_fused_decode_destroy(b, f);
+    return err->code;
+}
+
+Status cuda_fused_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err)
+{
+    CudaImpl *im = cuda_impl(b);
+    FusedDecode *f = state;
+    FusedDecodeArgs a = f->args;
+    a.input_ids = s->input_ids;
+    a.positions = s->positions;
+    a.slot_mapping = s->slot_mapping;
+    a.seq_lens = s->seq_lens;
+    a.block_tables = s->block_tables;
+    a.logits = s->logits;
+    CUDA_CHECK(cuda_use_device(b));
+    CUDA_CHECK(fused_decode_cuda(&a, (int)b->dtype, f->grid, f->smem, im->stream));
+    return GPT2_OK;
+fail:
+    return err->code;
+}
+
+void cuda_fused_decode_destroy(Backend *b, void *state)
+{
+    FusedDecode *f = state;
+    if (!f) return;
+    if (cuda_use_device(b) == cudaSuccess) {
+        cudaFree(f->layers);
+        cudaFree(f->work);
+    }
+    cudaGetLastError();
+    free(f);
+}

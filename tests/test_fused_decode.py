@@ -1,0 +1,162 @@
+"""The fused batch-1 decode kernel (kernels/decode_fused.cu): one persistent kernel
+for a step of one sequence and one token, against the per-layer kernels
+(GPT2_ENGINE_FUSED_DECODE=0) and the CPU engine, on random checkpoints of several
+shapes (head sizes 32 / 64 / 128, odd vocabularies, every activation, block
+sizes 8 / 16 / 32, contexts up to n_positions, the real GPT-2 width and vocab).
+
+Both GPU paths round activations where they are stored, but sum in different
+orders, so fp16/bf16 results may differ in the last bit: tokens agree up to the
+first near-tie that rounding flips, and the logprob of every agreed token within
+2e-2. Against the CPU's fp32 the logprobs of a teacher-forced run stay within 3e-2
+(fp16). CUDA graphs on/off give identical tokens (the kernel is deterministic).
+Without a GPU only the CPU test runs."""
+import numpy as np
+import pytest
+
+from conftest import make_model, requires_cuda
+
+from gpt2_engine import LLM, SamplingParams
+
+SHAPES = {
+    # name: (config, block_size)
+    "d64": (dict(n_embd=128, n_layer=3, n_head=2, n_positions=256, vocab_size=1000), 16),
+    "d64-odd-v": (dict(n_embd=192, n_layer=2, n_head=3, n_positions=300, vocab_size=517), 8),
+    "d128-erf": (dict(n_embd=256, n_layer=2, n_head=2, n_positions=200, vocab_size=777,
+                      activation_function="gelu"), 32),
+    "d32-relu": (dict(n_embd=128, n_layer=2, n_head=4, n_positions=160, vocab_size=999,
+                      activation_function="relu"), 16),
+    "gpt2-width": (dict(n_embd=768, n_layer=2, n_head=12, n_positions=1024,
+                        vocab_size=50257), 16),
+}
+
+
+def greedy(n, logprobs=None):
+    return SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True, logprobs=logprobs)
+
+
+def prompt_set(cfg, seed):
+    """Lengths 1 (a one-token prefill also runs fused), short, across a block, and
+    long enough that decoding runs up to n_positions."""
+    rng = np.random.default_rng(seed)
+    P, V = cfg["n_positions"], cfg["vocab_size"]
+    return [rng.integers(0, V, size=k).tolist() for k in (1, 17, 33, P - 40)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    made = {}
+
+    def get(name, dtype):
+        if (name, dtype) not in made:
+            cfg, _ = SHAPES[name]
+            made[name, dtype] = make_model(tmp_path_factory.mktemp(f"fused_{name}_{dtype}"),
+                                           dtype=dtype, std=0.05, **cfg)
+        return made[name, dtype]
+    return get
+
+
+def test_cpu_has_no_fused_decode(small_model):
+    with LLM(model=small_model.path, device="cpu") as llm:
+        assert llm.fused_decode is False
+        assert "cpu" in llm.fused_decode_reason
+
+
+def run_alone_and_mixed(path, bs, ps, n, monkeypatch, fused, **kw):
+    """Each prompt alone (every decode step is batch 1), then all together with
+    different lengths (the last one runs alone on a scattered cache)."""
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1" if fused else "0")
+    with LLM(model=path, device="cuda", block_size=bs, gpu_memory_utilization=0.3, **kw) as llm:
+        assert llm.fused_decode is fused, llm.fused_decode_reason
+        alone = [llm.generate([p], greedy(n, 1), use_tqdm=False)[0].outputs[0] for p in ps]
+        sps = [greedy(max(2, n - 12 * (len(ps) - 1 - i)), 1) for i in range(len(ps))]
+        mixed = [o.outputs[0] for o in llm.generate(ps, sps, use_tqdm=False)]
+    return alone + mixed
+
+
+def agree(got, want, what):
+    """Tokens equal up to the first flipped near-tie; chosen-token logprobs within 2e-2."""
+    full, worst = 0, 0.0
+    for g, w in zip(got, want):
+        n = len(w.token_ids)
+        k = 0
+        while k < n and g.token_ids[k] == w.token_ids[k]:
+            t = w.token_ids[k]
+            d = abs(g.logprobs[k][t].logprob - w.logprobs[k][t].logprob)
+            worst = max(worst, d)
+            assert d <= 2e-2, (what, k, d)
+            k += 1
+        full += k == n
+        assert k >= min(n, 8), f"{what}: fused and per-layer diverge after {k} of {n} tokens"
+    print(f"{what}: {full}/{len(want)} identical, max logprob difference {worst:.2e}")
+    assert full >= len(want) - 2
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_fused_matches_per_layer_kernels(models, shape, dtype, monkeypatch):
+    cfg, bs = SHAPES[shape]
+    model = models(shape, dtype)
+    ps = prompt_set(cfg, seed=len(shape))
+    n = 40
+    on = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, True)
+    off = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, False)
+    agree(on, off, f"{shape} {dtype}")
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_fused_matches_cpu_teacher_forced(models):
+    name = "d64"
+    cfg, bs = SHAPES[name]
+    model = models(name, "float16")
+    ps = prompt_set(cfg, seed=5)
+    with LLM(model=model.path, device="cuda", block_size=bs, gpu_memory_utilization=0.3) as gpu:
+        assert gpu.fused_decode
+        outs = [gpu.generate([p], greedy(32, 4), use_tqdm=False)[0].outputs[0] for p in ps]
+    with LLM(model=model.path, device="cpu", block_size=bs) as cpu:
+        worst = 0.0
+        for p, o in zip(ps, outs):
+            logits = cpu.compute_logits([p + o.token_ids[:-1]])[0].astype(np.float64)
+            for k, lp in enumerate(o.logprobs):
+                row = logits[len(p) - 1 + k]
+                ref = row - row.max() - np.log(np.exp(row - row.max()).sum())
+                for t, v in lp.items():
+                    d = abs(v.logprob - ref[t])
+                    worst = max(worst, d)
+                    assert d <= 3e-2, (len(p), k, t, d)
+    print(f"fused fp16 vs CPU fp32: max logprob difference {worst:.2e}")
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_fused_graphs_on_off_identical(models):
+    cfg, bs = SHAPES["d64-odd-v"]
+    model = models("d64-odd-v", "float16")
+    ps = prompt_set(cfg, seed=9)
+    got = {}
+    for eager in (True, False):
+        with LLM(model=model.path, device="cuda", block_size=bs, enforce_eager=eager,
+                 gpu_memory_utilization=0.3) as llm:
+            assert llm.fused_decode
+            got[eager] = [llm.generate([p], greedy(48), use_tqdm=False)[0].outputs[0].token_ids
+                          for p in ps]
+            if not eager:
+                assert llm.stats["graph_replays"] > 0
+    assert got[True] == got[False]
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_fused_off_reasons(models, tmp_path, monkeypatch):
+    cfg, bs = SHAPES["d64"]
+    f32 = make_model(tmp_path / "f32", dtype="float32", std=0.05, **cfg)
+    with LLM(model=f32.path, device="cuda", dtype="float32", gpu_memory_utilization=0.3) as llm:
+        assert llm.fused_decode is False
+        assert "float32" in llm.fused_decode_reason
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "0")
+    with LLM(model=models("d64", "float16").path, device="cuda",
+             gpu_memory_utilization=0.3) as llm:
+        assert llm.fused_decode is False
+        assert "GPT2_ENGINE_FUSED_DECODE=0" in llm.fused_decode_reason
