@@ -114,6 +114,8 @@ def main():
     ap.add_argument("--skip-engine", action="store_true", help="peer / HF / floor columns only")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--json", default=None, help="results path (default $OUT/bench_decode.json)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=ENV=VAL[,ENV=VAL]",
+                    help="an extra engine row run with these environment variables (A/B of knobs)")
     ap.add_argument("--engine-worker", nargs=4, metavar=("CKPT", "N1", "N2", "REPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.engine_worker:
@@ -131,7 +133,8 @@ def main():
     bw = common.guarded(common.copy_bandwidth)
     print(f"device copy bandwidth (read+write): "
           f"{bw / 1e12:.2f} TB/s" if common.is_num(bw) else f"device copy bandwidth: {bw}")
-    rows, results = [], {"copy_bandwidth_Bps": bw, "prompt_len": PROMPT_LEN, "models": {}}
+    rows, vrows = [], []
+    results = {"copy_bandwidth_Bps": bw, "prompt_len": PROMPT_LEN, "models": {}}
     for model in [m.strip() for m in a.models.split(",") if m.strip()]:
         ckpt = common.guarded(common.make_checkpoint, model, "float16")
         if not os.path.isdir(str(ckpt)):
@@ -150,6 +153,11 @@ def main():
                 return r.get("ms", r.get("error", "error: no result")), r.get("tokens")
             eng, eng_toks = engine({})
             unfused = engine({"GPT2_ENGINE_FUSED_DECODE": "0"})[0]
+            for v in a.variant:
+                name, _, spec = v.partition("=")
+                env = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+                ms = engine(env)[0]
+                vrows.append([f"{model} [{name}]", ms, common.ratio(ms, eng)])
         pr = common.guarded(peer_decode, ckpt, n1, n2, reps)
         peer, peer_toks = pr if isinstance(pr, tuple) else (pr, None)
         hf = None if a.skip_hf else common.guarded(hf_decode, ckpt, hn1, hn2, hreps)
@@ -166,6 +174,10 @@ def main():
     common.print_table(["model", "engine ms", "per-layer ms", "peer ms", "HF ms", "floor ms", "engine/floor",
                         "peer/floor", "agree"], rows,
                        title=f"batch-1 decode, ms per output token, fp16, {common.gpu_name()}")
+    if vrows:
+        common.print_table(["engine variant", "ms", "vs engine"], vrows,
+                           title="engine variants (--variant), same run")
+        results["variants"] = vrows
     common.save_json("bench_decode", results, a.json)
 
 

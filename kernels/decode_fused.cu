@@ -44,8 +44,8 @@
 #define FD_WARPS (FD_THREADS / 32)
 #define FD_RL (FD_THREADS / 8)   /* row-lanes of a GEMV: 8 threads x 16 bytes per row */
 #define FD_PF 8                  /* weight rows per thread loaded before a barrier wait */
-#define FD_LM_ROWS 2             /* lm_head rows per warp in flight */
-#define FD_LM_CPL 8              /* 16-byte chunks per lane of one lm_head row: C <= 2048 */
+#define FD_LM_LOADS 8            /* lm_head: 16-byte loads per lane in flight, CPL chunks
+                                  * per lane of a row (C <= 256 CPL) x 8 / CPL rows */
 
 namespace {
 
@@ -64,26 +64,35 @@ __device__ __forceinline__ unsigned long long globaltimer()
     return t;
 }
 
+/* Release / acquire at gpu scope through thread 0, ordered for the rest of the CTA
+ * by __syncthreads (no fence instructions: a fence would also wait for this thread's
+ * outstanding prefetches, and warp 0 issues none). */
 __device__ __forceinline__ void grid_arrive(unsigned *count)
 {
     __syncthreads();                       /* every thread's writes of this phase are done */
-    if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(count, 1u);
-    }
+    if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(count) : "memory");
 }
 
 __device__ __forceinline__ void grid_wait(const unsigned *count, unsigned target)
 {
-    if (threadIdx.x == 0) {
-        if (ld_acquire(count) < target) {
-            const unsigned long long t0 = globaltimer();
-            while (ld_acquire(count) < target)
-                if (globaltimer() - t0 > 2000000000ull) __trap();   /* a bug, not a wait */
-        }
-        __threadfence();
+    if (threadIdx.x == 0 && ld_acquire(count) < target) {
+        const unsigned long long t0 = globaltimer();
+        while (ld_acquire(count) < target)
+            if (globaltimer() - t0 > 2000000000ull) __trap();   /* a bug, not a wait */
     }
     __syncthreads();
+}
+
+/* GPT2_ENGINE_FUSED_TRACE (a.trace != NULL): CTA 0's thread 0 adds the time since its
+ * previous mark to trace[kind], kinds 0-4 = phases A, B, C0, C, D (from the end of the
+ * barrier before the phase to the end of the barrier after it), 5 = the lm_head, 6 =
+ * launches; the host prints the means. */
+__device__ __forceinline__ void trace_mark(const FusedDecodeArgs &a, int kind, unsigned long long &t)
+{
+    if (!a.trace || blockIdx.x != 0 || threadIdx.x != 0) return;
+    const unsigned long long now = globaltimer();
+    if (kind >= 0) a.trace[kind] += now - t;
+    t = now;
 }
 
 /* ---- small helpers ---- */
@@ -154,13 +163,23 @@ __device__ __forceinline__ Geo geo(int K, int N)
     return g;
 }
 
-/* Output n of a GEMV (K, N): the sum of its chunk's partials in CTA order. */
+/* Output n of a GEMV (K, N): the sum of its chunk's partials in CTA order (the
+ * loads of up to FD_SLOTS slots in flight at once). */
+#define FD_SLOTS 16
+#define FD_MERGE 8
 __device__ __forceinline__ float part_sum(const float *part, int K, int N, int n)
 {
     const int W = share_of(K, N), c = n >> 6, col = n & 63;
     const int b0 = c * K / W, b1 = ((c + 1) * K - 1) / W;
+    const float *p = part + (size_t)(c + b0) * 64 + col;
     float s = 0.0f;
-    for (int b = b0; b <= b1; b++) s += __ldcg(part + (size_t)(c + b) * 64 + col);
+    for (int i0 = 0; i0 <= b1 - b0; i0 += FD_SLOTS) {
+        float v[FD_SLOTS];
+#pragma unroll
+        for (int i = 0; i < FD_SLOTS; i++) v[i] = i0 + i <= b1 - b0 ? __ldcg(p + (size_t)(i0 + i) * 64) : 0.0f;
+#pragma unroll
+        for (int i = 0; i < FD_SLOTS; i++) s += v[i];
+    }
     return s;
 }
 
@@ -315,8 +334,9 @@ __device__ __forceinline__ const char *phase_ptr(const Stream &s, int l, int k)
 /* prefetch stream bytes [lo, hi): this CTA's lines, spread over all threads */
 __device__ void l2_prefetch(const Stream &s, size_t lo, size_t hi)
 {
-    const size_t step = (size_t)128 * gridDim.x * FD_THREADS;
-    const size_t mine = (size_t)128 * (blockIdx.x * FD_THREADS + threadIdx.x);
+    if (threadIdx.x < 32) return;          /* warp 0 (the barrier's thread) issues none */
+    const size_t step = (size_t)128 * gridDim.x * (FD_THREADS - 32);
+    const size_t mine = (size_t)128 * (blockIdx.x * (FD_THREADS - 32) + threadIdx.x - 32);
     while (lo < hi) {
         const char *base;
         size_t beg, end;                       /* the phase holding lo, as stream bytes */
@@ -426,65 +446,80 @@ __device__ void attention_split(const FusedDecodeArgs &a, int l, const float *pq
     }
 }
 
-/* attention output row r (head r / D) merged from the splits, rounded */
+/* attention output row r (head r / D) merged from the splits, rounded; each
+ * split's (m, l, o[d]) loaded together, FD_SLOTS splits at a time */
 template <typename T>
 __device__ __forceinline__ float attention_merged(const FusedDecodeArgs &a, const float *att, int r)
 {
     const int D = a.D, NS = a.nsplit, h = r / D, d = r - h * D;
     const float *p = att + (size_t)h * NS * (D + 2);
-    float M = -INFINITY;
-    for (int j = 0; j < NS; j++) M = fmaxf(M, __ldcg(p + (size_t)j * (D + 2)));
-    float ls = 0.0f, os = 0.0f;
-    for (int j = 0; j < NS; j++) {
-        const float *q = p + (size_t)j * (D + 2);
-        const float lj = __ldcg(q + 1);
-        if (lj > 0.0f) {
-            const float f = expf(__ldcg(q) - M);
-            ls += lj * f;
-            os += __ldcg(q + 2 + d) * f;
+    float M = -INFINITY, ls = 0.0f, os = 0.0f;
+    for (int j0 = 0; j0 < NS; j0 += FD_MERGE) {
+        float m[FD_MERGE], l[FD_MERGE], o[FD_MERGE];
+#pragma unroll
+        for (int i = 0; i < FD_MERGE; i++) {
+            const float *q = p + (size_t)(j0 + i) * (D + 2);
+            const bool in = j0 + i < NS;
+            m[i] = in ? __ldcg(q) : -INFINITY;
+            l[i] = in ? __ldcg(q + 1) : 0.0f;
+            o[i] = in ? __ldcg(q + 2 + d) : 0.0f;
         }
+        float mb = M;
+#pragma unroll
+        for (int i = 0; i < FD_MERGE; i++) mb = fmaxf(mb, m[i]);
+        const float corr = ls > 0.0f ? expf(M - mb) : 0.0f;   /* rescale the running sums */
+        ls *= corr;
+        os *= corr;
+#pragma unroll
+        for (int i = 0; i < FD_MERGE; i++)
+            if (l[i] > 0.0f) {
+                const float f = expf(m[i] - mb);
+                ls += l[i] * f;
+                os += o[i] * f;
+            }
+        M = mb;
     }
     return rnd<T>(os / ls);
 }
 
 /* ---- lm_head: logits[n] = xs . wte[n], rows dealt to every warp of the grid ---- */
-template <typename T>
-__device__ __forceinline__ void lm_load(const FusedDecodeArgs &a, int n0, uint4 (&v)[FD_LM_ROWS][FD_LM_CPL])
+template <typename T, int CPL, int ROWS = FD_LM_LOADS / CPL>
+__device__ __forceinline__ void lm_load(const FusedDecodeArgs &a, int n0, uint4 (&v)[ROWS][CPL])
 {
     const int lane = threadIdx.x & 31, cpr = a.C >> 3, nw = gridDim.x * FD_WARPS;
     const T *w = reinterpret_cast<const T *>(a.wte);
 #pragma unroll
-    for (int r = 0; r < FD_LM_ROWS; r++) {
+    for (int r = 0; r < ROWS; r++) {
         const int n = n0 + r * nw;
 #pragma unroll
-        for (int u = 0; u < FD_LM_CPL; u++) {
+        for (int u = 0; u < CPL; u++) {
             const int c = lane + 32 * u;
             v[r][u] = n < a.V && c < cpr ? ldg16(w + (size_t)n * a.C + c * 8) : make_uint4(0u, 0u, 0u, 0u);
         }
     }
 }
 
-template <typename T>
-__device__ void lm_head(const FusedDecodeArgs &a, uint4 (&v)[FD_LM_ROWS][FD_LM_CPL], const float *xs)
+template <typename T, int CPL, int ROWS = FD_LM_LOADS / CPL>
+__device__ void lm_head(const FusedDecodeArgs &a, uint4 (&v)[ROWS][CPL], const float *xs)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, cpr = a.C >> 3;
     const int nw = gridDim.x * FD_WARPS, gw = blockIdx.x * FD_WARPS + warp;
     T *out = reinterpret_cast<T *>(a.logits);
     const T *w = reinterpret_cast<const T *>(a.wte);
-    for (int n0 = gw; n0 < a.V; n0 += FD_LM_ROWS * nw) {
+    for (int n0 = gw; n0 < a.V; n0 += ROWS * nw) {
         /* the rows two iterations ahead toward L2 while these are summed */
-        const int nxt = n0 + FD_LM_ROWS * nw;
+        const int nxt = n0 + ROWS * nw;
 #pragma unroll
-        for (int r = 0; r < FD_LM_ROWS; r++) {
-            const int n = nxt + FD_LM_ROWS * nw + r * nw;
+        for (int r = 0; r < ROWS; r++) {
+            const int n = nxt + ROWS * nw + r * nw;
             if (n < a.V)
                 for (int c = lane * 64; c < a.C; c += 32 * 64) prefetch_l2(w + (size_t)n * a.C + c);
         }
 #pragma unroll
-        for (int r = 0; r < FD_LM_ROWS; r++) {
+        for (int r = 0; r < ROWS; r++) {
             float s = 0.0f;
 #pragma unroll
-            for (int u = 0; u < FD_LM_CPL; u++) {
+            for (int u = 0; u < CPL; u++) {
                 const int c = lane + 32 * u;
                 if (c < cpr) {
                     float f[8];
@@ -497,11 +532,11 @@ __device__ void lm_head(const FusedDecodeArgs &a, uint4 (&v)[FD_LM_ROWS][FD_LM_C
             const int n = n0 + r * nw;
             if (lane == 0 && n < a.V) out[n] = from_f32<T>(s);
         }
-        if (nxt < a.V) lm_load<T>(a, nxt, v);
+        if (nxt < a.V) lm_load<T, CPL>(a, nxt, v);
     }
 }
 
-template <typename T>
+template <typename T, int CPL>
 __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __grid_constant__ FusedDecodeArgs a)
 {
     extern __shared__ __align__(16) float sm[];
@@ -534,6 +569,8 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
             xr[i] = rnd<T>(ld_f<T>(a.wte, (size_t)id * C + i) + ld_f<T>(a.wpe, (size_t)pos * C + i));
         __syncthreads();
     }
+    unsigned long long tmark = 0;
+    trace_mark(a, -1, tmark);
     uint4 pre[FD_PF];
     for (int l = 0; l < a.n_layer; l++) {
         const FusedDecodeLayer &Lw = a.layers[l];
@@ -543,6 +580,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         gemv_preload(reinterpret_cast<const T *>(Lw.qkv_w), gq, pre);
         if (l > 0) {
             grid_wait(a.sync, ++barriers * G);
+            trace_mark(a, 4, tmark);
             residual_add<T>(xr, work(seq - 1), 4 * C, C, a.layers[l - 1].fc2_b);
         }
         layernorm_row<T>(xr, xs, C, Lw.ln1_w, Lw.ln1_b, a.eps, scratch);
@@ -558,7 +596,8 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
                 const int h = item / NS, j = item - h * NS, L = a.seq_lens[0];
                 const int t0 = (int)((long long)j * L / NS), t1 = (int)((long long)(j + 1) * L / NS);
                 const size_t rowb = (size_t)a.D * sizeof(T);
-                for (int tok = t0 + (t >> 1); tok < t1 && tok < L - 1; tok += FD_THREADS / 2) {
+                for (int tok = t0 + ((t - 32) >> 1); t >= 32 && tok < t1 && tok < L - 1;
+                     tok += (FD_THREADS - 32) / 2) {
                     const size_t blk = (size_t)a.block_tables[tok / a.block_size];
                     const size_t off = ((blk * a.H + h) * a.block_size + tok % a.block_size) * rowb;
                     prefetch_l2(reinterpret_cast<const char *>((t & 1) ? Lw.v_cache : Lw.k_cache) + off);
@@ -566,6 +605,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
             }
         }
         grid_wait(a.sync, ++barriers * G);
+        trace_mark(a, 0, tmark);
         attention_split<T>(a, l, work(seq - 1), work(seq), att_sm);
         seq++;
         grid_arrive(a.sync);
@@ -575,6 +615,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         const Geo gp = geo(C, C);
         gemv_preload(reinterpret_cast<const T *>(Lw.proj_w), gp, pre);
         grid_wait(a.sync, ++barriers * G);
+        trace_mark(a, 1, tmark);
         {
             int a0, a1, b1;
             share_rows(gp, a0, a1, b1);
@@ -592,6 +633,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         const Geo gf = geo(C, 4 * C);
         gemv_preload(reinterpret_cast<const T *>(Lw.fc_w), gf, pre);
         grid_wait(a.sync, ++barriers * G);
+        trace_mark(a, 2, tmark);
         residual_add<T>(xr, work(seq - 1), C, C, Lw.proj_b);
         layernorm_row<T>(xr, xs, C, Lw.ln2_w, Lw.ln2_b, a.eps, scratch);
         gemv_run(reinterpret_cast<const T *>(Lw.fc_w), gf, pre, xs, work(seq), red);
@@ -603,6 +645,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         const Geo g2 = geo(4 * C, C);
         gemv_preload(reinterpret_cast<const T *>(Lw.fc2_w), g2, pre);
         grid_wait(a.sync, ++barriers * G);
+        trace_mark(a, 3, tmark);
         {
             int a0, a1, b1;
             share_rows(g2, a0, a1, b1);
@@ -622,15 +665,18 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
 
     /* r += mlp; logits = LN_f(r) @ wte^T */
     stream_to(a.n_layer, 0);
-    uint4 v[FD_LM_ROWS][FD_LM_CPL];
-    lm_load<T>(a, blockIdx.x * FD_WARPS + (t >> 5), v);
+    uint4 v[FD_LM_LOADS / CPL][CPL];
+    lm_load<T, CPL>(a, blockIdx.x * FD_WARPS + (t >> 5), v);
     grid_wait(a.sync, ++barriers * G);
+    trace_mark(a, 4, tmark);
     residual_add<T>(xr, work(seq - 1), 4 * C, C, a.layers[a.n_layer - 1].fc2_b);
     layernorm_row<T>(xr, xs, C, a.lnf_w, a.lnf_b, a.eps, scratch);
-    lm_head<T>(a, v, xs);
+    lm_head<T, CPL>(a, v, xs);
 
     /* the last CTA out resets the barrier for the next launch */
     __syncthreads();
+    trace_mark(a, 5, tmark);
+    if (a.trace && blockIdx.x == 0 && t == 0) a.trace[6] += 1;
     if (t == 0 && atomicAdd(a.sync + 1, 1u) == G - 1) {
         a.sync[0] = 0;
         a.sync[1] = 0;
@@ -653,28 +699,25 @@ extern "C" size_t fused_decode_work_floats(int C, int H, int D, int nsplit, int 
     return gemv > att ? gemv : att;
 }
 
-extern "C" int fused_decode_blocks_per_sm(int dtype, size_t smem)
+/* the kernel for (dtype, C): CPL = 4 up to C = 1024, else 8 */
+template <typename T> static void *kernel_for(int C)
 {
+    return C <= 1024 ? (void *)fused_decode_kernel<T, 4> : (void *)fused_decode_kernel<T, 8>;
+}
+
+static void *kernel_of(int dtype, int C)
+{
+    return dtype == DTYPE_F16 ? kernel_for<__half>(C)
+           : dtype == DTYPE_BF16 ? kernel_for<__nv_bfloat16>(C) : nullptr;
+}
+
+extern "C" int fused_decode_blocks_per_sm(int dtype, int C, size_t smem)
+{
+    void *k = kernel_of(dtype, C);
     int n = 0;
-    cudaError_t e = cudaSuccess;
-    switch (dtype) {
-    case DTYPE_F16:
-        e = cudaFuncSetAttribute(fused_decode_kernel<__half>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fused_decode_kernel<__half>,
-                                                              FD_THREADS, smem);
-        break;
-    case DTYPE_BF16:
-        e = cudaFuncSetAttribute(fused_decode_kernel<__nv_bfloat16>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &n, fused_decode_kernel<__nv_bfloat16>, FD_THREADS, smem);
-        break;
-    default: return 0;
-    }
-    if (e != cudaSuccess) {
+    if (!k || C > 2048 ||
+        cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, FD_THREADS, smem) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
     }
@@ -684,6 +727,8 @@ extern "C" int fused_decode_blocks_per_sm(int dtype, size_t smem)
 extern "C" cudaError_t fused_decode_cuda(const FusedDecodeArgs *a, int dtype, int grid,
                                          size_t smem, cudaStream_t stream)
 {
+    void *k = kernel_of(dtype, a->C);
+    if (!k) return cudaErrorInvalidValue;
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeCooperative;
     attr.val.cooperative = 1;
@@ -694,11 +739,7 @@ extern "C" cudaError_t fused_decode_cuda(const FusedDecodeArgs *a, int dtype, in
     cfg.stream = stream;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    cudaError_t e;
-    switch (dtype) {
-    case DTYPE_F16: e = cudaLaunchKernelEx(&cfg, fused_decode_kernel<__half>, *a); break;
-    case DTYPE_BF16: e = cudaLaunchKernelEx(&cfg, fused_decode_kernel<__nv_bfloat16>, *a); break;
-    default: return cudaErrorInvalidValue;
-    }
+    void *args[] = {(void *)a};
+    cudaError_t e = cudaLaunchKernelExC(&cfg, k, args);
     return e != cudaSuccess ? e : cudaGetLastError();
 }

@@ -134,12 +134,13 @@ typedef struct FusedDecodeArgs {
     int n_layer, C, H, D, V, block_size, act, nsplit;
     float eps, scale;
     long long lookahead;              /* weight bytes kept in flight toward L2 */
+    unsigned long long *trace;        /* NULL, or 7 counters (decode_fused.cu: trace_mark) */
 } FusedDecodeArgs;
 size_t fused_decode_smem_bytes(int C, int D);
 size_t fused_decode_work_floats(int C, int H, int D, int nsplit, int grid);
 /* blocks of the kernel that fit on one SM with smem bytes (sets the kernel's
  * shared-memory limit); 0 when it cannot run */
-int fused_decode_blocks_per_sm(int dtype, size_t smem);
+int fused_decode_blocks_per_sm(int dtype, int C, size_t smem);
 cudaError_t fused_decode_cuda(const FusedDecodeArgs *a, int dtype, int grid, size_t smem,
                               cudaStream_t stream);
 

@@ -7,7 +7,7 @@ sizes 8 / 16 / 32, contexts up to n_positions, the real GPT-2 width and vocab).
 Both GPU paths round activations where they are stored, but sum in different
 orders, so fp16/bf16 results may differ in the last bit: tokens agree up to the
 first near-tie that rounding flips, and the logprob of every agreed token within
-2e-2. Against the CPU's fp32 the logprobs of a teacher-forced run stay within 3e-2
+2e-2 (bf16: plus two bf16 ulps of it, as the logits are stored in bf16). Against the CPU's fp32 the logprobs of a teacher-forced run stay within 3e-2
 (fp16). CUDA graphs on/off give identical tokens (the kernel is deterministic).
 Without a GPU only the CPU test runs."""
 import numpy as np
@@ -73,17 +73,20 @@ def run_alone_and_mixed(path, bs, ps, n, monkeypatch, fused, **kw):
     return alone + mixed
 
 
-def agree(got, want, what):
-    """Tokens equal up to the first flipped near-tie; chosen-token logprobs within 2e-2."""
+def agree(got, want, what, bf16=False):
+    """Tokens equal up to the first flipped near-tie; chosen-token logprobs within 2e-2
+    (bf16: plus two bf16 ulps of the logprob, 2**-6 of its magnitude, since the logits
+    are stored in bf16)."""
     full, worst = 0, 0.0
     for g, w in zip(got, want):
         n = len(w.token_ids)
         k = 0
         while k < n and g.token_ids[k] == w.token_ids[k]:
             t = w.token_ids[k]
-            d = abs(g.logprobs[k][t].logprob - w.logprobs[k][t].logprob)
+            ref = w.logprobs[k][t].logprob
+            d = abs(g.logprobs[k][t].logprob - ref)
             worst = max(worst, d)
-            assert d <= 2e-2, (what, k, d)
+            assert d <= 2e-2 + (abs(ref) / 64 if bf16 else 0.0), (what, k, d, ref)
             k += 1
         full += k == n
         assert k >= min(n, 8), f"{what}: fused and per-layer diverge after {k} of {n} tokens"
@@ -102,7 +105,7 @@ def test_fused_matches_per_layer_kernels(models, shape, dtype, monkeypatch):
     n = 40
     on = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, True)
     off = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, False)
-    agree(on, off, f"{shape} {dtype}")
+    agree(on, off, f"{shape} {dtype}", bf16=dtype == "bfloat16")
 
 
 @requires_cuda

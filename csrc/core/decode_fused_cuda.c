@@ -4,7 +4,9 @@
  *
  * GPT2_ENGINE_FUSED_DECODE=0 turns it off (every step then runs the per-layer
  * kernels); GPT2_ENGINE_FUSED_LOOKAHEAD_MB sets how many MB of weights the kernel
- * keeps in flight toward L2 (default: half the L2). */
+ * keeps in flight toward L2 (default: half the L2); GPT2_ENGINE_FUSED_TRACE=1 (or =PATH)
+ * times the kernel's phases (CTA 0's view) and prints their means to stderr (appends them
+ * to PATH) when the engine closes. */
 #include "backend_cuda.h"
 #include "config.h"
 #include "kernels.h"
@@ -17,6 +19,7 @@ typedef struct FusedDecode {
     FusedDecodeArgs args;      /* the step-independent part; a step fills in its pointers */
     FusedDecodeLayer *layers;  /* device (n_layer) */
     void *work;                /* device: 2 * work_floats fp32, then the 2 sync words */
+    unsigned long long *trace; /* device, 7 counters, or NULL */
     int grid;
     size_t smem;
 } FusedDecode;
@@ -70,7 +73,7 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
     const char *no = unfit(b, m, im->num_sms, buf, sizeof buf);
     const int C = m->n_embd, H = m->n_head, D = C / (H ? H : 1);
     const size_t smem = fused_decode_smem_bytes(C, D);
-    if (!no && fused_decode_blocks_per_sm((int)b->dtype, smem) < 1)
+    if (!no && fused_decode_blocks_per_sm((int)b->dtype, C, smem) < 1)
         no = "the kernel does not fit on one multiprocessor";
     if (no) {
         snprintf(why, why_len, "off: %s", no);
@@ -110,6 +113,12 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
         .act = act_code(m->activation), .nsplit = nsplit, .eps = m->eps, .scale = m->scale,
         .lookahead = lookahead,
     };
+    const char *tr = getenv("GPT2_ENGINE_FUSED_TRACE");
+    if (tr && *tr && strcmp(tr, "0") != 0) {
+        CUDA_CHECK(cudaMalloc((void **)&f->trace, 7 * sizeof *f->trace));
+        CUDA_CHECK(cudaMemset(f->trace, 0, 7 * sizeof *f->trace));
+        f->args.trace = f->trace;
+    }
     free(host);
     snprintf(why, why_len, "on: one kernel per batch-1 step (%d CTAs, %d key splits, %.0f MB "
              "L2 lookahead)", f->grid, nsplit, (double)lookahead / 1048576.0);
@@ -144,6 +153,21 @@ void cuda_fused_decode_destroy(Backend *b, void *state)
     FusedDecode *f = state;
     if (!f) return;
     if (cuda_use_device(b) == cudaSuccess) {
+        unsigned long long tr[7];
+        if (f->trace && cudaMemcpy(tr, f->trace, sizeof tr, cudaMemcpyDeviceToHost) == cudaSuccess &&
+            tr[6]) {
+            const double n = (double)tr[6], L = f->args.n_layer;
+            const char *path = getenv("GPT2_ENGINE_FUSED_TRACE");
+            FILE *fp = path && strcmp(path, "1") != 0 ? fopen(path, "a") : NULL;
+            fprintf(fp ? fp : stderr, "fused decode trace (C=%d, %d layers): %llu launches, us per launch: A %.1f  B %.1f  "
+                    "C0 %.1f  C %.1f  D %.1f (per layer: %.2f %.2f %.2f %.2f %.2f)  lm_head %.1f\n",
+                    f->args.C, f->args.n_layer, tr[6], tr[0] / n / 1e3, tr[1] / n / 1e3, tr[2] / n / 1e3, tr[3] / n / 1e3,
+                    tr[4] / n / 1e3, tr[0] / n / L / 1e3, tr[1] / n / L / 1e3,
+                    tr[2] / n / L / 1e3, tr[3] / n / L / 1e3, tr[4] / n / L / 1e3,
+                    tr[5] / n / 1e3);
+            if (fp) fclose(fp);
+        }
+        cudaFree(f->trace);
         cudaFree(f->layers);
         cudaFree(f->work);
     }
