@@ -84,9 +84,10 @@ __device__ __forceinline__ void grid_wait(const unsigned *count, unsigned target
 }
 
 /* GPT2_ENGINE_FUSED_TRACE (a.trace != NULL): CTA 0's thread 0 adds the time since its
- * previous mark to trace[kind], kinds 0-4 = phases A, B, C0, C, D (from the end of the
- * barrier before the phase to the end of the barrier after it), 5 = the lm_head, 6 =
- * launches; the host prints the means. */
+ * previous mark to trace[i]: for phase k = A, B, C0, C, D (0-4), 3k = building its input,
+ * 3k + 1 = its matmul / attention, 3k + 2 = from there to the end of the next barrier
+ * (arrive, the next phase's prefetches, waiting for the slowest CTA); 15 = the final
+ * residual + ln_f, 16 = the lm_head, 17 = launches. The host prints the means. */
 __device__ __forceinline__ void trace_mark(const FusedDecodeArgs &a, int kind, unsigned long long &t)
 {
     if (!a.trace || blockIdx.x != 0 || threadIdx.x != 0) return;
@@ -506,6 +507,17 @@ __device__ void lm_head(const FusedDecodeArgs &a, uint4 (&v)[ROWS][CPL], const f
     const int nw = gridDim.x * FD_WARPS, gw = blockIdx.x * FD_WARPS + warp;
     T *out = reinterpret_cast<T *>(a.logits);
     const T *w = reinterpret_cast<const T *>(a.wte);
+    /* this lane's chunks of x, packed back to T (they are T values: lossless), held in
+     * registers for every row (from shared memory they would be 8-way bank conflicts) */
+    uint4 xp[CPL];
+#pragma unroll
+    for (int u = 0; u < CPL; u++) {
+        const int c = lane + 32 * u;
+        T h[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) h[e] = from_f32<T>(c < cpr ? xs[c * 8 + e] : 0.0f);
+        xp[u] = *reinterpret_cast<const uint4 *>(h);
+    }
     for (int n0 = gw; n0 < a.V; n0 += ROWS * nw) {
         /* the rows two iterations ahead toward L2 while these are summed */
         const int nxt = n0 + ROWS * nw;
@@ -520,13 +532,11 @@ __device__ void lm_head(const FusedDecodeArgs &a, uint4 (&v)[ROWS][CPL], const f
             float s = 0.0f;
 #pragma unroll
             for (int u = 0; u < CPL; u++) {
-                const int c = lane + 32 * u;
-                if (c < cpr) {
-                    float f[8];
-                    unpack8(v[r][u], f, T());
+                float f[8], x[8];
+                unpack8(v[r][u], f, T());
+                unpack8(xp[u], x, T());
 #pragma unroll
-                    for (int e = 0; e < 8; e++) s = fmaf(xs[c * 8 + e], f[e], s);
-                }
+                for (int e = 0; e < 8; e++) s = fmaf(x[e], f[e], s);
             }
             s = warp_sum(s);
             const int n = n0 + r * nw;
@@ -580,11 +590,13 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         gemv_preload(reinterpret_cast<const T *>(Lw.qkv_w), gq, pre);
         if (l > 0) {
             grid_wait(a.sync, ++barriers * G);
-            trace_mark(a, 4, tmark);
+            trace_mark(a, 14, tmark);
             residual_add<T>(xr, work(seq - 1), 4 * C, C, a.layers[l - 1].fc2_b);
         }
         layernorm_row<T>(xr, xs, C, Lw.ln1_w, Lw.ln1_b, a.eps, scratch);
+        trace_mark(a, 0, tmark);
         gemv_run(reinterpret_cast<const T *>(Lw.qkv_w), gq, pre, xs, work(seq), red);
+        trace_mark(a, 1, tmark);
         seq++;
         grid_arrive(a.sync);
 
@@ -605,8 +617,9 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
             }
         }
         grid_wait(a.sync, ++barriers * G);
-        trace_mark(a, 0, tmark);
+        trace_mark(a, 2, tmark);
         attention_split<T>(a, l, work(seq - 1), work(seq), att_sm);
+        trace_mark(a, 4, tmark);
         seq++;
         grid_arrive(a.sync);
 
@@ -615,7 +628,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         const Geo gp = geo(C, C);
         gemv_preload(reinterpret_cast<const T *>(Lw.proj_w), gp, pre);
         grid_wait(a.sync, ++barriers * G);
-        trace_mark(a, 1, tmark);
+        trace_mark(a, 5, tmark);
         {
             int a0, a1, b1;
             share_rows(gp, a0, a1, b1);
@@ -624,7 +637,9 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
             for (int r = t; r < b1; r += FD_THREADS) xs[r] = attention_merged<T>(a, att, r);
             __syncthreads();
         }
+        trace_mark(a, 6, tmark);
         gemv_run(reinterpret_cast<const T *>(Lw.proj_w), gp, pre, xs, work(seq), red);
+        trace_mark(a, 7, tmark);
         seq++;
         grid_arrive(a.sync);
 
@@ -633,10 +648,12 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         const Geo gf = geo(C, 4 * C);
         gemv_preload(reinterpret_cast<const T *>(Lw.fc_w), gf, pre);
         grid_wait(a.sync, ++barriers * G);
-        trace_mark(a, 2, tmark);
+        trace_mark(a, 8, tmark);
         residual_add<T>(xr, work(seq - 1), C, C, Lw.proj_b);
         layernorm_row<T>(xr, xs, C, Lw.ln2_w, Lw.ln2_b, a.eps, scratch);
+        trace_mark(a, 9, tmark);
         gemv_run(reinterpret_cast<const T *>(Lw.fc_w), gf, pre, xs, work(seq), red);
+        trace_mark(a, 10, tmark);
         seq++;
         grid_arrive(a.sync);
 
@@ -645,7 +662,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         const Geo g2 = geo(4 * C, C);
         gemv_preload(reinterpret_cast<const T *>(Lw.fc2_w), g2, pre);
         grid_wait(a.sync, ++barriers * G);
-        trace_mark(a, 3, tmark);
+        trace_mark(a, 11, tmark);
         {
             int a0, a1, b1;
             share_rows(g2, a0, a1, b1);
@@ -658,7 +675,9 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
                 }
             __syncthreads();
         }
+        trace_mark(a, 12, tmark);
         gemv_run(reinterpret_cast<const T *>(Lw.fc2_w), g2, pre, xs, work(seq), red);
+        trace_mark(a, 13, tmark);
         seq++;
         grid_arrive(a.sync);
     }
@@ -668,15 +687,16 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
     uint4 v[FD_LM_LOADS / CPL][CPL];
     lm_load<T, CPL>(a, blockIdx.x * FD_WARPS + (t >> 5), v);
     grid_wait(a.sync, ++barriers * G);
-    trace_mark(a, 4, tmark);
+    trace_mark(a, 14, tmark);
     residual_add<T>(xr, work(seq - 1), 4 * C, C, a.layers[a.n_layer - 1].fc2_b);
     layernorm_row<T>(xr, xs, C, a.lnf_w, a.lnf_b, a.eps, scratch);
+    trace_mark(a, 15, tmark);
     lm_head<T, CPL>(a, v, xs);
 
     /* the last CTA out resets the barrier for the next launch */
     __syncthreads();
-    trace_mark(a, 5, tmark);
-    if (a.trace && blockIdx.x == 0 && t == 0) a.trace[6] += 1;
+    trace_mark(a, 16, tmark);
+    if (a.trace && blockIdx.x == 0 && t == 0) a.trace[17] += 1;
     if (t == 0 && atomicAdd(a.sync + 1, 1u) == G - 1) {
         a.sync[0] = 0;
         a.sync[1] = 0;

@@ -134,7 +134,7 @@ typedef struct FusedDecodeArgs {
     int n_layer, C, H, D, V, block_size, act, nsplit;
     float eps, scale;
     long long lookahead;              /* weight bytes kept in flight toward L2 */
-    unsigned long long *trace;        /* NULL, or 7 counters (decode_fused.cu: trace_mark) */
+    unsigned long long *trace;        /* NULL, or 18 counters (decode_fused.cu: trace_mark) */
 } FusedDecodeArgs;
 size_t fused_decode_smem_bytes(int C, int D);
 size_t fused_decode_work_floats(int C, int H, int D, int nsplit, int grid);

@@ -19,7 +19,7 @@ typedef struct FusedDecode {
     FusedDecodeArgs args;      /* the step-independent part; a step fills in its pointers */
     FusedDecodeLayer *layers;  /* device (n_layer) */
     void *work;                /* device: 2 * work_floats fp32, then the 2 sync words */
-    unsigned long long *trace; /* device, 7 counters, or NULL */
+    unsigned long long *trace; /* device, 18 counters, or NULL */
     int grid;
     size_t smem;
 } FusedDecode;
@@ -115,8 +115,8 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
     };
     const char *tr = getenv("GPT2_ENGINE_FUSED_TRACE");
     if (tr && *tr && strcmp(tr, "0") != 0) {
-        CUDA_CHECK(cudaMalloc((void **)&f->trace, 7 * sizeof *f->trace));
-        CUDA_CHECK(cudaMemset(f->trace, 0, 7 * sizeof *f->trace));
+        CUDA_CHECK(cudaMalloc((void **)&f->trace, 18 * sizeof *f->trace));
+        CUDA_CHECK(cudaMemset(f->trace, 0, 18 * sizeof *f->trace));
         f->args.trace = f->trace;
     }
     free(host);
@@ -153,18 +153,22 @@ void cuda_fused_decode_destroy(Backend *b, void *state)
     FusedDecode *f = state;
     if (!f) return;
     if (cuda_use_device(b) == cudaSuccess) {
-        unsigned long long tr[7];
+        unsigned long long tr[18];
         if (f->trace && cudaMemcpy(tr, f->trace, sizeof tr, cudaMemcpyDeviceToHost) == cudaSuccess &&
-            tr[6]) {
-            const double n = (double)tr[6], L = f->args.n_layer;
+            tr[17]) {
+            const double n = (double)tr[17], L = f->args.n_layer;
             const char *path = getenv("GPT2_ENGINE_FUSED_TRACE");
             FILE *fp = path && strcmp(path, "1") != 0 ? fopen(path, "a") : NULL;
-            fprintf(fp ? fp : stderr, "fused decode trace (C=%d, %d layers): %llu launches, us per launch: A %.1f  B %.1f  "
-                    "C0 %.1f  C %.1f  D %.1f (per layer: %.2f %.2f %.2f %.2f %.2f)  lm_head %.1f\n",
-                    f->args.C, f->args.n_layer, tr[6], tr[0] / n / 1e3, tr[1] / n / 1e3, tr[2] / n / 1e3, tr[3] / n / 1e3,
-                    tr[4] / n / 1e3, tr[0] / n / L / 1e3, tr[1] / n / L / 1e3,
-                    tr[2] / n / L / 1e3, tr[3] / n / L / 1e3, tr[4] / n / L / 1e3,
-                    tr[5] / n / 1e3);
+            FILE *o = fp ? fp : stderr;
+            static const char *names[5] = {"A qkv", "B attention", "C0 proj", "C fc", "D mlp proj"};
+            fprintf(o, "fused decode trace (C=%d, %d layers, %llu launches), us per layer: "
+                    "input / compute / to the end of the next barrier\n", f->args.C,
+                    f->args.n_layer, tr[17]);
+            for (int k = 0; k < 5; k++)
+                fprintf(o, "  %-12s %6.2f %6.2f %6.2f\n", names[k], tr[3 * k] / n / L / 1e3,
+                        tr[3 * k + 1] / n / L / 1e3, tr[3 * k + 2] / n / L / 1e3);
+            fprintf(o, "  final residual + ln_f %.2f us, lm_head %.2f us per launch\n",
+                    tr[15] / n / 1e3, tr[16] / n / 1e3);
             if (fp) fclose(fp);
         }
         cudaFree(f->trace);
