@@ -97,7 +97,6 @@ __device__ __forceinline__ void trace_mark(const FusedDecodeArgs &a, int kind, u
 }
 
 /* ---- small helpers ---- */
-struct OpSumF { __device__ float operator()(float a, float b) const { return a + b; } };
 
 template <typename T> __device__ __forceinline__ float ld_f(const void *p, size_t i)
 {
@@ -182,6 +181,35 @@ __device__ __forceinline__ float part_sum(const float *part, int K, int N, int n
         for (int i = 0; i < FD_SLOTS; i++) s += v[i];
     }
     return s;
+}
+
+/* out[v] = part_sum(part, K, N, n[v]) for NV outputs at once: when every chunk has at
+ * most SL slots (all GPT-2 shapes), the NV * SL loads are issued together. */
+template <int NV, int SL>
+__device__ __forceinline__ void part_sums(const float *part, int K, int N, const int (&n)[NV],
+                                          const bool (&in)[NV], float (&out)[NV])
+{
+    const int W = share_of(K, N);
+    if (K / W + 2 > SL) {                           /* many slots per chunk: tiny models */
+#pragma unroll
+        for (int v = 0; v < NV; v++) out[v] = in[v] ? part_sum(part, K, N, n[v]) : 0.0f;
+        return;
+    }
+    float x[NV][SL];
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+        const int c = n[v] >> 6, b0 = c * K / W, b1 = ((c + 1) * K - 1) / W;
+        const float *p = part + (size_t)(c + b0) * 64 + (n[v] & 63);
+#pragma unroll
+        for (int i = 0; i < SL; i++) x[v][i] = in[v] && i <= b1 - b0 ? __ldcg(p + (size_t)i * 64) : 0.0f;
+    }
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < SL; i++) s += x[v][i];
+        out[v] = s;
+    }
 }
 
 /* The rows of the input this CTA's share reads: [a0, a1) of chunk c0 and [0, b1) of c0 + 1. */
@@ -282,32 +310,64 @@ __device__ void gemv_run(const T *w, const Geo &g, const uint4 (&pre)[FD_PF], co
     }
 }
 
-/* ---- the residual row (every CTA holds it: xr[C] fp32 of stored values) ---- */
-template <typename T>
-__device__ void residual_add(float *xr, const float *part, int K, int C, const void *bias)
+/* ---- the residual row (every CTA holds it: xr[C] fp32 of stored values) ----
+ * Thread t owns elements t + k * FD_THREADS, k < EPT (C <= EPT * FD_THREADS). The bias
+ * of the residual add and the layernorm's weights are loaded before the barrier wait. */
+template <int EPT> struct RowParams {
+    float bias[EPT], g[EPT], b[EPT];
+};
+
+template <typename T, int EPT>
+__device__ __forceinline__ void row_params(RowParams<EPT> &p, int C, const void *bias,
+                                           const void *g, const void *b)
 {
-    for (int i = threadIdx.x; i < C; i += FD_THREADS) {
-        float v = xr[i] + part_sum(part, K, C, i);
-        if (bias) v += ld_f<T>(bias, i);
-        xr[i] = rnd<T>(v);
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = threadIdx.x + k * FD_THREADS;
+        const bool in = i < C;
+        p.bias[k] = in && bias ? ld_f<T>(bias, i) : 0.0f;
+        p.g[k] = in ? ld_f<T>(g, i) : 0.0f;
+        p.b[k] = in ? ld_f<T>(b, i) : 0.0f;
     }
-    __syncthreads();
 }
 
-/* xs = LN(xr) * w + b, rounded as the unfused layernorm would store it */
-template <typename T>
-__device__ void layernorm_row(const float *xr, float *xs, int C, const void *w, const void *b,
-                              float eps, float *scratch)
+/* With part: xr += the GEMV (K, C)'s output + bias (rounded as stored). Then xs =
+ * LN(xr) * g + b, rounded; the mean and the mean square in one block reduction. */
+template <typename T, int EPT>
+__device__ void residual_ln(float *xr, float *xs, const float *part, int K, int C,
+                            const RowParams<EPT> &p, float eps, float *scratch)
 {
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < C; i += FD_THREADS) s += xr[i];
-    const float mean = block_reduce(s, scratch, 0.0f, OpSumF()) / C;
-    float q = 0.0f;
-    for (int i = threadIdx.x; i < C; i += FD_THREADS) { const float d = xr[i] - mean; q += d * d; }
-    const float var = block_reduce(q, scratch, 0.0f, OpSumF()) / C;
-    const float rstd = rsqrtf(var + eps);
-    for (int i = threadIdx.x; i < C; i += FD_THREADS)
-        xs[i] = rnd<T>((xr[i] - mean) * rstd * ld_f<T>(w, i) + ld_f<T>(b, i));
+    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    int n[EPT];
+    bool in[EPT];
+    float v[EPT];
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        n[k] = t + k * FD_THREADS;
+        in[k] = n[k] < C;
+    }
+    if (part) part_sums<EPT, 32 / EPT>(part, K, C, n, in, v);
+    float s = 0.0f, q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        if (!in[k]) { v[k] = 0.0f; continue; }
+        const float x = part ? rnd<T>(xr[n[k]] + v[k] + p.bias[k]) : xr[n[k]];
+        xr[n[k]] = x;
+        v[k] = x;
+        s += x;
+        q += x * x;
+    }
+    s = warp_sum(s);
+    q = warp_sum(q);
+    if (lane == 0) { scratch[warp] = s; scratch[32 + warp] = q; }
+    __syncthreads();
+    s = q = 0.0f;
+#pragma unroll
+    for (int w = 0; w < FD_WARPS; w++) { s += scratch[w]; q += scratch[32 + w]; }
+    const float mean = s / C, rstd = rsqrtf(fmaxf(q / C - mean * mean, 0.0f) + eps);
+#pragma unroll
+    for (int k = 0; k < EPT; k++)
+        if (in[k]) xs[n[k]] = rnd<T>((v[k] - mean) * rstd * p.g[k] + p.b[k]);
     __syncthreads();
 }
 
@@ -380,14 +440,18 @@ __device__ void attention_split(const FusedDecodeArgs &a, int l, const float *pq
           *wo = wl + FD_WARPS;
     for (int d = t; d < D; d += FD_THREADS) {
         const int n = h * D + d;
-        float q = part_sum(pq, C, 3 * C, n);
-        if (Lw.qkv_b) q += ld_f<T>(Lw.qkv_b, n);
-        qs[d] = rnd<T>(q);
+        const int idx[3] = {n, C + n, 2 * C + n};
+        const bool want[3] = {true, j == NS - 1, j == NS - 1};
+        float qkv[3];
+        part_sums<3, 8>(pq, C, 3 * C, idx, want, qkv);
+        if (Lw.qkv_b) {
+#pragma unroll
+            for (int i = 0; i < 3; i++) qkv[i] += want[i] ? ld_f<T>(Lw.qkv_b, idx[i]) : 0.0f;
+        }
+        qs[d] = rnd<T>(qkv[0]);
         if (j == NS - 1) {
-            float k = part_sum(pq, C, 3 * C, C + n), v = part_sum(pq, C, 3 * C, 2 * C + n);
-            if (Lw.qkv_b) { k += ld_f<T>(Lw.qkv_b, C + n); v += ld_f<T>(Lw.qkv_b, 2 * C + n); }
-            kn[d] = rnd<T>(k);
-            vn[d] = rnd<T>(v);
+            kn[d] = rnd<T>(qkv[1]);
+            vn[d] = rnd<T>(qkv[2]);
             const int32_t slot = a.slot_mapping[0];
             if (slot >= 0) {
                 const size_t blk = (size_t)(slot / a.block_size), off = (size_t)(slot % a.block_size);
@@ -552,7 +616,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
     extern __shared__ __align__(16) float sm[];
     const int C = a.C, t = threadIdx.x;
     float *xr = sm, *xs = xr + C, *red = xs + 4 * C, *att_sm = red + 2 * FD_WARPS * 64;
-    __shared__ float scratch[32];
+    __shared__ float scratch[64];
     auto work = [&](int i) { return a.work + (i & 1) * (size_t)a.work_floats; };
     int seq = 0;                       /* producing phases so far: writes go to work(seq) */
     unsigned barriers = 0;
@@ -582,18 +646,19 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
     unsigned long long tmark = 0;
     trace_mark(a, -1, tmark);
     uint4 pre[FD_PF];
+    RowParams<CPL / 2> rp;
     for (int l = 0; l < a.n_layer; l++) {
         const FusedDecodeLayer &Lw = a.layers[l];
         /* A: qkv */
         stream_to(l, 0);
         const Geo gq = geo(C, 3 * C);
         gemv_preload(reinterpret_cast<const T *>(Lw.qkv_w), gq, pre);
+        row_params<T>(rp, C, l > 0 ? a.layers[l - 1].fc2_b : nullptr, Lw.ln1_w, Lw.ln1_b);
         if (l > 0) {
             grid_wait(a.sync, ++barriers * G);
             trace_mark(a, 14, tmark);
-            residual_add<T>(xr, work(seq - 1), 4 * C, C, a.layers[l - 1].fc2_b);
         }
-        layernorm_row<T>(xr, xs, C, Lw.ln1_w, Lw.ln1_b, a.eps, scratch);
+        residual_ln<T>(xr, xs, l > 0 ? work(seq - 1) : nullptr, 4 * C, C, rp, a.eps, scratch);
         trace_mark(a, 0, tmark);
         gemv_run(reinterpret_cast<const T *>(Lw.qkv_w), gq, pre, xs, work(seq), red);
         trace_mark(a, 1, tmark);
@@ -647,10 +712,10 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
         stream_to(l, 3);
         const Geo gf = geo(C, 4 * C);
         gemv_preload(reinterpret_cast<const T *>(Lw.fc_w), gf, pre);
+        row_params<T>(rp, C, Lw.proj_b, Lw.ln2_w, Lw.ln2_b);
         grid_wait(a.sync, ++barriers * G);
         trace_mark(a, 8, tmark);
-        residual_add<T>(xr, work(seq - 1), C, C, Lw.proj_b);
-        layernorm_row<T>(xr, xs, C, Lw.ln2_w, Lw.ln2_b, a.eps, scratch);
+        residual_ln<T>(xr, xs, work(seq - 1), C, C, rp, a.eps, scratch);
         trace_mark(a, 9, tmark);
         gemv_run(reinterpret_cast<const T *>(Lw.fc_w), gf, pre, xs, work(seq), red);
         trace_mark(a, 10, tmark);
@@ -686,10 +751,10 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
     stream_to(a.n_layer, 0);
     uint4 v[FD_LM_LOADS / CPL][CPL];
     lm_load<T, CPL>(a, blockIdx.x * FD_WARPS + (t >> 5), v);
+    row_params<T>(rp, C, a.layers[a.n_layer - 1].fc2_b, a.lnf_w, a.lnf_b);
     grid_wait(a.sync, ++barriers * G);
     trace_mark(a, 14, tmark);
-    residual_add<T>(xr, work(seq - 1), 4 * C, C, a.layers[a.n_layer - 1].fc2_b);
-    layernorm_row<T>(xr, xs, C, a.lnf_w, a.lnf_b, a.eps, scratch);
+    residual_ln<T>(xr, xs, work(seq - 1), 4 * C, C, rp, a.eps, scratch);
     trace_mark(a, 15, tmark);
     lm_head<T, CPL>(a, v, xs);
 
