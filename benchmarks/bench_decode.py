@@ -2,8 +2,9 @@
 shapes with random fp16 weights: the engine vs the PyTorch peer (torch_peer.py,
 static cache + SDPA + CUDA graph) vs HF transformers generate vs the bandwidth
 floor (fp16 weight bytes / device copy bandwidth measured in this run). `engine`
-runs batch-1 steps as the fused one-kernel decode (kernels/decode_fused.cu);
-`per-layer` is the same engine with GPT2_ENGINE_FUSED_DECODE=0 (~64 kernels a step).
+is the default (~64 kernels a step under programmatic dependent launch); `fused` is the
+same engine with GPT2_ENGINE_FUSED_DECODE=1 (the whole step in one persistent kernel,
+kernels/decode_fused.cu).
 
 Time per token is the difference of two generations of n1 and n2 new tokens from
 the same 16-token prompt, divided by n2 - n1, so that prefill and fixed costs
@@ -144,7 +145,7 @@ def main():
         n1, n2 = 64, 320                                  # engine and peer
         hn1, hn2 = (8, 40) if big else (16, 80)           # HF is slow: keep it short
         hreps = 1 if (a.quick and big) else reps
-        eng, eng_toks, unfused = None, None, None
+        eng, eng_toks, fused = None, None, None
         if not a.skip_engine:
             def engine(env):
                 r = common.run_isolated(os.path.abspath(__file__),
@@ -152,7 +153,7 @@ def main():
                                         timeout=45 if a.quick else 150, extra_env=env)
                 return r.get("ms", r.get("error", "error: no result")), r.get("tokens")
             eng, eng_toks = engine({})
-            unfused = engine({"GPT2_ENGINE_FUSED_DECODE": "0"})[0]
+            fused = engine({"GPT2_ENGINE_FUSED_DECODE": "1"})[0]
             for v in a.variant:
                 name, _, spec = v.partition("=")
                 env = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
@@ -163,15 +164,15 @@ def main():
         hf = None if a.skip_hf else common.guarded(hf_decode, ckpt, hn1, hn2, hreps)
         floor = common.weight_bytes(ckpt) / bw * 1e3 if common.is_num(bw) else bw
         ag = agree(eng_toks, peer_toks) if eng is not None and common.is_num(eng) else None
-        rows.append([model, eng, unfused, peer, hf, floor, common.ratio(eng, floor),
+        rows.append([model, eng, fused, peer, hf, floor, common.ratio(eng, floor),
                      common.ratio(peer, floor), ag])
-        results["models"][model] = dict(engine_ms=eng, unfused_ms=unfused, peer_ms=peer,
+        results["models"][model] = dict(engine_ms=eng, fused_ms=fused, peer_ms=peer,
                                         hf_ms=hf, floor_ms=floor,
                                         weight_bytes=common.weight_bytes(ckpt), agree=ag,
                                         n=(n1, n2), hf_n=(hn1, hn2), reps=reps)
         common.free_cuda()
         common.save_json("bench_decode", results, a.json)       # partial results survive a kill
-    common.print_table(["model", "engine ms", "per-layer ms", "peer ms", "HF ms", "floor ms", "engine/floor",
+    common.print_table(["model", "engine ms", "fused ms", "peer ms", "HF ms", "floor ms", "engine/floor",
                         "peer/floor", "agree"], rows,
                        title=f"batch-1 decode, ms per output token, fp16, {common.gpu_name()}")
     if vrows:

@@ -328,8 +328,9 @@ class LLM:
     @property
     def fused_decode(self) -> bool:
         """Whether a step of one sequence decoding one token runs as one fused kernel
-        (the CUDA backend on fp16/bf16 models; GPT2_ENGINE_FUSED_DECODE=0 turns it off).
-        Attention in that kernel is its own split-KV loop over the same paged cache."""
+        (the CUDA backend on fp16/bf16 models, opt-in with GPT2_ENGINE_FUSED_DECODE=1: it
+        is slower than the per-layer kernels on an H200). Attention in that kernel is its
+        own split-KV loop over the same paged cache."""
         return self._live().fused_decode
 
     @property

@@ -36,7 +36,16 @@
  * leave the kernel resets it, so graph replays start from zero. The grid is at
  * most one CTA per SM and launched cooperatively (co-residency guaranteed); a
  * wait that spins for more than 2 s traps instead of hanging.
- * Data written by other CTAs is read with ld.global.cg (L2), never through L1. */
+ * Data written by other CTAs is read with ld.global.cg (L2), never through L1.
+ *
+ * Measured (H200, fp16, bench_decode; GPT2_ENGINE_FUSED_TRACE for the phases): it is
+ * correct (tests/test_fused_decode.py) but SLOWER than the per-layer kernels under
+ * programmatic dependent launch: gpt2 0.44 against 0.38 ms per token, gpt2-xl 3.7
+ * against 2.1. Every phase costs 5-7 us (gpt2): building its input from the partials
+ * 1.6-2.7, its matmul 1.6-1.9, the barrier with the slowest CTA 1.8-3.3. A grid barrier
+ * plus the partial-sum round trip costs what a PDL kernel boundary costs, so with as
+ * many dependent steps as kernels nothing is gained; hence opt-in
+ * (GPT2_ENGINE_FUSED_DECODE=1, csrc/core/decode_fused_cuda.c). */
 #include "common.cuh"
 #include "launch.cuh"
 
@@ -332,7 +341,7 @@ __device__ __forceinline__ void row_params(RowParams<EPT> &p, int C, const void 
 }
 
 /* With part: xr += the GEMV (K, C)'s output + bias (rounded as stored). Then xs =
- * LN(xr) * g + b, rounded; the mean and the mean square in one block reduction. */
+ * LN(xr) * g + b, rounded. */
 template <typename T, int EPT>
 __device__ void residual_ln(float *xr, float *xs, const float *part, int K, int C,
                             const RowParams<EPT> &p, float eps, float *scratch)
@@ -347,7 +356,7 @@ __device__ void residual_ln(float *xr, float *xs, const float *part, int K, int 
         in[k] = n[k] < C;
     }
     if (part) part_sums<EPT, 32 / EPT>(part, K, C, n, in, v);
-    float s = 0.0f, q = 0.0f;
+    float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < EPT; k++) {
         if (!in[k]) { v[k] = 0.0f; continue; }
@@ -355,16 +364,27 @@ __device__ void residual_ln(float *xr, float *xs, const float *part, int K, int 
         xr[n[k]] = x;
         v[k] = x;
         s += x;
-        q += x * x;
     }
+    /* two passes over the registers (mean, then the squared deviations), as the
+     * layernorm kernels do */
     s = warp_sum(s);
-    q = warp_sum(q);
-    if (lane == 0) { scratch[warp] = s; scratch[32 + warp] = q; }
+    if (lane == 0) scratch[warp] = s;
     __syncthreads();
-    s = q = 0.0f;
+    s = 0.0f;
 #pragma unroll
-    for (int w = 0; w < FD_WARPS; w++) { s += scratch[w]; q += scratch[32 + w]; }
-    const float mean = s / C, rstd = rsqrtf(fmaxf(q / C - mean * mean, 0.0f) + eps);
+    for (int w = 0; w < FD_WARPS; w++) s += scratch[w];
+    const float mean = s / C;
+    float q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < EPT; k++)
+        if (in[k]) q += (v[k] - mean) * (v[k] - mean);
+    q = warp_sum(q);
+    if (lane == 0) scratch[32 + warp] = q;
+    __syncthreads();
+    q = 0.0f;
+#pragma unroll
+    for (int w = 0; w < FD_WARPS; w++) q += scratch[32 + w];
+    const float rstd = rsqrtf(q / C + eps);
 #pragma unroll
     for (int k = 0; k < EPT; k++)
         if (in[k]) xs[n[k]] = rnd<T>((v[k] - mean) * rstd * p.g[k] + p.b[k]);

@@ -109,7 +109,8 @@ int gemv_supported(const GemvArgs *a, int w_nk, int dtype);
 cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t stream);
 
 /* decode_fused.cu — a one-token step (batch 1) of the whole forward in one
- * persistent, cooperatively launched kernel (fp16/bf16): embed, every layer
+ * persistent, cooperatively launched kernel (fp16/bf16; opt-in, slower than the
+ * per-layer kernels on an H200: the file says why): embed, every layer
  * (layernorms, the four matmuls, split-KV attention over the paged cache with this
  * step's K/V written to it) and the lm_head, writing logits[0 .. V) in the storage
  * type. The host (decode_fused_cuda.c) checks the shape conditions:

@@ -1,6 +1,6 @@
-"""The fused batch-1 decode kernel (kernels/decode_fused.cu): one persistent kernel
-for a step of one sequence and one token, against the per-layer kernels
-(GPT2_ENGINE_FUSED_DECODE=0) and the CPU engine, on random checkpoints of several
+"""The fused batch-1 decode kernel (kernels/decode_fused.cu, opt-in with
+GPT2_ENGINE_FUSED_DECODE=1): one persistent kernel for a step of one sequence and one
+token, against the per-layer kernels (the default) and the CPU engine, on random checkpoints of several
 shapes (head sizes 32 / 64 / 128, odd vocabularies, every activation, block
 sizes 8 / 16 / 32, contexts up to n_positions, the real GPT-2 width and vocab).
 
@@ -119,7 +119,8 @@ def test_fused_matches_per_layer_kernels(models, shape, dtype, monkeypatch):
 
 @requires_cuda
 @pytest.mark.gpu
-def test_fused_matches_cpu_teacher_forced(models):
+def test_fused_matches_cpu_teacher_forced(models, monkeypatch):
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1")
     name = "d64"
     cfg, bs = SHAPES[name]
     model = models(name, "float16")
@@ -143,7 +144,8 @@ def test_fused_matches_cpu_teacher_forced(models):
 
 @requires_cuda
 @pytest.mark.gpu
-def test_fused_graphs_on_off_identical(models):
+def test_fused_graphs_on_off_identical(models, monkeypatch):
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1")
     cfg, bs = SHAPES["d64-odd-v"]
     model = models("d64-odd-v", "float16")
     ps = prompt_set(cfg, seed=9)
@@ -162,13 +164,14 @@ def test_fused_graphs_on_off_identical(models):
 @requires_cuda
 @pytest.mark.gpu
 def test_fused_off_reasons(models, tmp_path, monkeypatch):
+    monkeypatch.delenv("GPT2_ENGINE_FUSED_DECODE", raising=False)
+    with LLM(model=models("d64", "float16").path, device="cuda",
+             gpu_memory_utilization=0.3) as llm:
+        assert llm.fused_decode is False             # opt-in
+        assert "GPT2_ENGINE_FUSED_DECODE=1" in llm.fused_decode_reason
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1")
     cfg, bs = SHAPES["d64"]
     f32 = make_model(tmp_path / "f32", dtype="float32", std=0.05, **cfg)
     with LLM(model=f32.path, device="cuda", dtype="float32", gpu_memory_utilization=0.3) as llm:
         assert llm.fused_decode is False
         assert "float32" in llm.fused_decode_reason
-    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "0")
-    with LLM(model=models("d64", "float16").path, device="cuda",
-             gpu_memory_utilization=0.3) as llm:
-        assert llm.fused_decode is False
-        assert "GPT2_ENGINE_FUSED_DECODE=0" in llm.fused_decode_reason

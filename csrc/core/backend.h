@@ -131,7 +131,8 @@ typedef struct BackendOps {
 
     /* ---- a one-token step (batch-1 decode) as one kernel (NULL on the CPU):
      * fused_decode_create prepares it for a model, or leaves *state NULL and says
-     * why in `why` (this GPU, dtype or shape can't, or GPT2_ENGINE_FUSED_DECODE=0);
+     * why in `why` (not asked for with GPT2_ENGINE_FUSED_DECODE=1, or this GPU, dtype
+     * or shape can't);
      * fused_decode runs model_forward's whole math for one token; destroy is
      * NULL-safe. ---- */
     Status (*fused_decode_create)(Backend *b, const FusedDecodeModel *m, void **state,
