@@ -42,6 +42,46 @@ template <typename T> struct alignas(16) Pack16 {
     T v[N];
 };
 
+/* 16-byte read-only load (weights: read once per step, never written) */
+__device__ __forceinline__ uint4 ldg16(const void *p) { return __ldg(reinterpret_cast<const uint4 *>(p)); }
+
+/* the 8 fp16 / bf16 values of a 16-byte pack as fp32 (the second argument picks the type) */
+__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __half)
+{
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 p = __half22float2(h[i]);
+        f[2 * i] = p.x;
+        f[2 * i + 1] = p.y;
+    }
+}
+
+__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __nv_bfloat16)
+{
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 p = __bfloat1622float2(h[i]);
+        f[2 * i] = p.x;
+        f[2 * i + 1] = p.y;
+    }
+}
+
+/* the activation of an ACT_CODE_* (kernels.h) on one fp32 value */
+__device__ __forceinline__ float act_apply(float v, int act)
+{
+    switch (act) {
+    case ACT_CODE_GELU_TANH: {
+        const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        return 0.5f * v * (1.0f + tanhf(u));
+    }
+    case ACT_CODE_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case ACT_CODE_RELU: return v > 0.0f ? v : 0.0f;
+    default: return v;
+    }
+}
+
 /* 1 when every pointer is 16-byte aligned (vectorized paths). */
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 

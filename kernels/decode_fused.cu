@@ -114,43 +114,6 @@ template <typename T> __device__ __forceinline__ float ld_f(const void *p, size_
 
 template <typename T> __device__ __forceinline__ float rnd(float v) { return to_f32(from_f32<T>(v)); }
 
-__device__ __forceinline__ uint4 ldg16(const void *p) { return __ldg(reinterpret_cast<const uint4 *>(p)); }
-
-__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __half)
-{
-    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 p = __half22float2(h[i]);
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-    }
-}
-
-__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __nv_bfloat16)
-{
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 p = __bfloat1622float2(h[i]);
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-    }
-}
-
-__device__ __forceinline__ float act_fn(float v, int act)
-{
-    switch (act) {
-    case ACT_CODE_GELU_TANH: {
-        const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-        return 0.5f * v * (1.0f + tanhf(u));
-    }
-    case ACT_CODE_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    case ACT_CODE_RELU: return v > 0.0f ? v : 0.0f;
-    default: return v;
-    }
-}
-
 /* ---- GEMV geometry: this CTA's flat segments [fb, fe) of (chunk, row) ---- */
 struct Geo {
     int K, N, W, fb, fe, c0, bnd;   /* bnd: first flat index of chunk c0 + 1 */
@@ -756,7 +719,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
                 for (int r = (pass ? 0 : a0) + t; r < (pass ? b1 : a1); r += FD_THREADS) {
                     float v = part_sum(pf, C, 4 * C, r);
                     if (Lw.fc_b) v += ld_f<T>(Lw.fc_b, r);
-                    xs[r] = rnd<T>(act_fn(v, a.act));
+                    xs[r] = rnd<T>(act_apply(v, a.act));
                 }
             __syncthreads();
         }

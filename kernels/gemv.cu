@@ -44,44 +44,6 @@ namespace cg = cooperative_groups;
 
 namespace {
 
-__device__ __forceinline__ float gemv_act(float v, int act)
-{
-    switch (act) {
-    case ACT_CODE_GELU_TANH: {
-        const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-        return 0.5f * v * (1.0f + tanhf(u));
-    }
-    case ACT_CODE_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    case ACT_CODE_RELU: return v > 0.0f ? v : 0.0f;
-    default: return v;
-    }
-}
-
-__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __half)
-{
-    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 p = __half22float2(h[i]);
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-    }
-}
-
-__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __nv_bfloat16)
-{
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 p = __bfloat1622float2(h[i]);
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-    }
-}
-
-/* 16-byte read-only load (weights: read once per step, never written) */
-__device__ __forceinline__ uint4 ldg16(const void *p) { return __ldg(reinterpret_cast<const uint4 *>(p)); }
-
 /* out[m, n] = act(v + bias[n] (+ out[m, n])); the qkv K/V columns also go to the cache */
 template <typename T>
 __device__ __forceinline__ void gemv_store(const GemvArgs &a, int m, int n, float v)
@@ -89,7 +51,7 @@ __device__ __forceinline__ void gemv_store(const GemvArgs &a, int m, int n, floa
     T *o = reinterpret_cast<T *>(a.out) + (size_t)m * a.N + n;
     if (a.bias) v += to_f32(reinterpret_cast<const T *>(a.bias)[n]);
     if (a.accumulate) v += to_f32(*o);
-    const T r = from_f32<T>(gemv_act(v, a.act));
+    const T r = from_f32<T>(act_apply(v, a.act));
     *o = r;
     if (a.k_cache) {
         const int C = a.kv_heads * a.head_size, j = n - C;
