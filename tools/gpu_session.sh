@@ -6,7 +6,9 @@
 # memcheck step (compute-sanitizer).
 # Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (--prefill-only),
 # attn (bench_attention --quick), decode (bench_decode --quick --skip-hf),
-# tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode).
+# tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode),
+# memcheck (compute-sanitizer over $MEMCHECK_ARGS), ncufused (ncu on one fused batch-1
+# decode launch of the $FUSED_SHAPE shape, default gpt2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu_session}; mkdir -p "$OUT"
@@ -37,6 +39,15 @@ for step in ${BENCH:-}; do
         memcheck) timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
                       $PY -m pytest -q -p no:cacheprovider $MEMCHECK_ARGS >"$OUT/memcheck.log" 2>&1
                   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -3 ;;
+        ncufused) # Nsight Compute on one fused batch-1 decode launch (stall reasons, memory)
+                  GPT2_ENGINE_FUSED_DECODE=1 timeout 300 ncu --clock-control none --section SpeedOfLight \
+                      --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+                      -k regex:fused_decode -s 8 -c 1 $PY -c "import sys; sys.path.insert(0, 'benchmarks')
+import common
+from gpt2_engine import LLM, SamplingParams
+llm = LLM(model=common.make_checkpoint('${FUSED_SHAPE:-gpt2}', 'float16'), dtype='float16', device='cuda')
+llm.generate([{'prompt_token_ids': list(range(16))}], SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False)" \
+                      2>&1 | tee "$OUT/ncu_fused.log" | tail -80 ;;
         prof*) timeout 120 $PY benchmarks/profile_decode.py --batch ${step#prof} ${PROF_ARGS:-} 2>&1 | tee "$OUT/$step.log" | tail -30 ;;
     esac
 done
