@@ -113,7 +113,8 @@ cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t strea
  * per-layer kernels on an H200: the file says why): embed, every layer
  * (layernorms, the four matmuls, split-KV attention over the paged cache with this
  * step's K/V written to it) and the lm_head, writing logits[0 .. V) in the storage
- * type. The host (decode_fused_cuda.c) checks the shape conditions:
+ * type. Built for sm_90 (+ PTX) only, as setup.py says. The host (decode_fused_cuda.c)
+ * checks compute capability >= 9.0 and the shape conditions:
  * C % 64 == 0, D % 32 == 0 with D <= 128, C <= 2048, 4C / 64 <= grid, H * nsplit
  * <= grid, every weight 16-byte aligned. layers: device array of n_layer entries;
  * work: 2 * work_floats fp32 (scratch); sync: two device uints, zero before the
