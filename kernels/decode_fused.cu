@@ -40,8 +40,8 @@
  *
  * Measured (H200, fp16, bench_decode; GPT2_ENGINE_FUSED_TRACE for the phases): it is
  * correct (tests/test_fused_decode.py) but SLOWER than the per-layer kernels under
- * programmatic dependent launch: gpt2 0.44 against 0.38 ms per token, gpt2-xl 3.7
- * against 2.1. Every phase costs 5-7 us (gpt2): building its input from the partials
+ * programmatic dependent launch: gpt2 0.445 against 0.377 ms per token, gpt2-xl 3.76
+ * against 2.09. Every phase costs 5-7 us (gpt2): building its input from the partials
  * 1.6-2.7, its matmul 1.6-1.9, the barrier with the slowest CTA 1.8-3.3. A grid barrier
  * plus the partial-sum round trip costs what a PDL kernel boundary costs, so with as
  * many dependent steps as kernels nothing is gained; hence opt-in

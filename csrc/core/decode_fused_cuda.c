@@ -3,8 +3,8 @@
  * its per-layer pointer table and work buffers once, and launches it.
  *
  * It is opt-in: GPT2_ENGINE_FUSED_DECODE=1 turns it on. On an H200 it is slower than the
- * per-layer kernels under programmatic dependent launch (gpt2 0.44 against 0.38 ms per
- * token, gpt2-xl 3.7 against 2.1: docs/performance_notes.md has the phase trace), so by
+ * per-layer kernels under programmatic dependent launch (gpt2 0.445 against 0.377 ms per
+ * token, gpt2-xl 3.76 against 2.09: docs/performance_notes.md has the phase trace), so by
  * default every step runs those. GPT2_ENGINE_FUSED_LOOKAHEAD_MB sets how many MB of
  * weights the kernel keeps in flight toward L2 (default 4); GPT2_ENGINE_FUSED_TRACE=1 (or =PATH)
  * times the kernel's phases (CTA 0's view) and prints their means to stderr (appends them
