@@ -39,13 +39,15 @@ for step in ${BENCH:-}; do
         memcheck) timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
                       $PY -m pytest -q -p no:cacheprovider $MEMCHECK_ARGS >"$OUT/memcheck.log" 2>&1
                   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -3 ;;
-        ncufused) # Nsight Compute on one fused batch-1 decode launch (stall reasons, memory)
+        ncufused) # Nsight Compute on one fused batch-1 decode launch (stall reasons, memory).
+                  # A small KV cache: ncu saves and restores all device memory per replay pass,
+                  # and at the default 0.9 of an H200 that alone ran past 4 minutes.
                   GPT2_ENGINE_FUSED_DECODE=1 timeout 300 ncu --clock-control none --section SpeedOfLight \
                       --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
                       -k regex:fused_decode -s 8 -c 1 $PY -c "import sys; sys.path.insert(0, 'benchmarks')
 import common
 from gpt2_engine import LLM, SamplingParams
-llm = LLM(model=common.make_checkpoint('${FUSED_SHAPE:-gpt2}', 'float16'), dtype='float16', device='cuda')
+llm = LLM(model=common.make_checkpoint('${FUSED_SHAPE:-gpt2}', 'float16'), dtype='float16', device='cuda', gpu_memory_utilization=0.05)
 llm.generate([{'prompt_token_ids': list(range(16))}], SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False)" \
                       2>&1 | tee "$OUT/ncu_fused.log" | tail -80 ;;
         prof*) timeout 120 $PY benchmarks/profile_decode.py --batch ${step#prof} ${PROF_ARGS:-} 2>&1 | tee "$OUT/$step.log" | tail -30 ;;
