@@ -139,16 +139,25 @@ __device__ __forceinline__ Geo geo(int K, int N)
  * loads of up to FD_SLOTS slots in flight at once). */
 #define FD_SLOTS 16
 #define FD_MERGE 8
+
+/* Where output n's partials lie: *p is its first slot (slots 64 floats apart); returns
+ * the index of its last slot (b1 - b0: the CTAs of its chunk, less one). W = share_of. */
+__device__ __forceinline__ int chunk_slots(const float *part, int K, int W, int n, const float **p)
+{
+    const int c = n >> 6, b0 = c * K / W, b1 = ((c + 1) * K - 1) / W;
+    *p = part + (size_t)(c + b0) * 64 + (n & 63);
+    return b1 - b0;
+}
+
 __device__ __forceinline__ float part_sum(const float *part, int K, int N, int n)
 {
-    const int W = share_of(K, N), c = n >> 6, col = n & 63;
-    const int b0 = c * K / W, b1 = ((c + 1) * K - 1) / W;
-    const float *p = part + (size_t)(c + b0) * 64 + col;
+    const float *p;
+    const int last = chunk_slots(part, K, share_of(K, N), n, &p);
     float s = 0.0f;
-    for (int i0 = 0; i0 <= b1 - b0; i0 += FD_SLOTS) {
+    for (int i0 = 0; i0 <= last; i0 += FD_SLOTS) {
         float v[FD_SLOTS];
 #pragma unroll
-        for (int i = 0; i < FD_SLOTS; i++) v[i] = i0 + i <= b1 - b0 ? __ldcg(p + (size_t)(i0 + i) * 64) : 0.0f;
+        for (int i = 0; i < FD_SLOTS; i++) v[i] = i0 + i <= last ? __ldcg(p + (size_t)(i0 + i) * 64) : 0.0f;
 #pragma unroll
         for (int i = 0; i < FD_SLOTS; i++) s += v[i];
     }
@@ -170,10 +179,10 @@ __device__ __forceinline__ void part_sums(const float *part, int K, int N, const
     float x[NV][SL];
 #pragma unroll
     for (int v = 0; v < NV; v++) {
-        const int c = n[v] >> 6, b0 = c * K / W, b1 = ((c + 1) * K - 1) / W;
-        const float *p = part + (size_t)(c + b0) * 64 + (n[v] & 63);
+        const float *p;
+        const int last = chunk_slots(part, K, W, n[v], &p);
 #pragma unroll
-        for (int i = 0; i < SL; i++) x[v][i] = in[v] && i <= b1 - b0 ? __ldcg(p + (size_t)i * 64) : 0.0f;
+        for (int i = 0; i < SL; i++) x[v][i] = in[v] && i <= last ? __ldcg(p + (size_t)i * 64) : 0.0f;
     }
 #pragma unroll
     for (int v = 0; v < NV; v++) {
@@ -744,7 +753,7 @@ __global__ void __launch_bounds__(FD_THREADS, 1) fused_decode_kernel(const __gri
     /* the last CTA out resets the barrier for the next launch */
     __syncthreads();
     trace_mark(a, 16, tmark);
-    if (a.trace && blockIdx.x == 0 && t == 0) a.trace[17] += 1;
+    if (a.trace && blockIdx.x == 0 && t == 0) a.trace[FUSED_TRACE_SLOTS - 1] += 1;
     if (t == 0 && atomicAdd(a.sync + 1, 1u) == G - 1) {
         a.sync[0] = 0;
         a.sync[1] = 0;

@@ -136,8 +136,10 @@ typedef struct FusedDecodeArgs {
     int n_layer, C, H, D, V, block_size, act, nsplit;
     float eps, scale;
     long long lookahead;              /* weight bytes kept in flight toward L2 */
-    unsigned long long *trace;        /* NULL, or 18 counters (decode_fused.cu: trace_mark) */
+    unsigned long long *trace;        /* NULL, or FUSED_TRACE_SLOTS counters (decode_fused.cu:
+                                       * trace_mark); the last counts launches */
 } FusedDecodeArgs;
+#define FUSED_TRACE_SLOTS 18
 size_t fused_decode_smem_bytes(int C, int D);
 size_t fused_decode_work_floats(int C, int H, int D, int nsplit, int grid);
 /* blocks of the kernel that fit on one SM with smem bytes (sets the kernel's

@@ -21,7 +21,8 @@ typedef struct FusedDecode {
     FusedDecodeArgs args;      /* the step-independent part; a step fills in its pointers */
     FusedDecodeLayer *layers;  /* device (n_layer) */
     void *work;                /* device: 2 * work_floats fp32, then the 2 sync words */
-    unsigned long long *trace; /* device, 18 counters, or NULL */
+    unsigned long long *trace; /* device, FUSED_TRACE_SLOTS counters, or NULL */
+    char trace_to[256];        /* GPT2_ENGINE_FUSED_TRACE: "1" (stderr) or a file to append to */
     int grid;
     size_t smem;
 } FusedDecode;
@@ -34,10 +35,10 @@ static int act_code(int activation)
 }
 
 /* Why the kernel can't serve this model on this GPU, or NULL. */
-static const char *unfit(const Backend *b, const FusedDecodeModel *m, int grid, char *buf,
-                         size_t n)
+static const char *unfit(const Backend *b, const FusedDecodeModel *m, int D, int grid,
+                         char *buf, size_t n)
 {
-    const int C = m->n_embd, H = m->n_head, D = H ? C / H : 0;
+    const int C = m->n_embd, H = m->n_head;
     if (b->dtype != DTYPE_F16 && b->dtype != DTYPE_BF16)
         return "float32 models run the per-layer kernels";
     if (b->compute_capability < 90)
@@ -74,8 +75,8 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
         return GPT2_OK;
     }
     char buf[160];
-    const char *no = unfit(b, m, im->num_sms, buf, sizeof buf);
-    const int C = m->n_embd, H = m->n_head, D = C / (H ? H : 1);
+    const int C = m->n_embd, H = m->n_head, D = H ? C / H : 0;
+    const char *no = unfit(b, m, D, im->num_sms, buf, sizeof buf);
     const size_t smem = fused_decode_smem_bytes(C, D);
     if (!no && fused_decode_blocks_per_sm((int)b->dtype, C, smem) < 1)
         no = "the kernel does not fit on one multiprocessor";
@@ -100,10 +101,11 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
                                      w[9], w[10], w[11], m->key_cache[l], m->value_cache[l]};
     }
     CUDA_CHECK(cudaMalloc((void **)&f->layers, sizeof *host * (size_t)m->n_layer));
-    CUDA_CHECK(cudaMalloc(&f->work, 2 * wf * sizeof(float) + 2 * sizeof(unsigned)));
+    const size_t work_bytes = 2 * wf * sizeof(float) + 2 * sizeof(unsigned);   /* + sync */
+    CUDA_CHECK(cudaMalloc(&f->work, work_bytes));
     CUDA_CHECK(cudaMemcpy(f->layers, host, sizeof *host * (size_t)m->n_layer,
                           cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemset(f->work, 0, 2 * wf * sizeof(float) + 2 * sizeof(unsigned)));
+    CUDA_CHECK(cudaMemset(f->work, 0, work_bytes));
     long long lookahead = (long long)4 << 20;   /* 0, 4, 12 and 25 MB measured: 4 best */
     const char *la = getenv("GPT2_ENGINE_FUSED_LOOKAHEAD_MB");
     if (la && *la) lookahead = (long long)(atof(la) * 1048576.0);
@@ -117,9 +119,10 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
     };
     const char *tr = getenv("GPT2_ENGINE_FUSED_TRACE");
     if (tr && *tr && strcmp(tr, "0") != 0) {
-        CUDA_CHECK(cudaMalloc((void **)&f->trace, 18 * sizeof *f->trace));
-        CUDA_CHECK(cudaMemset(f->trace, 0, 18 * sizeof *f->trace));
+        CUDA_CHECK(cudaMalloc((void **)&f->trace, FUSED_TRACE_SLOTS * sizeof *f->trace));
+        CUDA_CHECK(cudaMemset(f->trace, 0, FUSED_TRACE_SLOTS * sizeof *f->trace));
         f->args.trace = f->trace;
+        snprintf(f->trace_to, sizeof f->trace_to, "%s", tr);
     }
     free(host);
     snprintf(why, why_len, "on: one kernel per batch-1 step (%d CTAs, %d key splits, %.0f MB "
@@ -150,29 +153,34 @@ fail:
     return err->code;
 }
 
+/* The means of the kernel's phase times (trace_mark in decode_fused.cu), per layer. */
+static void print_trace(const FusedDecode *f)
+{
+    unsigned long long tr[FUSED_TRACE_SLOTS];
+    if (cudaMemcpy(tr, f->trace, sizeof tr, cudaMemcpyDeviceToHost) != cudaSuccess ||
+        !tr[FUSED_TRACE_SLOTS - 1])
+        return;
+    const double n = (double)tr[FUSED_TRACE_SLOTS - 1], L = f->args.n_layer;
+    FILE *fp = strcmp(f->trace_to, "1") != 0 ? fopen(f->trace_to, "a") : NULL;
+    FILE *o = fp ? fp : stderr;
+    static const char *names[5] = {"A qkv", "B attention", "C0 proj", "C fc", "D mlp proj"};
+    fprintf(o, "fused decode trace (C=%d, %d layers, %llu launches), us per layer: "
+            "input / compute / to the end of the next barrier\n", f->args.C, f->args.n_layer,
+            tr[FUSED_TRACE_SLOTS - 1]);
+    for (int k = 0; k < 5; k++)
+        fprintf(o, "  %-12s %6.2f %6.2f %6.2f\n", names[k], tr[3 * k] / n / L / 1e3,
+                tr[3 * k + 1] / n / L / 1e3, tr[3 * k + 2] / n / L / 1e3);
+    fprintf(o, "  final residual + ln_f %.2f us, lm_head %.2f us per launch\n",
+            tr[15] / n / 1e3, tr[16] / n / 1e3);
+    if (fp) fclose(fp);
+}
+
 void cuda_fused_decode_destroy(Backend *b, void *state)
 {
     FusedDecode *f = state;
     if (!f) return;
     if (cuda_use_device(b) == cudaSuccess) {
-        unsigned long long tr[18];
-        if (f->trace && cudaMemcpy(tr, f->trace, sizeof tr, cudaMemcpyDeviceToHost) == cudaSuccess &&
-            tr[17]) {
-            const double n = (double)tr[17], L = f->args.n_layer;
-            const char *path = getenv("GPT2_ENGINE_FUSED_TRACE");
-            FILE *fp = path && strcmp(path, "1") != 0 ? fopen(path, "a") : NULL;
-            FILE *o = fp ? fp : stderr;
-            static const char *names[5] = {"A qkv", "B attention", "C0 proj", "C fc", "D mlp proj"};
-            fprintf(o, "fused decode trace (C=%d, %d layers, %llu launches), us per layer: "
-                    "input / compute / to the end of the next barrier\n", f->args.C,
-                    f->args.n_layer, tr[17]);
-            for (int k = 0; k < 5; k++)
-                fprintf(o, "  %-12s %6.2f %6.2f %6.2f\n", names[k], tr[3 * k] / n / L / 1e3,
-                        tr[3 * k + 1] / n / L / 1e3, tr[3 * k + 2] / n / L / 1e3);
-            fprintf(o, "  final residual + ln_f %.2f us, lm_head %.2f us per launch\n",
-                    tr[15] / n / 1e3, tr[16] / n / 1e3);
-            if (fp) fclose(fp);
-        }
+        if (f->trace) print_trace(f);
         cudaFree(f->trace);
         cudaFree(f->layers);
         cudaFree(f->work);
