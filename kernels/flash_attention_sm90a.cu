@@ -9,7 +9,7 @@
  * flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>: the default, warp-specialized
  *   one CTA per (q tile, sequence, head) in longest-first order, or one per SM taking
  *   such tiles in turn (persistent; ws_tile), (NWG+1)*128 threads. Warpgroup 0 is the
- *   producer: after setmaxnreg.dec leaves it 24 registers, its warp 0 alone issues
+ *   producer: after setmaxnreg.dec leaves it 32-40 registers, its warp 0 alone issues
  *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
  *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
  *   its other warps exit. Warpgroups 1..NWG consume (setmaxnreg.inc): warpgroup c
@@ -688,9 +688,15 @@ __device__ __forceinline__ bool ws_tile(const FlashParams &p, int b, WsTile &w) 
 }
 
 /* register budgets after setmaxnreg, producer warpgroup / each consumer warpgroup:
- * 128*P + NWG*128*C must not exceed the 65536 registers the launch holds */
-constexpr int kWsProducerRegs = 24;
-constexpr int ws_consumer_regs(int nwg) { return nwg == 2 ? 240 : 160; }
+ * 128*P + NWG*128*C must not exceed the registers the CTA holds at launch. The producer
+ * takes what the consumers leave (24 spilled in its loop) */
+constexpr int ws_producer_regs(int nwg) { return nwg == 2 ? 40 : 32; }
+constexpr int ws_consumer_regs(int nwg) { return nwg == 2 ? 232 : 160; }
+/* the registers a thread holds at launch: __launch_bounds__(threads, 1) lets the compiler
+ * take 65536 / threads, rounded down to the allocation granule of 8; setmaxnreg.inc waits
+ * for registers that a setmaxnreg.dec of the CTA has released, so the budgets must fit
+ * in this allocation (not in 65536: 384 threads hold 64512) or the consumers hang */
+constexpr int ws_launch_regs(int nwg) { return (65536 / ((nwg + 1) * 128)) & ~7; }
 
 template <typename T, int D, int NWG, int BN, int ST, int PP>
 __global__ void __launch_bounds__((NWG + 1) * 128, 1)
@@ -707,8 +713,9 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     static_assert(BN == 64 || BN == 128, "key tile of 64 or 128 (wgmma N of S)");
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
     static_assert(ST >= 2, "at least two K/V stages");
-    static_assert(128 * kWsProducerRegs + NWG * 128 * ws_consumer_regs(NWG) <= 65536,
-                  "register budgets exceed the register file");
+    static_assert(128 * ws_producer_regs(NWG) + NWG * 128 * ws_consumer_regs(NWG) <=
+                      (NWG + 1) * 128 * ws_launch_regs(NWG),
+                  "register budgets exceed the launch's allocation");
     static_assert((64 * CPR) % 128 == 0, "Q chunks divide among a warpgroup");
 
     extern __shared__ unsigned char smem_raw[];
@@ -767,7 +774,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     if (wg == 0) {
         /* ---- producer: warp 0 issues the TMA loads, one lane per (page, 64-column
          * panel) box of a tile: npg = BN / R pages of R = min(block_size, BN) rows ---- */
-        setmaxnreg_dec<kWsProducerRegs>();
+        setmaxnreg_dec<ws_producer_regs(NWG)>();
         if (tid >= 32) return;
         const int r_shift = min(p.bs_shift, LOG2_BN);
         const int page = lane & ((BN >> r_shift) - 1), panel = lane >> (LOG2_BN - r_shift);
@@ -1127,6 +1134,16 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
         encode_kv_map(encode, &tm_v, p.v_cache, dtype, p.H, D, block_size, rows) != CUDA_SUCCESS)
         return cudaErrorInvalidValue;
     auto kern = flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>;
+    /* the registers the build gave the kernel must hold the setmaxnreg budgets (else the
+     * consumers would wait for registers forever): checked once, cudaErrorNotSupported
+     * sends the caller to the cp.async kernel */
+    static const bool regs_fit = [&]() {
+        cudaFuncAttributes fa;
+        return cudaFuncGetAttributes(&fa, kern) == cudaSuccess &&
+               fa.numRegs * (NWG + 1) * 128 >=
+                   128 * ws_producer_regs(NWG) + NWG * 128 * ws_consumer_regs(NWG);
+    }();
+    if (!regs_fit) return cudaErrorNotSupported;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
@@ -1252,8 +1269,9 @@ extern "C" int flash_attention_prefill_sm90a_supported(int head_size, int dtype,
 
 /* The TMA kernel unless GPT2_ENGINE_FLASH_WGMMA=legacy (read per call, for A/B runs),
  * the block size is below 8 (a page of fewer than 8 rows breaks the 8-row swizzle atom
- * into pieces TMA cannot place), a cache is not 16-byte aligned (TMA), or the driver
- * has no cuTensorMapEncodeTiled; those run the cp.async kernel. */
+ * into pieces TMA cannot place), a cache is not 16-byte aligned (TMA), the driver has
+ * no cuTensorMapEncodeTiled, or the build gave the TMA kernel too few registers for its
+ * setmaxnreg budgets; those run the cp.async kernel. */
 extern "C" cudaError_t flash_attention_prefill_sm90a(
     void *out, const void *q, int q_stride, const void *k_cache, const void *v_cache,
     const int32_t *query_start_loc, const int32_t *seq_lens, const int32_t *block_tables,
@@ -1274,11 +1292,12 @@ extern "C" cudaError_t flash_attention_prefill_sm90a(
     PFN_cuTensorMapEncodeTiled_v12000 encode =
         legacy || block_size < 8 || !aligned ? nullptr : tensor_map_encoder();
     if (encode) {
-        if (dtype == 1)
-            return dispatch_ws<__half>(p, encode, dtype, D, block_size, num_seqs, max_query_len,
-                                       max_ctas, stream);
-        return dispatch_ws<__nv_bfloat16>(p, encode, dtype, D, block_size, num_seqs,
-                                          max_query_len, max_ctas, stream);
+        const cudaError_t e =
+            dtype == 1 ? dispatch_ws<__half>(p, encode, dtype, D, block_size, num_seqs,
+                                             max_query_len, max_ctas, stream)
+                       : dispatch_ws<__nv_bfloat16>(p, encode, dtype, D, block_size, num_seqs,
+                                                    max_query_len, max_ctas, stream);
+        if (e != cudaErrorNotSupported) return e;   /* else the cp.async kernel below */
     }
     p.sched = 0;   /* the cp.async kernel keeps its (q tile, sequence, head) grid */
     if (dtype == 1) return dispatch_cpasync<__half>(p, D, num_seqs, max_query_len, stream);
