@@ -113,6 +113,8 @@ def _attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, query_start_l
     if not 0 <= num_decodes <= S or np.any(qlen[:num_decodes] != 1):
         raise ValueError("num_decodes must count leading sequences of query length 1")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if not (math.isfinite(scale) and scale > 0):   # the kernels scale row maxima, not scores
+        raise ValueError(f"scale must be a positive finite number, got {scale}")
     return q, k_cache, v_cache, bt, sl, qsl, num_decodes, scale, flat
 
 

@@ -196,13 +196,23 @@ __device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], float (&mx)[
             if (col + 1 > qpos1) sacc[4 * i + 3] = -INFINITY;
         }
     }
-    float mnew[2] = {mx[0], mx[1]};
+    /* row maxima of the raw scores in 4 independent chains per row (a single chain is
+     * BN/4 dependent steps), scaled once: scale_log2 > 0, so max(s) * scale rounds to
+     * exactly max(s * scale) */
+    float cm[2][4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) cm[0][a] = cm[1][a] = -INFINITY;
 #pragma unroll
     for (int i = 0; i < BN / 8; i++) {
-        mnew[0] = fmaxf(mnew[0], fmaxf(sacc[4 * i], sacc[4 * i + 1]) * scale_log2);
-        mnew[1] = fmaxf(mnew[1], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]) * scale_log2);
+        cm[0][i & 3] = fmaxf(cm[0][i & 3], fmaxf(sacc[4 * i], sacc[4 * i + 1]));
+        cm[1][i & 3] = fmaxf(cm[1][i & 3], fmaxf(sacc[4 * i + 2], sacc[4 * i + 3]));
     }
-    float base[2], rsum[2] = {0.f, 0.f};
+    float mnew[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+        mnew[r] = fmaxf(mx[r], fmaxf(fmaxf(cm[r][0], cm[r][1]), fmaxf(cm[r][2], cm[r][3])) *
+                                   scale_log2);
+    float base[2], cs[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
@@ -217,11 +227,11 @@ __device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], float (&mx)[
         for (int e = 0; e < 4; e++) {
             const float pe = fast_exp2(fmaf(sacc[4 * i + e], scale_log2, -base[e >> 1]));
             sacc[4 * i + e] = pe;
-            rsum[e >> 1] += pe;
+            cs[e >> 1][(2 * i + (e & 1)) & 3] += pe;   /* row sums in 4 chains too */
         }
     }
-    l[0] = l[0] * alpha[0] + rsum[0];
-    l[1] = l[1] * alpha[1] + rsum[1];
+#pragma unroll
+    for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + ((cs[r][0] + cs[r][1]) + (cs[r][2] + cs[r][3]));
 }
 
 /* after P_{j-1} V_{j-1} has landed: O to the new max, P_j packed as the A fragments of

@@ -220,6 +220,10 @@ def test_ops_argument_errors():
                             dtype="float32")
     with pytest.raises(ValueError, match="dtype"):
         ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="CPU", dtype="float64")
+    for bad_scale in (0.0, -0.125, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="scale must be a positive"):
+            ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="CPU", dtype="float32",
+                                scale=bad_scale)
     with pytest.raises(ValueError, match="unknown attention backend"):
         ops.paged_attention(q, kc, vc, bt, sl, qsl, backend="NOPE", dtype="float32")
     with pytest.raises(ValueError, match="slot_mapping"):
