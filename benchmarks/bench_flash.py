@@ -22,6 +22,10 @@ engine's Python layer.
 
     python benchmarks/bench_flash.py [--lib path/to/libflash.so] [--arch 90]
         [--decode-only | --prefill-only] [--variant "FLASH_DECODE_HPB=1;FLASH_DECODE_MIN_BLOCKS128=4" ...]
+        [--block-sizes 16,64,128]
+
+--block-sizes replaces the prefill rows with the TMA kernel's at each cache block size
+(one TMA box per page and 64-column panel: 16-row pages take 8 boxes per 128-key tile).
 
 --variant builds the kernels again with those macros (tuning knobs of
 flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128" for the
@@ -210,7 +214,9 @@ def time_graph_ms(torch, fn, n=20, reps=20):
     return time_ms(torch, g.replay, reps=reps) / n
 
 
-def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
+def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None, ws_only=False):
+    """ws_only: only the TMA kernel at its default schedule against SDPA (the block-size
+    table)."""
     import torch.nn.functional as Fn
     H = 2048 // D
     gen = torch.Generator().manual_seed(B * S + D)
@@ -238,8 +244,10 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
     flops = 4 * B * H * S * S * D / 2
     res = {}
     saved = {k: os.environ.get(k) for k in ("GPT2_ENGINE_FLASH_WGMMA", "GPT2_ENGINE_FLASH_SCHED")}
-    runs = [("ws", "1", ""), ("legacy", "legacy", ""), ("mma", "0", "")]
-    runs += [(f"ws_s{m}", "1", str(m)) for m in SCHEDS]   # the TMA kernel's tile orders
+    runs = [("ws", "1", "")]
+    if not ws_only:
+        runs += [("legacy", "legacy", ""), ("mma", "0", "")]
+        runs += [(f"ws_s{m}", "1", str(m)) for m in SCHEDS]   # the TMA kernel's tile orders
     def use(flag, sched):   # both variables are read per call
         os.environ["GPT2_ENGINE_FLASH_WGMMA"] = flag
         os.environ["GPT2_ENGINE_FLASH_SCHED"] = sched
@@ -273,7 +281,7 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None):
             ts / tf for ts, tf in zip(times["sdpa"], times[path]))
     ts = statistics.median(times["sdpa"])
     tp = float("nan")
-    if paged is not None:
+    if paged is not None and not ws_only:
         pout = torch.empty_like(out)
         a = PagedLib.args(pout, q, 3 * H * D, kc, vc, qsl, sl, bt, H, D, bs, scale)
         st = FlashLib._stream()
@@ -357,6 +365,10 @@ def main():
     ap.add_argument("--dtype", default="float16", choices=list(DTYPE_CODE))
     ap.add_argument("--decode-only", action="store_true", help="skip the prefill rows")
     ap.add_argument("--prefill-only", action="store_true", help="skip the decode rows")
+    ap.add_argument("--block-sizes", default="",
+                    help="e.g. 16,64,128: instead of the prefill rows, the TMA kernel at its "
+                         "default schedule against SDPA at these cache block sizes (it loads "
+                         "one TMA box per page and 64-column panel)")
     ap.add_argument("--variant", action="append", default=[],
                     help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat the rows')
     args = ap.parse_args()
@@ -407,7 +419,21 @@ def main():
             err = max(r[f"ws_s{m}_err"] for m in SCHEDS)
             print(f"{r['B']:>3} {r['S']:>5} {r['D']:>4} {tf} | {rat} {err:>8.1e}")
 
-    if not args.decode_only:
+    def block_size_rows(sizes):
+        print("prefill, TMA kernel (default schedule) by cache block size: TF/s, median ratio "
+              "to SDPA of the same call")
+        print(f"{'B':>3} {'S':>5} {'D':>4} " + " ".join(f"{'bs' + str(b):>13}" for b in sizes))
+        for B, S in ((8, 2048), (16, 1024)):
+            for D in (64, 128):
+                cells = []
+                for bsz in sizes:
+                    r = bench_prefill(torch, lib, B, S, D, dtype, bs=bsz, ws_only=True)
+                    cells.append(f"{r['ws_tflops']:>7.1f} {r['ws_vs_sdpa']:>5.2f}")
+                print(f"{B:>3} {S:>5} {D:>4} " + " ".join(cells))
+
+    if args.block_sizes and not args.decode_only:
+        block_size_rows([int(x) for x in args.block_sizes.split(",") if x])
+    elif not args.decode_only:
         prefill_rows(lib, "default")
     cb = copy_bandwidth(torch)
     print(f"decode (K+V bytes read, timed as CUDA-graph replays of 20 calls); "

@@ -5,10 +5,13 @@
 # TESTS="paths and args": run only those tests. MEMCHECK_ARGS: pytest arguments for the
 # memcheck step (compute-sanitizer).
 # Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (--prefill-only),
+# flashbs (--prefill-only --block-sizes $FLASH_BLOCK_SIZES, default 16,64,128),
 # attn (bench_attention --quick), decode (bench_decode --quick --skip-hf),
 # tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode),
 # memcheck (compute-sanitizer over $MEMCHECK_ARGS), ncufused (ncu on one fused batch-1
-# decode launch of the $FUSED_SHAPE shape, default gpt2).
+# decode launch of the $FUSED_SHAPE shape, default gpt2), ncuflash (ncu on one FLASH
+# prefill launch per ';'-separated set of benchmarks/profile_flash_prefill.py arguments
+# in $FLASH_NCU_ARGS).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu_session}; mkdir -p "$OUT"
@@ -33,6 +36,8 @@ for step in ${BENCH:-}; do
         flashdec) args=(--decode-only); for v in ${FLASH_VARIANTS:-}; do args+=(--variant "$v"); done
                   timeout 400 $PY benchmarks/bench_flash.py "${args[@]}" 2>&1 | tee "$OUT/flash.log" | grep -v "^\[" ;;
         flash) timeout -k 10 150 $PY benchmarks/bench_flash.py --prefill-only 2>&1 | tee "$OUT/flash_full.log" | grep -v "^\[" ;;
+        flashbs) timeout -k 10 200 $PY benchmarks/bench_flash.py --prefill-only --block-sizes ${FLASH_BLOCK_SIZES:-16,64,128} \
+                     2>&1 | tee "$OUT/flash_bs.log" | grep -v "^\[" ;;
         attn) timeout 200 $PY benchmarks/bench_attention.py --quick 2>&1 | tee "$OUT/attn.log" | tail -30 ;;
         decode) timeout 240 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
         tput) timeout 240 $PY benchmarks/bench_throughput.py --quick --skip-hf 2>&1 | tee "$OUT/tput.log" | grep -v "^\[" | tail -20 ;;
@@ -50,6 +55,18 @@ from gpt2_engine import LLM, SamplingParams
 llm = LLM(model=common.make_checkpoint('${FUSED_SHAPE:-gpt2}', 'float16'), dtype='float16', device='cuda', gpu_memory_utilization=0.05)
 llm.generate([{'prompt_token_ids': list(range(16))}], SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False)" \
                       2>&1 | tee "$OUT/ncu_fused.log" | tail -80 ;;
+        ncuflash) # Nsight Compute on one FLASH prefill launch (the TMA kernel) per ';'-separated
+                  # argument set of $FLASH_NCU_ARGS (profile_flash_prefill.py; default B=16
+                  # S=1024 d=64 block size 16): throughput, issue, and the stall reasons
+                  IFS=';' read -ra sets <<< "${FLASH_NCU_ARGS:---block-size 16}"
+                  for a in "${sets[@]}"; do
+                      echo "--- ncu: profile_flash_prefill.py $a"
+                      timeout 200 ncu --clock-control none --section SpeedOfLight --section SchedulerStats \
+                          --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+                          -k regex:flash_attention_sm90a_kernel -c 1 \
+                          $PY benchmarks/profile_flash_prefill.py $a 2>&1 | tee -a "$OUT/ncu_flash.log" \
+                          | grep -v "^==PROF==" | grep -E "prefill|Duration|Throughput|Eligible|Issued|stalled" | awk '$NF != "0" || !/stalled/'
+                  done ;;
         prof*) timeout 120 $PY benchmarks/profile_decode.py --batch ${step#prof} ${PROF_ARGS:-} 2>&1 | tee "$OUT/$step.log" | tail -30 ;;
     esac
 done
