@@ -707,6 +707,10 @@ constexpr int ws_consumer_regs(int nwg) { return nwg == 2 ? 232 : 160; }
  * for registers that a setmaxnreg.dec of the CTA has released, so the budgets must fit
  * in this allocation (not in 65536: 384 threads hold 64512) or the consumers hang */
 constexpr int ws_launch_regs(int nwg) { return (65536 / ((nwg + 1) * 128)) & ~7; }
+/* the CTA's registers under the budgets */
+constexpr int ws_budget_regs(int nwg) {
+    return 128 * ws_producer_regs(nwg) + nwg * 128 * ws_consumer_regs(nwg);
+}
 
 template <typename T, int D, int NWG, int BN, int ST, int PP>
 __global__ void __launch_bounds__((NWG + 1) * 128, 1)
@@ -723,8 +727,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     static_assert(BN == 64 || BN == 128, "key tile of 64 or 128 (wgmma N of S)");
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
     static_assert(ST >= 2, "at least two K/V stages");
-    static_assert(128 * ws_producer_regs(NWG) + NWG * 128 * ws_consumer_regs(NWG) <=
-                      (NWG + 1) * 128 * ws_launch_regs(NWG),
+    static_assert(ws_budget_regs(NWG) <= (NWG + 1) * 128 * ws_launch_regs(NWG),
                   "register budgets exceed the launch's allocation");
     static_assert((64 * CPR) % 128 == 0, "Q chunks divide among a warpgroup");
 
@@ -1150,8 +1153,7 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
     static const bool regs_fit = [&]() {
         cudaFuncAttributes fa;
         return cudaFuncGetAttributes(&fa, kern) == cudaSuccess &&
-               fa.numRegs * (NWG + 1) * 128 >=
-                   128 * ws_producer_regs(NWG) + NWG * 128 * ws_consumer_regs(NWG);
+               fa.numRegs * (NWG + 1) * 128 >= ws_budget_regs(NWG);
     }();
     if (!regs_fit) return cudaErrorNotSupported;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
