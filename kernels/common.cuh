@@ -45,24 +45,20 @@ template <typename T> struct alignas(16) Pack16 {
 /* 16-byte read-only load (weights: read once per step, never written) */
 __device__ __forceinline__ uint4 ldg16(const void *p) { return __ldg(reinterpret_cast<const uint4 *>(p)); }
 
-/* the 8 fp16 / bf16 values of a 16-byte pack as fp32 (the second argument picks the type) */
-__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __half)
-{
-    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 p = __half22float2(h[i]);
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-    }
-}
+/* two packed fp16 / bf16 values as fp32 */
+__device__ __forceinline__ float2 to_f32x2(__half2 x) { return __half22float2(x); }
+__device__ __forceinline__ float2 to_f32x2(__nv_bfloat162 x) { return __bfloat1622float2(x); }
+template <typename T> struct Pair;   /* T's two-value type */
+template <> struct Pair<__half> { typedef __half2 type; };
+template <> struct Pair<__nv_bfloat16> { typedef __nv_bfloat162 type; };
 
-__device__ __forceinline__ void unpack8(const uint4 &u, float f[8], __nv_bfloat16)
+/* the 8 fp16 / bf16 values of a 16-byte pack as fp32 (the second argument picks the type) */
+template <typename T> __device__ __forceinline__ void unpack8(const uint4 &u, float f[8], T)
 {
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+    const typename Pair<T>::type *h = reinterpret_cast<const typename Pair<T>::type *>(&u);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const float2 p = __bfloat1622float2(h[i]);
+        const float2 p = to_f32x2(h[i]);
         f[2 * i] = p.x;
         f[2 * i + 1] = p.y;
     }

@@ -162,15 +162,6 @@ struct RawRow {
     __device__ __forceinline__ float operator[](int i) const { return logit(p, i); }
 };
 
-/* Two 16-bit logits of a 4-byte word, as floats. */
-__device__ __forceinline__ float2 logit_pair(const __half2 &w) { return __half22float2(w); }
-__device__ __forceinline__ float2 logit_pair(const __nv_bfloat162 &w) {
-    return __bfloat1622float2(w);
-}
-template <typename L> struct Pair;
-template <> struct Pair<__half> { typedef __half2 T; };
-template <> struct Pair<__nv_bfloat16> { typedef __nv_bfloat162 T; };
-
 /* f(i, raw[i]) for every i < V this thread owns, in increasing i. Rows on a
  * 16-byte boundary are read 16 bytes per load (8 fp16/bf16 or 4 fp32 logits), two
  * loads in flight per thread: the passes over a row are bound by loads in flight,
@@ -190,11 +181,11 @@ __device__ __forceinline__ void for_each_logit(const RawRow<L> &raw, int V, F f)
             const uint4 u = q[j];
             const int i = j * W;
             if constexpr (sizeof(L) == 2) {
-                typedef typename Pair<L>::T P2;
+                typedef typename Pair<L>::type P2;
                 const P2 *h = reinterpret_cast<const P2 *>(&u);
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
-                    const float2 v = logit_pair(h[k]);
+                    const float2 v = to_f32x2(h[k]);
                     f(i + 2 * k, v.x);
                     f(i + 2 * k + 1, v.y);
                 }
@@ -210,9 +201,9 @@ __device__ __forceinline__ void for_each_logit(const RawRow<L> &raw, int V, F f)
     }
     if constexpr (sizeof(L) == 2) {
         if (((uintptr_t)raw.p & 3) == 0) {
-            typedef typename Pair<L>::T P2;
+            typedef typename Pair<L>::type P2;
             for (int i = 2 * tid; i + 1 < V; i += 2 * nt) {
-                const float2 v = logit_pair(*reinterpret_cast<const P2 *>(raw.p + i));
+                const float2 v = to_f32x2(*reinterpret_cast<const P2 *>(raw.p + i));
                 f(i, v.x);
                 f(i + 1, v.y);
             }
