@@ -27,6 +27,10 @@ engine's Python layer.
 --block-sizes replaces the prefill rows with the TMA kernel's at each cache block size
 (one TMA box per page and 64-column panel: 16-row pages take 8 boxes per 128-key tile).
 
+--ab (with --variant): one prefill table where the TMA kernel of every build is timed
+in the same rounds with SDPA, e.g. --ab --variant "KERNELS=baseline/kernels" against a
+baseline tree's kernels (`git archive <commit> kernels csrc/core | tar -x -C baseline`).
+
 --variant builds the kernels again with those macros (tuning knobs of
 flash_attention.cu and flash_attention_sm90a.cu, e.g. "FLASH_SM90_P64=2, 128" for the
 cp.async kernel, "FLASH_SM90_WS64=2, 128, 4, 0" for the TMA kernel: consumer
@@ -58,24 +62,25 @@ ROUNDS = 5   # prefill: rounds of timing every kernel and SDPA in turn
 SCHEDS = (0, 2, 3, 7, 15)   # GPT2_ENGINE_FLASH_SCHED modes in the tile-order table
 
 
-def build_lib(out_path, arch="90", src="flash_attention.cu", include=None):
+def build_lib(out_path, arch="90", src="flash_attention.cu", include=None, kernels=None):
     """nvcc kernels/<src> -> a shared library with its extern "C" launchers
-    (include: a header force-included first, e.g. tile-shape overrides).
+    (include: a header force-included first, e.g. tile-shape overrides; kernels: another
+    tree's kernels/ folder, e.g. a baseline commit's, instead of this one's).
     flash_attention.cu is linked with flash_attention_sm90a.cu (built for sm_90a
     alone, as setup.py does), whose launcher it dispatches to."""
     nvcc = os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc")
     units = [(src, f"-gencode=arch=compute_{arch},code=sm_{arch}")]
     if src == "flash_attention.cu":
         units.append(("flash_attention_sm90a.cu", "-gencode=arch=compute_90a,code=sm_90a"))
+    kdir = os.path.abspath(kernels or os.path.join(ROOT, "kernels"))
     objs, procs = [], []
     for unit, gencode in units:            # the units compile side by side
         obj = f"{out_path}.{unit}.o"
         procs.append(subprocess.Popen([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
                                        "-lineinfo", "--expt-relaxed-constexpr", gencode,
-                                       "-I" + os.path.join(ROOT, "kernels"),
-                                       "-I" + os.path.join(ROOT, "csrc", "core"),
+                                       "-I" + kdir, "-I" + os.path.join(kdir, "..", "csrc", "core"),
                                        *(["-include", include] if include else []),
-                                       os.path.join(ROOT, "kernels", unit), "-o", obj]))
+                                       os.path.join(kdir, unit), "-o", obj]))
         objs.append(obj)
     for proc in procs:
         if proc.wait() != 0:
@@ -214,9 +219,10 @@ def time_graph_ms(torch, fn, n=20, reps=20):
     return time_ms(torch, g.replay, reps=reps) / n
 
 
-def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None, ws_only=False):
-    """ws_only: only the TMA kernel at its default schedule against SDPA (the block-size
-    table)."""
+def prefill_case(torch, B, S, D, dtype, bs=16):
+    """The prefill benchmark's data: B sequences of S tokens, H = 2048 / D heads, K/V in a
+    paged cache with scattered block tables, and the same data dense for SDPA. Returns
+    (flash(lib), sdpa(), out, flops)."""
     import torch.nn.functional as Fn
     H = 2048 // D
     gen = torch.Generator().manual_seed(B * S + D)
@@ -234,14 +240,56 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None, ws_only=False):
     vd = vc[blk, :, pos % bs, :].permute(0, 2, 1, 3).contiguous()
     qd = q.reshape(B, S, H, D).permute(0, 2, 1, 3).contiguous()
 
-    def flash():
+    def flash(lib):
         lib.prefill(out, q, 3 * H * D, kc, vc, qsl, sl, bt, 0, B, S, H, D, bs, scale)
 
     def sdpa():
         return Fn.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
 
+    flash.paged = (q, kc, vc, qsl, sl, bt, H, scale)
+    return flash, sdpa, out, 4 * B * H * S * S * D / 2
+
+
+def rel_err(out, ref, B, S, H, D):
+    return ((out.reshape(B, S, H, D).permute(0, 2, 1, 3).float() - ref.float()).abs().max()
+            / ref.float().abs().max()).item()
+
+
+def bench_prefill_ab(torch, libs, B, S, D, dtype):
+    """The TMA kernel (default schedule) of every build in libs, each timed in every one of
+    ROUNDS rounds in turn with SDPA: TF/s, median ratio to SDPA, max error, per build."""
+    flash, sdpa, out, flops = prefill_case(torch, B, S, D, dtype)
+    H = 2048 // D
     ref = sdpa()
-    flops = 4 * B * H * S * S * D / 2
+    os.environ["GPT2_ENGINE_FLASH_WGMMA"] = "1"
+    errs = []
+    for lib in libs:
+        out.fill_(float("nan"))
+        flash(lib)
+        torch.cuda.synchronize()
+        errs.append(rel_err(out, ref, B, S, H, D))
+    times = [[] for _ in libs]
+    ts = []
+    for _ in range(ROUNDS):
+        ts.append(time_ms(torch, sdpa, reps=8, warmup=1))
+        for k, lib in enumerate(libs):
+            times[k].append(time_ms(torch, lambda: flash(lib), reps=8, warmup=1))
+    return [(flops / statistics.median(t) / 1e9,
+             statistics.median(a / b for a, b in zip(ts, t)), e) for t, e in zip(times, errs)], \
+        flops / statistics.median(ts) / 1e9
+
+
+def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None, ws_only=False):
+    """ws_only: only the TMA kernel at its default schedule against SDPA (the block-size
+    table)."""
+    H = 2048 // D
+    flash_of, sdpa, out, flops = prefill_case(torch, B, S, D, dtype, bs)
+    q, kc, vc, qsl, sl, bt, H, scale = flash_of.paged
+
+    def flash():
+        flash_of(lib)
+
+    ref = sdpa()
     res = {}
     saved = {k: os.environ.get(k) for k in ("GPT2_ENGINE_FLASH_WGMMA", "GPT2_ENGINE_FLASH_SCHED")}
     runs = [("ws", "1", "")]
@@ -262,8 +310,7 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None, ws_only=False):
             out.fill_(float("nan"))
             flash()
             torch.cuda.synchronize()
-            res[path + "_err"] = ((out.reshape(B, S, H, D).permute(0, 2, 1, 3).float()
-                                   - ref.float()).abs().max() / ref.float().abs().max()).item()
+            res[path + "_err"] = rel_err(out, ref, B, S, H, D)
         for _ in range(ROUNDS):
             times["sdpa"].append(time_ms(torch, sdpa, reps=8, warmup=1))
             for path, flag, sched in runs:
@@ -370,7 +417,11 @@ def main():
                          "default schedule against SDPA at these cache block sizes (it loads "
                          "one TMA box per page and 64-column panel)")
     ap.add_argument("--variant", action="append", default=[],
-                    help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat the rows')
+                    help='"MACRO=VALUE;MACRO=VALUE": rebuild with these and repeat the rows; '
+                         '"KERNELS=dir" builds that kernels/ folder instead (a baseline tree)')
+    ap.add_argument("--ab", action="store_true",
+                    help="with --variant: one prefill table, the TMA kernel of every build "
+                         "timed in the same rounds with SDPA (no decode rows)")
     args = ap.parse_args()
     import torch
     if not torch.cuda.is_available():
@@ -431,34 +482,54 @@ def main():
                     cells.append(f"{r['ws_tflops']:>7.1f} {r['ws_vs_sdpa']:>5.2f}")
                 print(f"{B:>3} {S:>5} {D:>4} " + " ".join(cells))
 
+    def ab_rows(builds):
+        print("prefill A/B, TMA kernel (default schedule), every build timed in each round "
+              "with SDPA: TF/s, median ratio to SDPA, max relative error")
+        for k, (name, _, _) in enumerate(builds):
+            print(f"  b{k}: {name}")
+        print(f"{'B':>3} {'S':>5} {'D':>4} {'SDPA':>6} " +
+              " ".join(f"{'b' + str(k):>22}" for k in range(len(builds))))
+        for B, S in ((8, 2048), (16, 1024)):
+            for D in (64, 128):
+                cells, sd = bench_prefill_ab(torch, [b[1] for b in builds], B, S, D, dtype)
+                print(f"{B:>3} {S:>5} {D:>4} {sd:>6.1f} " +
+                      " ".join(f"{tf:>6.1f} {r:>5.3f} {e:>8.1e}" for tf, r, e in cells))
+
     if args.block_sizes and not args.decode_only:
         block_size_rows([int(x) for x in args.block_sizes.split(",") if x])
-    elif not args.decode_only:
+    elif not args.decode_only and not args.ab:
         prefill_rows(lib, "default")
-    cb = copy_bandwidth(torch)
-    print(f"decode (K+V bytes read, timed as CUDA-graph replays of 20 calls); "
-          f"device-to-device copy {cb:.0f} GB/s (read+write)")
+    cb = copy_bandwidth(torch) if not args.ab else 0.0
+    if not args.ab:
+        print(f"decode (K+V bytes read, timed as CUDA-graph replays of 20 calls); "
+              f"device-to-device copy {cb:.0f} GB/s (read+write)")
     builds = [("default", lib, paged)]
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(max_workers=8)   # variant libraries build side by side
     for k, v in enumerate(args.variant):
         hdr = f"/tmp/flash_variant{k}.h"
+        defs = [tuple(x.strip() for x in d.partition("=")[::2]) for d in filter(None, v.split(";"))]
+        kernels = dict(defs).get("KERNELS")
+        defs = [(n, val) for n, val in defs if n != "KERNELS"]
         with open(hdr, "w") as f:
-            for d in filter(None, v.split(";")):
-                name, _, val = d.partition("=")
-                f.write(f"#define {name.strip()} {val.strip()}\n")
-        names = [d.partition("=")[0].strip() for d in filter(None, v.split(";"))]
+            for name, val in defs:
+                f.write(f"#define {name} {val}\n")
+        names = [n for n, _ in defs] or ["KERNELS"]
         vpaged, vlib = paged, lib            # rebuilt only where the variant's knobs live
         if paged is not None and not args.paged_lib and any(n.startswith("PAGED_") for n in names):
             vpaged = pool.submit(build_lib, f"/tmp/libpaged_variant{k}.so", args.arch,
-                                 "paged_attention.cu", include=hdr)
+                                 "paged_attention.cu", include=hdr, kernels=kernels)
         if not all(n.startswith("PAGED_") for n in names):
-            vlib = pool.submit(build_lib, f"/tmp/libflash_variant{k}.so", args.arch, include=hdr)
+            vlib = pool.submit(build_lib, f"/tmp/libflash_variant{k}.so", args.arch, include=hdr,
+                               kernels=kernels)
         builds.append((v, vlib, vpaged))
     # (futures resolve to library paths; the libraries load in build order)
     builds = [(n, FlashLib(fl.result()) if hasattr(fl, "result") else fl,
                PagedLib(pl.result()) if hasattr(pl, "result") else pl) for n, fl, pl in builds]
     pool.shutdown()
+    if args.ab:
+        ab_rows(builds)
+        return 0
     for name, blib, bpaged in builds:
         if name != "default" and not args.decode_only:
             prefill_rows(blib, name)

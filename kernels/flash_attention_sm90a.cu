@@ -9,7 +9,7 @@
  * flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>: the default, warp-specialized
  *   one CTA per (q tile, sequence, head) in longest-first order, or one per SM taking
  *   such tiles in turn (persistent; ws_tile), (NWG+1)*128 threads. Warpgroup 0 is the
- *   producer: after setmaxnreg.dec leaves it 32-40 registers, its warp 0 alone issues
+ *   producer: after setmaxnreg.dec leaves it 24-40 registers, its warp 0 alone issues
  *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
  *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
  *   its other warps exit. Warpgroups 1..NWG consume (setmaxnreg.inc): warpgroup c
@@ -19,9 +19,14 @@
  *       O  += P_{j-1} V_{j-1}  m64nDk16 x BN/16, A = P from registers, B = V (transposed)
  *   waits for S_j only, runs the online softmax on it while P V runs, waits for P V,
  *   rescales O and packs the new P (softmax in fp32, log2 domain, ex2.approx; the
- *   score matrix never leaves registers). With PP the consumers take turns issuing
- *   their GEMMs (named barriers 1..NWG): one warpgroup's softmax runs under the
- *   other's tensor-core work.
+ *   score matrix never leaves registers). The softmax keeps a row's running max until
+ *   the row's max passes it by 2^8 (FLASH_SM90_RESCALE_LOG2), so O is rescaled only
+ *   on the tiles where a row of the warp moved it. At D = 64 the P V GEMM is N = 72:
+ *   its B operand's second 64-column atom (LBO away) is a 2 KB panel of ones, so its
+ *   last 8 columns are P's row sums and the softmax adds nothing up
+ *   (FLASH_SM90_ROWSUM_MMA). With PP the consumers take turns issuing their GEMMs
+ *   (named barriers 1..NWG; off by default: 3-4 warpgroups issuing freely were
+ *   faster, measured).
  *   Synchronisation, all on mbarriers in shared memory: full_k/full_v[slot] (count 1:
  *   the producer's arrive.expect_tx of the tile's BN*D*2 bytes, then the TMA's
  *   complete_tx) and empty_k/empty_v[slot] (count 4*NWG: lane 0 of each consumer warp
@@ -75,8 +80,9 @@
  *   MN-major operand (V as B with the transpose bit: K = keys run down the rows,
  *     N = d contiguous): the 64 d-values of a row are one 128-byte atom row, 8 rows
  *     of keys make the atom. SBO = 1024 = the step between 8-key groups (K); LBO =
- *     BN*128 = the step between 64-wide d panels (N, used when D = 128); k-step kk
- *     (keys 16kk..16kk+15) starts at byte kk*16*128.
+ *     BN*128 = the step between 64-wide d panels (N, used when D = 128), or at D = 64
+ *     the distance to the ones panel (N = 72: the row sums); k-step kk (keys
+ *     16kk..16kk+15) starts at byte kk*16*128.
  * Register fragments (per warp q = warp % 4 of the warpgroup, lane = 4g + t):
  *   accumulator of m64nNk16: d[4i + 0,1] = (row 16q+g, cols 8i+2t, 8i+2t+1),
  *                            d[4i + 2,3] = (row 16q+g+8, same cols);
@@ -100,8 +106,7 @@
 #include "flash_common.cuh"
 #include "kernels.h"
 
-/* tuning knob (bench_flash.py --variant): 0 makes every consumer warpgroup compute all
- * of its block's key tiles, masked ones included (the kernel before tile skipping) */
+/* tuning knobs (bench_flash.py --variant) */
 /* the TMA kernel's default schedule (ws_schedule_from_env): tiles drawn from the tile
  * counter when the caller passes one (FLASH_SM90_WS_DYNAMIC); without, a persistent grid
  * up to FLASH_SM90_PERSIST_MAX_Q query rows and one CTA per tile above */
@@ -113,6 +118,16 @@
 #endif
 #ifndef FLASH_SM90_WS_SKIP
 #define FLASH_SM90_WS_SKIP 1     /* 0: every consumer computes all of the block's key tiles */
+#endif
+/* the online softmax keeps a row's running max (log2 domain) until the row's max passes it
+ * by more than this, so O is rescaled only on those tiles; -INFINITY: at every tile */
+/* D = 64, TMA kernel: the P V GEMM is m64n72 against V and a panel of ones, so its
+ * last 8 columns are P's row sums (no FADDs in the softmax); 0: summed in the softmax */
+#ifndef FLASH_SM90_ROWSUM_MMA
+#define FLASH_SM90_ROWSUM_MMA 1
+#endif
+#ifndef FLASH_SM90_RESCALE_LOG2
+#define FLASH_SM90_RESCALE_LOG2 8.0f
 #endif
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -152,6 +167,13 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint
            ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
 }
 
+/* the descriptor of the matrix `bytes` further on in shared memory: the start-address
+ * field (bits 0-13: address >> 4) takes the offset with no carry out of it, shared
+ * addresses being below 256 KB; a loop's descriptors then cost one add each */
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+    return desc + (bytes >> 4);
+}
+
 /* Byte offset of 16-byte chunk ch (0 .. D/8-1) of row r in a (ROWS, D) tile laid out
  * as D/64 swizzled panels (see the file comment). */
 template <int ROWS>
@@ -181,9 +203,11 @@ template <> struct Pack<__nv_bfloat16> {
 /* S_j (keys n0 ..) in place -> P_j in fp32; mx, l the running max and sum of the two
  * rows, alpha the factor that rescales the old O and l. The causal mask applies on
  * tiles crossing the warpgroup's diagonal (w_first_pos: its first row's position;
- * keys past the block's key range are past every valid row's position too). */
-template <int BN>
-__device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], float (&mx)[2], float (&l)[2],
+ * keys past the block's key range are past every valid row's position too). !SUMS: l
+ * is left alone (the P V GEMM sums the rows, FLASH_SM90_ROWSUM_MMA). Returns whether a
+ * row of this warp moved its max (O must be rescaled by alpha). */
+template <int BN, bool SUMS = true>
+__device__ __forceinline__ bool softmax_tile(float (&sacc)[BN / 2], float (&mx)[2], float (&l)[2],
                                              float (&alpha)[2], int n0, int w_first_pos,
                                              int qpos0, int qpos1, int t4, float scale_log2) {
     if (n0 + BN - 1 > w_first_pos) {
@@ -213,13 +237,23 @@ __device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], float (&mx)[
         mnew[r] = fmaxf(mx[r], fmaxf(fmaxf(cm[r][0], cm[r][1]), fmaxf(cm[r][2], cm[r][3])) *
                                    scale_log2);
     float base[2], cs[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    bool moved = false;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
         mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
-        base[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   /* fully masked row: no NaN */
-        alpha[r] = fast_exp2(mx[r] - base[r]);
-        mx[r] = mnew[r];
+        /* lazy rescale: the running max stays unless the row's max passed it by more than
+         * FLASH_SM90_RESCALE_LOG2 (P <= 2^that then; O and l share the stale max, so
+         * O / l is unchanged). mx = -inf (nothing seen yet) always moves, a fully
+         * masked row (mnew = -inf) never */
+        if (mnew[r] > mx[r] + (float)FLASH_SM90_RESCALE_LOG2) {
+            alpha[r] = fast_exp2(mx[r] - mnew[r]);
+            mx[r] = mnew[r];
+            moved = true;
+        } else {
+            alpha[r] = 1.f;
+        }
+        base[r] = mx[r] == -INFINITY ? 0.f : mx[r];   /* fully masked row: no NaN */
     }
 #pragma unroll
     for (int i = 0; i < BN / 8; i++) {
@@ -227,24 +261,32 @@ __device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], float (&mx)[
         for (int e = 0; e < 4; e++) {
             const float pe = fast_exp2(fmaf(sacc[4 * i + e], scale_log2, -base[e >> 1]));
             sacc[4 * i + e] = pe;
-            cs[e >> 1][(2 * i + (e & 1)) & 3] += pe;   /* row sums in 4 chains too */
+            if (SUMS) cs[e >> 1][(2 * i + (e & 1)) & 3] += pe;   /* row sums in 4 chains too */
         }
     }
+    if (SUMS) {
 #pragma unroll
-    for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + ((cs[r][0] + cs[r][1]) + (cs[r][2] + cs[r][3]));
+        for (int r = 0; r < 2; r++)
+            l[r] = l[r] * alpha[r] + ((cs[r][0] + cs[r][1]) + (cs[r][2] + cs[r][3]));
+    }
+    return __any_sync(0xffffffffu, moved);   /* does any row of this warp rescale O? */
 }
 
-/* after P_{j-1} V_{j-1} has landed: O to the new max, P_j packed as the A fragments of
- * the next P V (pa[4kk..4kk+3] = d[8kk..8kk+7] in pairs) */
+/* after P_{j-1} V_{j-1} has landed: O to the new max where a row of the warp moved it
+ * (rescale, warp-uniform), P_j packed as the A fragments of the next P V
+ * (pa[4kk..4kk+3] = d[8kk..8kk+7] in pairs) */
 template <typename T, int D, int BN>
 __device__ __forceinline__ void rescale_pack(float (&oacc)[D / 2], uint32_t (&pa)[BN / 4],
-                                             const float (&sacc)[BN / 2], const float (&alpha)[2]) {
+                                             const float (&sacc)[BN / 2], const float (&alpha)[2],
+                                             bool rescale) {
+    if (rescale) {
 #pragma unroll
-    for (int i = 0; i < D / 8; i++) {
-        oacc[4 * i + 0] *= alpha[0];
-        oacc[4 * i + 1] *= alpha[0];
-        oacc[4 * i + 2] *= alpha[1];
-        oacc[4 * i + 3] *= alpha[1];
+        for (int i = 0; i < D / 8; i++) {
+            oacc[4 * i + 0] *= alpha[0];
+            oacc[4 * i + 1] *= alpha[0];
+            oacc[4 * i + 2] *= alpha[1];
+            oacc[4 * i + 3] *= alpha[1];
+        }
     }
 #pragma unroll
     for (int i = 0; i < BN / 4; i++) pa[i] = Pack<T>::two(sacc[2 * i], sacc[2 * i + 1]);
@@ -287,6 +329,21 @@ __device__ __forceinline__ void rescale_pack(float (&oacc)[D / 2], uint32_t (&pa
     "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
     "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
     "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+#define FA90_ACC36 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35}"
+#define FA90_OUT36(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), \
+    "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+    "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), \
+    "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), \
+    "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
 
 template <typename T, int N> struct Wgmma;
 template <> struct Wgmma<__half, 64> {
@@ -349,6 +406,29 @@ template <> struct Wgmma<__nv_bfloat16, 128> {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
     }
 };
+
+#if FLASH_SM90_ROWSUM_MMA
+/* m64n72k16 with A from registers: O (64 columns) plus 8 columns of P times ones, the row
+ * sums (FLASH_SM90_ROWSUM_MMA at D = 64); rs only */
+template <> struct Wgmma<__half, 72> {
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n72k16.f32.f16.f16 " FA90_ACC36
+                     ", {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
+                     : FA90_OUT36(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 72> {
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 " FA90_ACC36
+                     ", {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
+                     : FA90_OUT36(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    }
+};
+#endif
 
 /* ---- mbarriers, TMA, named barriers, register reallocation (the warp-specialized
  * kernel only). An mbarrier (8 bytes of shared memory) counts arrivals and, for TMA,
@@ -560,10 +640,12 @@ flash_attention_sm90a_cpasync_kernel(const FlashParams p) {
             load_kv_tile<T, D, BN, NT>(sV + (j & 1) * KV_BYTES, vc, bt, j * BN, kend, h, p, tid);
         cp_async_commit();
     };
+    bool moved = false;   /* the last softmax moved a row max of this warp: O rescales */
     auto softmax = [&](int j) {
-        softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4, p.scale_log2);
+        moved = softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4,
+                                 p.scale_log2);
     };
-    auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha); };
+    auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha, moved); };
 
     /* Iteration j (0 .. n_tiles, the same count for every thread: one barrier each;
      * after it K_j and V_{j-1} have landed and every warpgroup is done with K_{j-1}
@@ -699,14 +781,19 @@ __device__ __forceinline__ bool ws_tile(const FlashParams &p, int b, WsTile &w) 
 
 /* register budgets after setmaxnreg, producer warpgroup / each consumer warpgroup:
  * 128*P + NWG*128*C must not exceed the registers the CTA holds at launch. The producer
- * takes what the consumers leave (24 spilled in its loop) */
-constexpr int ws_producer_regs(int nwg) { return nwg == 2 ? 40 : 32; }
-constexpr int ws_consumer_regs(int nwg) { return nwg == 2 ? 232 : 160; }
+ * takes what the consumers leave (at 4 consumer warpgroups, 24: its loop spills 20 bytes,
+ * one warp's stack traffic beside the TMA it issues) */
+constexpr int ws_producer_regs(int nwg) { return nwg == 2 ? 40 : nwg == 3 ? 32 : 24; }
+constexpr int ws_consumer_regs(int nwg) { return nwg == 2 ? 232 : nwg == 3 ? 160 : 112; }
 /* the registers a thread holds at launch: __launch_bounds__(threads, 1) lets the compiler
  * take 65536 / threads, rounded down to the allocation granule of 8; setmaxnreg.inc waits
  * for registers that a setmaxnreg.dec of the CTA has released, so the budgets must fit
  * in this allocation (not in 65536: 384 threads hold 64512) or the consumers hang */
 constexpr int ws_launch_regs(int nwg) { return (65536 / ((nwg + 1) * 128)) & ~7; }
+/* the TMA kernel's P V GEMM also sums P's rows (8 columns more, against a panel of ones);
+ * at D = 128 the 2 KB panel would not fit beside 3 stages */
+constexpr bool ws_rowsum_mma(int d) { return FLASH_SM90_ROWSUM_MMA && d == 64; }
+constexpr uint32_t ONES_BYTES = 16 * 128;   /* the ones: 16 rows (a k-step) of 128 bytes */
 /* the CTA's registers under the budgets */
 constexpr int ws_budget_regs(int nwg) {
     return 128 * ws_producer_regs(nwg) + nwg * 128 * ws_consumer_regs(nwg);
@@ -721,11 +808,13 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     constexpr int LOG2_BN = BN == 128 ? 7 : 6;
     constexpr uint32_t Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
     constexpr int SREG = BN / 2;    /* S accumulator floats per thread: 64 x BN / 128 */
-    constexpr int OREG = D / 2;     /* O accumulator floats per thread */
+    constexpr bool RS = ws_rowsum_mma(D);
+    constexpr int ON = D + (RS ? 8 : 0);   /* N of the P V GEMM: O, then the row sums */
+    constexpr int OREG = ON / 2;    /* O (and row sum) accumulator floats per thread */
     constexpr int PREG = BN / 4;    /* P as A fragments: 4 registers per 16 keys */
     static_assert(D == 64 || D == 128, "head size 64 or 128");
     static_assert(BN == 64 || BN == 128, "key tile of 64 or 128 (wgmma N of S)");
-    static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
+    static_assert(NWG >= 2 && NWG <= 4, "two to four consumer warpgroups");
     static_assert(ST >= 2, "at least two K/V stages");
     static_assert(ws_budget_regs(NWG) <= (NWG + 1) * 128 * ws_launch_regs(NWG),
                   "register budgets exceed the launch's allocation");
@@ -734,9 +823,12 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     extern __shared__ unsigned char smem_raw[];
     const uint32_t sbase = (smem_addr(smem_raw) + 1023u) & ~1023u;   /* swizzle period */
     const uint32_t sQ = sbase, sK = sQ + Q_BYTES, sV = sK + ST * KV_BYTES;
+    /* RS: the ones after the V slots (1024-aligned; every row the same, so the swizzle
+     * does not matter) */
+    const uint32_t sOnes = sV + ST * KV_BYTES;
     /* mbarriers after the tiles: full_k[ST], full_v[ST] (TMA landed: 1 arrival + bytes),
      * empty_k[ST], empty_v[ST] (slot free: one arrival per consumer warp) */
-    const uint32_t bars = sV + ST * KV_BYTES;
+    const uint32_t bars = sOnes + (RS ? ONES_BYTES : 0);
     auto full_k = [&](int s) { return bars + 8u * s; };
     auto full_v = [&](int s) { return bars + 8u * (ST + s); };
     auto empty_k = [&](int s) { return bars + 8u * (2 * ST + s); };
@@ -767,6 +859,11 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             mbar_init(tile_empty(i), 4 * NWG);
         }
         mbar_fence_init();
+    }
+    if (RS && tid < ONES_BYTES / 16) {   /* the ones, visible to wgmma after the barrier */
+        asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(sOnes + 16 * tid),
+                     "r"(Pack<T>::two(1.f, 1.f)) : "memory");
+        fence_proxy_async();
     }
     __syncthreads();   /* the last CTA-wide barrier: the producer's idle warps leave below */
 
@@ -869,6 +966,14 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     const int g = lane >> 2, t4 = lane & 3;
     const int bar_wg = 1 + NWG + c;                /* named barrier of this warpgroup alone */
     const uint32_t q_rows = sQ + 64 * c * 128;
+    /* wgmma descriptors of this warpgroup's Q rows and of K / V slot 0, built once */
+    /* V's: the leading byte offset is the stride to the next 64 columns, D's second panel
+     * at D = 128 and the ones at RS, where v_advance keeps it pointing at them */
+    const uint64_t q_desc = sw128_desc(q_rows, 16, 1024), k_desc = sw128_desc(sK, 16, 1024),
+                   v_desc = sw128_desc(sV, RS ? sOnes - sV : BN * 128, 1024);
+    auto v_advance = [](uint64_t desc, uint32_t bytes) {
+        return desc_advance(desc, bytes) - (RS ? (uint64_t)(bytes >> 4) << 16 : 0);
+    };
     /* a slot is released per warp, once its wgmma reading the slot has completed */
     auto release = [&](uint32_t bar) {
         if (lane == 0) mbar_arrive(bar);
@@ -890,8 +995,8 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         if (!ws_tile<BM, BN>(p, b, w)) continue;
         const int q0 = w.q0, q_len = w.q_len, seq_len = w.seq_len, ctx = w.ctx, h = w.h;
         const int n_tiles = w.n_tiles;
-        auto slot = [&](int j) { return (jj + j) % ST; };
-        auto par = [&](int j) { return (uint32_t)(((jj + j) / ST) & 1); };
+        auto slot = [&](int j) { return (int)((unsigned)(jj + j) % ST); };   /* jj + j >= 0 */
+        auto par = [&](int j) { return ((unsigned)(jj + j) / ST) & 1u; };
         const int wrow = w.m0 + 64 * c;
         const int w_first_pos = ctx + wrow;
         const int qpos0 = w_first_pos + 16 * wq + g, qpos1 = qpos0 + 8;   /* this thread's rows */
@@ -946,28 +1051,28 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
 
         auto issue_s = [&](int j) {   /* S_j = Q K_j^T: D/16 k-steps of m64nBNk16 */
-            const uint32_t kt = sK + slot(j) * KV_BYTES;
+            const uint64_t kd = desc_advance(k_desc, slot(j) * KV_BYTES);
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
                 const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
                 const uint32_t qoff = (kk >> 2) * (BM * 128) + (kk & 3) * 32;
-                Wgmma<T, BN>::ss(sacc, sw128_desc(q_rows + qoff, 16, 1024),
-                                 sw128_desc(kt + koff, 16, 1024), kk > 0);
+                Wgmma<T, BN>::ss(sacc, desc_advance(q_desc, qoff), desc_advance(kd, koff), kk > 0);
             }
             wgmma_commit();
         };
         auto issue_pv = [&](int j) {   /* O += P_j V_j: BN/16 k-steps of m64nDk16 */
-            const uint32_t vt = sV + slot(j) * KV_BYTES;
+            const uint64_t vd = v_advance(v_desc, slot(j) * KV_BYTES);
 #pragma unroll
             for (int kk = 0; kk < BN / 16; kk++)
-                Wgmma<T, D>::rs(oacc, &pa[4 * kk], sw128_desc(vt + kk * 16 * 128, BN * 128, 1024));
+                Wgmma<T, ON>::rs(oacc, &pa[4 * kk], v_advance(vd, kk * 16 * 128));
             wgmma_commit();
         };
+        bool moved = false;   /* the last softmax moved a row max of this warp: O rescales */
         auto softmax = [&](int j) {
-            softmax_tile<BN>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1, t4,
-                             p.scale_log2);
+            moved = softmax_tile<BN, !RS>(sacc, mx, l, alpha, j * BN, w_first_pos, qpos0, qpos1,
+                                          t4, p.scale_log2);
         };
-        auto rescale_pack_p = [&]() { rescale_pack<T, D, BN>(oacc, pa, sacc, alpha); };
+        auto rescale_pack_p = [&]() { rescale_pack<T, ON, BN>(oacc, pa, sacc, alpha, moved); };
 
         /* tiles nobody in this warpgroup attends to: the ping-pong rounds and the slot
          * releases of the others still happen (a release only after the tile's full
@@ -1051,8 +1156,12 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         float inv[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-            l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+            if (RS) {   /* column D + 2 t4 of row g + 8r: the whole row's sum */
+                l[r] = oacc[D / 2 + 2 * r];
+            } else {
+                l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+                l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+            }
             inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
         }
         T *ob = reinterpret_cast<T *>(p.out);
@@ -1138,8 +1247,10 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
                       int block_size, int num_seqs, int max_query_len, int max_ctas,
                       cudaStream_t stream) {
     constexpr int BM = 64 * NWG;
-    /* Q, ST K and ST V tiles, the 4*ST + 4 mbarriers, s_tile, + alignment of the base to 1024 */
-    constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) + (4 * ST + 4) * 8 + 8 + 1024;
+    /* Q, ST K and ST V tiles, the ones (RS), the 4*ST + 4 mbarriers, s_tile, + alignment of
+     * the base to 1024 */
+    constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) +
+                            (ws_rowsum_mma(D) ? ONES_BYTES : 0) + (4 * ST + 4) * 8 + 8 + 1024;
     static_assert(smem <= 227 * 1024, "tiles exceed the 227 KB of shared memory per block");
     const int rows = block_size < BN ? block_size : BN;   /* rows of a TMA box */
     CUtensorMap tm_k, tm_v;
@@ -1204,11 +1315,14 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
 #define FLASH_SM90_P128 2, 128   /* D=128: 128 query rows, 128-key tiles */
 #endif
 #ifndef FLASH_SM90_WS64
-#define FLASH_SM90_WS64 3, 128, 4, 1    /* D=64: 192 query rows, 4 stages of 16 KB */
+#define FLASH_SM90_WS64 4, 64, 6, 0     /* D=64: 256 query rows, 64-key tiles, 6 stages of
+                                         * 8 KB; 3 warpgroups and 128-key tiles: 0.93x SDPA
+                                         * at B=16 S=1024, this 0.97-0.98x */
 #endif
 #ifndef FLASH_SM90_WS128
-#define FLASH_SM90_WS128 2, 128, 3, 1   /* D=128: 128 query rows, 3 stages of 32 KB (224 KB in
-                                         * all; 2 stages: 0.83-0.84x SDPA, 3: 0.86-0.90x) */
+#define FLASH_SM90_WS128 3, 64, 5, 0    /* D=128: 192 query rows, 64-key tiles, 5 stages of
+                                         * 16 KB (208 KB in all); 2 warpgroups and 128-key
+                                         * tiles, 3 stages: 0.86-0.92x SDPA, this 0.96-0.97x */
 #endif
 
 template <typename T>

@@ -5,9 +5,11 @@
 # TESTS="paths and args": run only those tests. MEMCHECK_ARGS: pytest arguments for the
 # memcheck step (compute-sanitizer).
 # Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (--prefill-only),
+# flashab (--ab: the TMA prefill of the default build and of each '|'-separated variant of
+# $FLASH_AB, e.g. "KERNELS=baseline/kernels|FLASH_SM90_ROWSUM_MMA=0", in the same rounds),
 # flashbs (--prefill-only --block-sizes $FLASH_BLOCK_SIZES, default 16,64,128),
 # attn (bench_attention --quick), decode (bench_decode --quick --skip-hf),
-# tput (bench_throughput --quick --skip-hf), prof1 / prof256 (profile_decode),
+# tput (bench_throughput --quick --skip-hf), e2e (bench_prefill_e2e --quick), prof1 / prof256 (profile_decode),
 # memcheck (compute-sanitizer over $MEMCHECK_ARGS), ncufused (ncu on one fused batch-1
 # decode launch of the $FUSED_SHAPE shape, default gpt2), ncuflash (ncu on one FLASH
 # prefill launch per ';'-separated set of benchmarks/profile_flash_prefill.py arguments
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu_session}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-PHASES=build OUT="$OUT" bash tools/gpu_check.sh 2>&1 | tail -5
+# SKIP_BUILD=1: no extension build (bench_flash steps build their own libraries)
+[ "${SKIP_BUILD:-0}" = 1 ] || PHASES=build OUT="$OUT" bash tools/gpu_check.sh 2>&1 | tail -5
 # tests under a time limit (a hung kernel must not eat the call): FLASH first, then the rest
 run_tests() {
     echo "=== pytest $* ($(date +%T))"
@@ -36,13 +39,17 @@ for step in ${BENCH:-}; do
         flashdec) args=(--decode-only); for v in ${FLASH_VARIANTS:-}; do args+=(--variant "$v"); done
                   timeout 400 $PY benchmarks/bench_flash.py "${args[@]}" 2>&1 | tee "$OUT/flash.log" | grep -v "^\[" ;;
         flash) timeout -k 10 150 $PY benchmarks/bench_flash.py --prefill-only 2>&1 | tee "$OUT/flash_full.log" | grep -v "^\[" ;;
+        flashab) IFS='|' read -ra vs <<< "${FLASH_AB:-}"; args=(--ab); for v in "${vs[@]}"; do args+=(--variant "$v"); done
+                 timeout -k 10 400 $PY benchmarks/bench_flash.py "${args[@]}" 2>&1 | tee "$OUT/flash_ab.log" | grep -v "^\[" ;;
         flashbs) timeout -k 10 200 $PY benchmarks/bench_flash.py --prefill-only --block-sizes ${FLASH_BLOCK_SIZES:-16,64,128} \
                      2>&1 | tee "$OUT/flash_bs.log" | grep -v "^\[" ;;
         attn) timeout 200 $PY benchmarks/bench_attention.py --quick 2>&1 | tee "$OUT/attn.log" | tail -30 ;;
         decode) timeout 240 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
+        e2e) timeout 240 $PY benchmarks/bench_prefill_e2e.py --quick 2>&1 | tee "$OUT/e2e.log" | grep -v "^\[" | tail -8 ;;
         tput) timeout 240 $PY benchmarks/bench_throughput.py --quick --skip-hf 2>&1 | tee "$OUT/tput.log" | grep -v "^\[" | tail -20 ;;
-        memcheck) timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
-                      $PY -m pytest -q -p no:cacheprovider $MEMCHECK_ARGS >"$OUT/memcheck.log" 2>&1
+        memcheck) eval "margs=($MEMCHECK_ARGS)"   # shell words: -k "a and not b" stays one argument
+                  timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
+                      $PY -m pytest -q -p no:cacheprovider "${margs[@]}" >"$OUT/memcheck.log" 2>&1
                   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -3 ;;
         ncufused) # Nsight Compute on one fused batch-1 decode launch (stall reasons, memory).
                   # A small KV cache: ncu saves and restores all device memory per replay pass,
