@@ -11,7 +11,8 @@ On compute capability 9.0 prefill runs a wgmma kernel (flash_attention_sm90a.cu)
 warp-specialized TMA one by default, the cp.async one under GPT2_ENGINE_FLASH_WGMMA=legacy
 (and for block sizes below 8), the mma.sync one under =0. The PREFILL cases run all
 three (elsewhere all settings run the mma.sync kernel) on lengths around the 64-row
-warpgroup, 128/192-row block and 128-key tile edges, one-token prefills, contexts
+warpgroup and 64/128-key tile edges and the kernels' 128/192-row blocks (the 256-row
+block of the TMA kernel at D=64 only inside the long cases), one-token prefills, contexts
 cached before the chunk, sequences of 16+ key tiles (the TMA kernel's K/V ring wraps
 around several times), and block sizes 1 (cp.async), 8 (the smallest TMA page: 1 KB
 at D=64), 16, 32 and 256 (a page spanning two key tiles). Cache slots past every
