@@ -315,88 +315,58 @@ __device__ __forceinline__ void rescale_pack(float (&oacc)[D / 2], uint32_t (&pa
 #define FA90_OUT64(d) FA90_O32(d, 0), FA90_O32(d, 32)
 
 template <typename T, int N> struct Wgmma;
-template <> struct Wgmma<__half, 64> {
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA90_ACC32
-                     ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : FA90_OUT32(d) : "l"(a), "l"(b), "r"(acc));
-    }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA90_ACC32
-                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                     : FA90_OUT32(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    }
+/* Wgmma<T, N> for T = __half / __nv_bfloat16, whose PTX type TY is "f16" / "bf16" */
+#define FA90_WGMMA_64(T, TY) \
+template <> struct Wgmma<T, 64> { \
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) { \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FA90_ACC32 \
+                     ", %32, %33, p, 1, 1, 0, 0;\n}\n" \
+                     : FA90_OUT32(d) : "l"(a), "l"(b), "r"(acc)); \
+    } \
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FA90_ACC32 \
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n" \
+                     : FA90_OUT32(d) \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)); \
+    } \
 };
-template <> struct Wgmma<__half, 128> {
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA90_ACC64
-                     ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : FA90_OUT64(d) : "l"(a), "l"(b), "r"(acc));
-    }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA90_ACC64
-                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-                     : FA90_OUT64(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    }
+#define FA90_WGMMA_128(T, TY) \
+template <> struct Wgmma<T, 128> { \
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) { \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FA90_ACC64 \
+                     ", %64, %65, p, 1, 1, 0, 0;\n}\n" \
+                     : FA90_OUT64(d) : "l"(a), "l"(b), "r"(acc)); \
+    } \
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FA90_ACC64 \
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
+                     : FA90_OUT64(d) \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)); \
+    } \
 };
-template <> struct Wgmma<__nv_bfloat16, 64> {
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FA90_ACC32
-                     ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : FA90_OUT32(d) : "l"(a), "l"(b), "r"(acc));
-    }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FA90_ACC32
-                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                     : FA90_OUT32(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    }
-};
-template <> struct Wgmma<__nv_bfloat16, 128> {
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b, int acc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FA90_ACC64
-                     ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : FA90_OUT64(d) : "l"(a), "l"(b), "r"(acc));
-    }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FA90_ACC64
-                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-                     : FA90_OUT64(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    }
-};
-
-#if FLASH_SM90_ROWSUM_MMA
 /* m64n72k16 with A from registers: O (64 columns) plus 8 columns of P times ones, the row
  * sums (FLASH_SM90_ROWSUM_MMA at D = 64); rs only */
-template <> struct Wgmma<__half, 72> {
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n72k16.f32.f16.f16 " FA90_ACC36
-                     ", {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
-                     : FA90_OUT36(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    }
+#define FA90_WGMMA_72(T, TY) \
+template <> struct Wgmma<T, 72> { \
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n" \
+                     "wgmma.mma_async.sync.aligned.m64n72k16.f32." TY "." TY " " FA90_ACC36 \
+                     ", {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n" \
+                     : FA90_OUT36(d) \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)); \
+    } \
 };
-template <> struct Wgmma<__nv_bfloat16, 72> {
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 " FA90_ACC36
-                     ", {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
-                     : FA90_OUT36(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    }
-};
+FA90_WGMMA_64(__half, "f16")
+FA90_WGMMA_64(__nv_bfloat16, "bf16")
+FA90_WGMMA_128(__half, "f16")
+FA90_WGMMA_128(__nv_bfloat16, "bf16")
+#if FLASH_SM90_ROWSUM_MMA
+FA90_WGMMA_72(__half, "f16")
+FA90_WGMMA_72(__nv_bfloat16, "bf16")
 #endif
 
 /* ---- mbarriers, TMA, named barriers, register reallocation (the warp-specialized
