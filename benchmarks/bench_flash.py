@@ -55,6 +55,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPE_CODE = {"float16": 1, "bfloat16": 2}
@@ -62,29 +63,57 @@ ROUNDS = 5   # prefill: rounds of timing every kernel and SDPA in turn
 SCHEDS = (0, 2, 3, 7, 15)   # GPT2_ENGINE_FLASH_SCHED modes in the tile-order table
 
 
+_objects = {}                    # (unit, flags, kernels dir, relevant macros) -> object file
+_objects_lock = threading.Lock()
+
+
+def _relevant_macros(include, kdir, unit):
+    """The #define lines of `include` whose names occur in the unit or in a header of
+    kdir: only those can change the unit's object (a decode knob leaves the sm_90a
+    prefill unit as it was, so variants share its object)."""
+    if not include:
+        return ()
+    text = open(os.path.join(kdir, unit)).read()
+    for name in os.listdir(kdir):
+        if name.endswith((".cuh", ".h")):
+            text += open(os.path.join(kdir, name)).read()
+    lines = [ln.strip() for ln in open(include) if ln.startswith("#define")]
+    return tuple(sorted(ln for ln in lines if ln.split()[1] in text))
+
+
+def _compile(nvcc, kdir, unit, gencode, include, obj):
+    key = (unit, gencode, kdir, _relevant_macros(include, kdir, unit))
+    with _objects_lock:
+        fut = _objects.get(key)
+        if fut is None:
+            proc = subprocess.Popen([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
+                                     "-lineinfo", "--expt-relaxed-constexpr", gencode,
+                                     "-I" + kdir, "-I" + os.path.join(kdir, "..", "csrc", "core"),
+                                     *(["-include", include] if include else []),
+                                     os.path.join(kdir, unit), "-o", obj])
+            fut = _objects[key] = (proc, obj)
+    proc, path = fut
+    if proc.wait() != 0:
+        raise subprocess.CalledProcessError(proc.returncode, nvcc)
+    return path
+
+
 def build_lib(out_path, arch="90", src="flash_attention.cu", include=None, kernels=None):
     """nvcc kernels/<src> -> a shared library with its extern "C" launchers
     (include: a header force-included first, e.g. tile-shape overrides; kernels: another
     tree's kernels/ folder, e.g. a baseline commit's, instead of this one's).
     flash_attention.cu is linked with flash_attention_sm90a.cu (built for sm_90a
-    alone, as setup.py does), whose launcher it dispatches to."""
+    alone, as setup.py does), whose launcher it dispatches to. An object that the
+    include cannot change is compiled once and shared between builds."""
     nvcc = os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc")
     units = [(src, f"-gencode=arch=compute_{arch},code=sm_{arch}")]
     if src == "flash_attention.cu":
         units.append(("flash_attention_sm90a.cu", "-gencode=arch=compute_90a,code=sm_90a"))
     kdir = os.path.abspath(kernels or os.path.join(ROOT, "kernels"))
-    objs, procs = [], []
-    for unit, gencode in units:            # the units compile side by side
-        obj = f"{out_path}.{unit}.o"
-        procs.append(subprocess.Popen([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
-                                       "-lineinfo", "--expt-relaxed-constexpr", gencode,
-                                       "-I" + kdir, "-I" + os.path.join(kdir, "..", "csrc", "core"),
-                                       *(["-include", include] if include else []),
-                                       os.path.join(kdir, unit), "-o", obj]))
-        objs.append(obj)
-    for proc in procs:
-        if proc.wait() != 0:
-            raise subprocess.CalledProcessError(proc.returncode, nvcc)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=len(units)) as pool:   # the units compile side by side
+        objs = list(pool.map(lambda u: _compile(nvcc, kdir, u[0], u[1], include,
+                                                f"{out_path}.{u[0]}.o"), units))
     subprocess.check_call([nvcc, "-shared", *objs, "-o", out_path])
     return out_path
 

@@ -403,7 +403,11 @@ constexpr int kDecWarps = 4;
 constexpr int kDecMaxHeads = 4;   /* heads per block, at most */
 static_assert(kDecWarps == kDecMaxHeads, "decode_merge_last: one warp per head");
 
-__host__ __device__ constexpr int decode_keys_per_item(int D) { return D == 64 ? 32 : 16; }
+/* keys per item (a warp's unit of work: 8 KB of K+V at the defaults); 16 or 32 at D=64 */
+#ifndef FLASH_DECODE_KT64
+#define FLASH_DECODE_KT64 32
+#endif
+__host__ __device__ constexpr int decode_keys_per_item(int D) { return D == 64 ? FLASH_DECODE_KT64 : 16; }
 __host__ __device__ constexpr int decode_min_blocks(int D) {
     return D == 64 ? FLASH_DECODE_MIN_BLOCKS64 : FLASH_DECODE_MIN_BLOCKS128;
 }
@@ -617,7 +621,8 @@ flash_decode_kernel(const DecodeParams p) {
         if (it + 1 < ie) {
             row = item_row(it + 1);   /* next item's block-table lookups */
             if (FLASH_DECODE_L2_PREFETCH) {   /* and its K / V rows into L2 while this one computes */
-                const size_t off = (size_t)row * D + (lane / KT) * 64;   /* a 128-byte line a lane */
+                /* a 128-byte line a lane: KT rows of D / 64 lines */
+                const size_t off = (size_t)row * D + ((lane / KT) % (D / 64)) * 64;
                 prefetch_l2(kc + off);
                 prefetch_l2(vc + off);
             }

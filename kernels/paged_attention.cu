@@ -49,6 +49,11 @@ constexpr int kV1MaxLen = 8192;          /* vLLM: v1 only up to this context */
 #ifndef PAGED_DECODE_WAVES
 #define PAGED_DECODE_WAVES 4
 #endif
+/* PAGED_DECODE_TOKENS: 16-byte K (and V) loads a decode thread keeps in flight per
+ * iteration (tokens of its group times chunks of a row it holds) */
+#ifndef PAGED_DECODE_TOKENS
+#define PAGED_DECODE_TOKENS 4
+#endif
 constexpr float kLog2e = 1.4426950408889634f;
 
 /* ---- element conversions ---- */
@@ -113,7 +118,7 @@ struct DecodeShape {
     static constexpr int G = C % 32 == 0 ? 32 : C % 16 == 0 ? 16 : C % 8 == 0 ? 8
                            : C % 4 == 0 ? 4 : C % 2 == 0 ? 2 : 1;
     static constexpr int NV = C / G;
-    static constexpr int U = NV >= 4 ? 1 : 4 / NV;
+    static constexpr int U = NV >= PAGED_DECODE_TOKENS ? 1 : PAGED_DECODE_TOKENS / NV;
     static constexpr int E = NV * VEC;          /* floats of a row per thread */
     static constexpr int NGROUPS = kThreads / G;
     static_assert(D % VEC == 0, "head size must be a multiple of 16 bytes");
