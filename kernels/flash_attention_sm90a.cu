@@ -13,8 +13,10 @@
  *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
  *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
  *   its other warps exit. Warpgroups 1..NWG consume (setmaxnreg.inc): warpgroup c
- *   owns query rows [64c, 64c+64) of the block's BM = 64*NWG rows, loads them once
- *   with cp.async, and per key tile j issues
+ *   owns query rows [64c, 64c+64) of the block's BM = 64*NWG rows (Q: at D = 64 the
+ *   producer's TMA loads the next q tile's into a second buffer during this one, at
+ *   D = 128 each consumer loads its rows by cp.async; FLASH_SM90_Q_TMA), and per key
+ *   tile j issues
  *       S_j = Q K_j^T          m64nBNk16 x D/16, A = Q and B = K_j from shared memory
  *       O  += P_{j-1} V_{j-1}  m64nDk16 x BN/16, A = P from registers, B = V (transposed)
  *   waits for S_j only, runs the online softmax on it while P V runs, waits for P V,
@@ -27,7 +29,8 @@
  *   (FLASH_SM90_ROWSUM_MMA). With PP the consumers take turns issuing their GEMMs
  *   (named barriers 1..NWG; off by default: 3-4 warpgroups issuing freely were
  *   faster, measured).
- *   Synchronisation, all on mbarriers in shared memory: full_k/full_v[slot] (count 1:
+ *   Synchronisation, all on mbarriers in shared memory (Q's full_q/empty_q[buffer] like
+ *   K's): full_k/full_v[slot] (count 1:
  *   the producer's arrive.expect_tx of the tile's BN*D*2 bytes, then the TMA's
  *   complete_tx) and empty_k/empty_v[slot] (count 4*NWG: lane 0 of each consumer warp
  *   after the wgmma reading the slot has completed). Tile j uses slot j % ST for the
@@ -128,6 +131,15 @@
 #endif
 #ifndef FLASH_SM90_RESCALE_LOG2
 #define FLASH_SM90_RESCALE_LOG2 8.0f
+#endif
+/* TMA kernel: 1 = the producer loads the next q tile's Q by TMA into the second of two Q
+ * buffers while the consumers work on this one, where two fit in shared memory (D = 64;
+ * H200, bench_flash --ab: +6-8% at d=64 over the consumers' cp.async), 2 = also with one
+ * buffer (the next Q loads once every consumer's last S GEMM of the tile is done), 0 =
+ * each consumer loads its rows by cp.async when its tile starts. Either TMA form needs
+ * the tiles aligned to the sequence's end (sched bit 1). */
+#ifndef FLASH_SM90_Q_TMA
+#define FLASH_SM90_Q_TMA 1
 #endif
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -412,6 +424,14 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap *map
                  " [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2),
                  "r"(c3), "r"(bar) : "memory");
+}
+/* the same for a 2-d tensor map (coordinates may be negative: those rows are zero-filled) */
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int c0, int c1,
+                                            uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];\n"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+                 : "memory");
 }
 __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
@@ -733,6 +753,17 @@ constexpr int ws_launch_regs(int nwg) { return (65536 / ((nwg + 1) * 128)) & ~7;
  * at D = 128 the 2 KB panel would not fit beside 3 stages */
 constexpr bool ws_rowsum_mma(int d) { return FLASH_SM90_ROWSUM_MMA && d == 64; }
 constexpr uint32_t ONES_BYTES = 16 * 128;   /* the ones: 16 rows (a k-step) of 128 bytes */
+/* the TMA kernel's dynamic shared memory with QB Q buffers: QB Q tiles, ST K and ST V
+ * tiles, the ones (RS), the 4*ST + 8 mbarriers, s_tile, + alignment of the base to 1024 */
+constexpr size_t ws_smem_bytes(int D, int NWG, int BN, int ST, int QB) {
+    return (size_t)(QB * 64 * NWG + 2 * ST * BN) * D * 2 + (ws_rowsum_mma(D) ? ONES_BYTES : 0) +
+           (4 * ST + 8) * 8 + 8 + 1024;
+}
+constexpr size_t WS_SMEM_MAX = 227 * 1024;
+/* Q buffers: two (the next tile's Q loads during this one) where they fit */
+constexpr int ws_q_buffers(int D, int NWG, int BN, int ST) {
+    return FLASH_SM90_Q_TMA && ws_smem_bytes(D, NWG, BN, ST, 2) <= WS_SMEM_MAX ? 2 : 1;
+}
 /* the CTA's registers under the budgets */
 constexpr int ws_budget_regs(int nwg) {
     return 128 * ws_producer_regs(nwg) + nwg * 128 * ws_consumer_regs(nwg);
@@ -741,7 +772,8 @@ constexpr int ws_budget_regs(int nwg) {
 template <typename T, int D, int NWG, int BN, int ST, int PP>
 __global__ void __launch_bounds__((NWG + 1) * 128, 1)
 flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtensorMap tm_k,
-                             const __grid_constant__ CUtensorMap tm_v) {
+                             const __grid_constant__ CUtensorMap tm_v,
+                             const __grid_constant__ CUtensorMap tm_q) {
     constexpr int BM = 64 * NWG;
     constexpr int CPR = D / 8;
     constexpr int LOG2_BN = BN == 128 ? 7 : 6;
@@ -755,13 +787,14 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     static_assert(BN == 64 || BN == 128, "key tile of 64 or 128 (wgmma N of S)");
     static_assert(NWG >= 2 && NWG <= 4, "two to four consumer warpgroups");
     static_assert(ST >= 2, "at least two K/V stages");
+    constexpr int QB = ws_q_buffers(D, NWG, BN, ST);
     static_assert(ws_budget_regs(NWG) <= (NWG + 1) * 128 * ws_launch_regs(NWG),
                   "register budgets exceed the launch's allocation");
     static_assert((64 * CPR) % 128 == 0, "Q chunks divide among a warpgroup");
 
     extern __shared__ unsigned char smem_raw[];
     const uint32_t sbase = (smem_addr(smem_raw) + 1023u) & ~1023u;   /* swizzle period */
-    const uint32_t sQ = sbase, sK = sQ + Q_BYTES, sV = sK + ST * KV_BYTES;
+    const uint32_t sQ = sbase, sK = sQ + QB * Q_BYTES, sV = sK + ST * KV_BYTES;
     /* RS: the ones after the V slots (1024-aligned; every row the same, so the swizzle
      * does not matter) */
     const uint32_t sOnes = sV + ST * KV_BYTES;
@@ -777,8 +810,16 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
      * it); s_tile after the barriers */
     auto tile_full = [&](int i) { return bars + 8u * (4 * ST + i); };
     auto tile_empty = [&](int i) { return bars + 8u * (4 * ST + 2 + i); };
+    /* Q by TMA (q_tma): full_q[i] (count 1 + Q_BYTES), empty_q[i] (count 4*NWG: every
+     * consumer warp's last S GEMM of the tile in buffer i has completed); the CTA's k-th
+     * q tile (of those it computes) takes buffer k % QB for the (k / QB)-th time */
+    auto full_q = [&](int i) { return bars + 8u * (4 * ST + 4 + i); };
+    auto empty_q = [&](int i) { return bars + 8u * (4 * ST + 6 + i); };
     volatile int *s_tile = reinterpret_cast<volatile int *>(
-        smem_raw + (bars + 8u * (4 * ST + 4) - smem_addr(smem_raw)));
+        smem_raw + (bars + 8u * (4 * ST + 8) - smem_addr(smem_raw)));
+    /* rows of an end-aligned tile never pass q_len, so the box never reads past the
+     * batch's last token (rows before token 0 are zero-filled) */
+    const bool q_tma = (QB == 2 || FLASH_SM90_Q_TMA == 2) && p.q_tma && (p.sched & 2) != 0;
 
     const int tid = threadIdx.x;
     /* warpgroup 0 produces, 1..NWG consume; broadcast from lane 0 so that the compiler
@@ -796,6 +837,8 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         for (int i = 0; i < 2; i++) {
             mbar_init(tile_full(i), 1);
             mbar_init(tile_empty(i), 4 * NWG);
+            mbar_init(full_q(i), 1);
+            mbar_init(empty_q(i), 4 * NWG);
         }
         mbar_fence_init();
     }
@@ -832,6 +875,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         if (lane == 0) {
             tma_prefetch_map(&tm_k);
             tma_prefetch_map(&tm_v);
+            if (q_tma) tma_prefetch_map(&tm_q);
         }
         /* the CTA's k-th q tile, -1 after the last. Dynamic: lane 0 draws it and publishes
          * it in s_tile[k % 2]; a CTA drawing past the end counts itself out on
@@ -857,11 +901,25 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             return __shfl_sync(0xffffffffu, b, 0);
         };
         int jj = 0;
+        unsigned qk = 0;   /* q tiles computed (Q buffer uses) */
         for (int k = 0;; k++) {
             const int b = next_tile(k);
             if (b < 0) break;
             WsTile w;
             if (!ws_tile<BM, BN>(p, b, w)) continue;
+            if (q_tma) {   /* Q first: one box of (64 columns, BM rows) per panel */
+                const int qb = qk % QB;
+                mbar_wait(empty_q(qb), ((qk / QB) & 1) ^ 1);
+                if (lane == 0) {
+                    mbar_arrive_expect_tx(full_q(qb), Q_BYTES);
+#pragma unroll
+                    for (int n = 0; n < D / 64; n++)
+                        tma_load_2d(sQ + qb * Q_BYTES + n * (BM * 128), &tm_q, w.h * D + n * 64,
+                                    w.q0 + w.m0, full_q(qb));
+                }
+                __syncwarp();
+            }
+            qk++;
             const int32_t *bt = p.block_tables + (size_t)w.seq * p.bt_stride;
             const int last_blk = (w.seq_len - 1) >> p.bs_shift;   /* never read the table past it */
             /* physical block and row within it of this lane's box of tile j; boxes past the
@@ -905,7 +963,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
     const int g = lane >> 2, t4 = lane & 3;
     const int bar_wg = 1 + NWG + c;                /* named barrier of this warpgroup alone */
     const uint32_t q_rows = sQ + 64 * c * 128;
-    /* wgmma descriptors of this warpgroup's Q rows and of K / V slot 0, built once */
+    /* wgmma descriptors of this warpgroup's Q rows (buffer 0) and of K / V slot 0, built once */
     /* V's: the leading byte offset is the stride to the next 64 columns, D's second panel
      * at D = 128 and the ones at RS, where v_advance keeps it pointing at them */
     const uint64_t q_desc = sw128_desc(q_rows, 16, 1024), k_desc = sw128_desc(sK, 16, 1024),
@@ -927,11 +985,16 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         return b;
     };
     int jj = 0;
+    unsigned qk = 0;   /* q tiles computed (Q buffer uses) */
     for (int k = 0;; k++) {
         const int b = next_tile(k);
         if (b < 0) break;
         WsTile w;
         if (!ws_tile<BM, BN>(p, b, w)) continue;
+        const int qb = qk % QB;
+        const uint32_t qpar = (qk / QB) & 1;
+        qk++;
+        const uint64_t qd = desc_advance(q_desc, qb * Q_BYTES);
         const int q0 = w.q0, q_len = w.q_len, seq_len = w.seq_len, ctx = w.ctx, h = w.h;
         const int n_tiles = w.n_tiles;
         auto slot = [&](int j) { return (int)((unsigned)(jj + j) % ST); };   /* jj + j >= 0 */
@@ -946,20 +1009,23 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         const int n_mine = !FLASH_SM90_WS_SKIP ? n_tiles
                          : my_last < max(wrow, 0) ? 0 : min(n_tiles, (ctx + my_last + BN) / BN);
 
-        /* this warpgroup's 64 Q rows (zero outside [0, q_len)) by cp.async, visible to its
-         * wgmma; its previous q tile's GEMMs that read them have all completed */
-        {
-            const T *qb = reinterpret_cast<const T *>(p.q);
+        /* this warpgroup's 64 Q rows: by TMA (the producer's, usually landed already), or
+         * (zero outside [0, q_len)) by cp.async, visible to its wgmma; the GEMMs of the q
+         * tile before that read this buffer have all completed */
+        if (q_tma) {
+            mbar_wait(full_q(qb), qpar);
+        } else {
+            const T *qsrc = reinterpret_cast<const T *>(p.q);
 #pragma unroll
             for (int i = 0; i < 64 * CPR / 128; i++) {
                 const int cc = ct + i * 128, r = 64 * c + cc / CPR, ch = cc % CPR, qrow = w.m0 + r;
-                const T *src = qb;
+                const T *src = qsrc;
                 int bytes = 0;
                 if (qrow >= 0 && qrow < q_len) {
-                    src = qb + (size_t)(q0 + qrow) * p.q_stride + (size_t)h * D + ch * 8;
+                    src = qsrc + (size_t)(q0 + qrow) * p.q_stride + (size_t)h * D + ch * 8;
                     bytes = 16;
                 }
-                cp_async16(sQ + tile_off<BM>(r, ch), src, bytes);
+                cp_async16(sQ + qb * Q_BYTES + tile_off<BM>(r, ch), src, bytes);
             }
             cp_async_commit();
             cp_async_wait<0>();
@@ -995,7 +1061,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             for (int kk = 0; kk < D / 16; kk++) {
                 const uint32_t koff = (kk >> 2) * (BN * 128) + (kk & 3) * 32;
                 const uint32_t qoff = (kk >> 2) * (BM * 128) + (kk & 3) * 32;
-                Wgmma<T, BN>::ss(sacc, desc_advance(q_desc, qoff), desc_advance(kd, koff), kk > 0);
+                Wgmma<T, BN>::ss(sacc, desc_advance(qd, qoff), desc_advance(kd, koff), kk > 0);
             }
             wgmma_commit();
         };
@@ -1026,7 +1092,12 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
                 release(empty_v(slot(j)));
             }
         };
+        /* Q's buffer is free once this warp's last S GEMM of the tile has completed */
+        auto release_q = [&]() {
+            if (q_tma) release(empty_q(qb));
+        };
         if (n_mine == 0) {
+            release_q();
             skip_tiles(0);
             jj += n_tiles;
             continue;
@@ -1042,6 +1113,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
         wgmma_wait<0>();
         reg_fence(sacc);
         release(empty_k(slot(0)));
+        if (n_mine == 1) release_q();
         softmax(0);
         rescale_pack_p();
         /* tiles 1 .. n_mine-1: S_j and P_{j-1} V_{j-1}, the softmax of S_j while P V runs */
@@ -1059,6 +1131,7 @@ flash_attention_sm90a_kernel(const FlashParams p, const __grid_constant__ CUtens
             wgmma_wait<1>();   /* S_j done, P V may still run */
             reg_fence(sacc);
             release(empty_k(slot(j)));
+            if (j == n_mine - 1) release_q();
             softmax(j);
             wgmma_wait<0>();
             reg_fence(oacc);
@@ -1167,6 +1240,27 @@ CUresult encode_kv_map(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *ma
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
+/* The tensor map of q (tokens, q_stride elements, of which the first H*D are the heads'
+ * queries) as the 2-d tensor {H*D, rows}, boxes {64, BM}: one 64-column panel of a q
+ * tile's BM rows, 128B-swizzled like the K/V boxes (the layout of the Q descriptors).
+ * The launcher does not know the token count: rows is sized like the cache's blocks
+ * (the kernel never asks for a row past a sequence's last query). */
+CUresult encode_q_map(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map, const void *q,
+                      int dtype, int H, int D, int q_stride, int bm) {
+    const cuuint64_t row_b = (cuuint64_t)q_stride * 2;
+    cuuint64_t rows = (1ull << 38) / row_b;
+    if (rows > 0x7fffffffull) rows = 0x7fffffffull;
+    if (rows == 0 || q_stride < H * D) return CUDA_ERROR_INVALID_VALUE;
+    const cuuint64_t dims[2] = {(cuuint64_t)H * D, rows};
+    const cuuint64_t strides[1] = {row_b};
+    const cuuint32_t box[2] = {64, (cuuint32_t)bm};
+    const cuuint32_t estr[2] = {1, 1};
+    return encode(map, dtype == 1 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                  2, const_cast<void *>(q), dims, strides, box, estr,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 template <typename T, int D, int NWG, int BN>
 cudaError_t launch_cpasync(const FlashParams &p, int num_seqs, int max_query_len,
                            cudaStream_t stream) {
@@ -1186,16 +1280,16 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
                       int block_size, int num_seqs, int max_query_len, int max_ctas,
                       cudaStream_t stream) {
     constexpr int BM = 64 * NWG;
-    /* Q, ST K and ST V tiles, the ones (RS), the 4*ST + 4 mbarriers, s_tile, + alignment of
-     * the base to 1024 */
-    constexpr size_t smem = (size_t)(BM + 2 * ST * BN) * D * sizeof(T) +
-                            (ws_rowsum_mma(D) ? ONES_BYTES : 0) + (4 * ST + 4) * 8 + 8 + 1024;
-    static_assert(smem <= 227 * 1024, "tiles exceed the 227 KB of shared memory per block");
+    constexpr size_t smem = ws_smem_bytes(D, NWG, BN, ST, ws_q_buffers(D, NWG, BN, ST));
+    static_assert(smem <= WS_SMEM_MAX, "tiles exceed the 227 KB of shared memory per block");
     const int rows = block_size < BN ? block_size : BN;   /* rows of a TMA box */
-    CUtensorMap tm_k, tm_v;
+    CUtensorMap tm_k, tm_v, tm_q;
     if (encode_kv_map(encode, &tm_k, p.k_cache, dtype, p.H, D, block_size, rows) != CUDA_SUCCESS ||
         encode_kv_map(encode, &tm_v, p.v_cache, dtype, p.H, D, block_size, rows) != CUDA_SUCCESS)
         return cudaErrorInvalidValue;
+    /* a q the TMA cannot address (alignment) takes the consumers' cp.async instead */
+    memset(&tm_q, 0, sizeof tm_q);
+    const int q_tma = encode_q_map(encode, &tm_q, p.q, dtype, p.H, D, p.q_stride, BM) == CUDA_SUCCESS;
     auto kern = flash_attention_sm90a_kernel<T, D, NWG, BN, ST, PP>;
     /* the registers the build gave the kernel must hold the setmaxnreg budgets (else the
      * consumers would wait for registers forever): checked once, cudaErrorNotSupported
@@ -1211,6 +1305,7 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
     if (e != cudaSuccess) return e;
     FlashParams lp = p;
     lp.num_seqs = num_seqs;
+    lp.q_tma = q_tma;
     lp.n_qt = (max_query_len + BM - 1) / BM;
     if (lp.group <= 0) {   /* pairs whose K/V (max_query_len keys each) fill half the L2 */
         int dev = 0, l2 = 0;
@@ -1239,7 +1334,7 @@ cudaError_t launch_ws(const FlashParams &p, PFN_cuTensorMapEncodeTiled_v12000 en
         if (max_ctas > 0 && max_ctas < sms) sms = max_ctas;
         if (ctas > sms) ctas = sms;
     }
-    kern<<<(unsigned)ctas, (NWG + 1) * 128, smem, stream>>>(lp, tm_k, tm_v);
+    kern<<<(unsigned)ctas, (NWG + 1) * 128, smem, stream>>>(lp, tm_k, tm_v, tm_q);
     return cudaGetLastError();
 }
 

@@ -30,6 +30,7 @@ struct FlashParams {
      * (q tiles of the longest query) size the linear grid. Zero (the other kernels): grid
      * (q tiles, sequences, heads), tiles aligned to the start. */
     int sched, num_seqs, n_qt, group;
+    int q_tma;   /* the TMA kernel: its launcher encoded a tensor map of q (Q loaded by TMA) */
     int *tile_counter;
 };
 
