@@ -393,17 +393,13 @@ flash_attention_kernel(const FlashParams p) {
 #ifndef FLASH_DECODE_MIN_BLOCKS128
 #define FLASH_DECODE_MIN_BLOCKS128 3
 #endif
-/* 1: each warp prefetches its next item's K / V rows into L2 before computing the current
- * one (no registers: more bytes in flight per SM). Not measured yet: 0 keeps the kernel
- * as it was. */
-#ifndef FLASH_DECODE_L2_PREFETCH
-#define FLASH_DECODE_L2_PREFETCH 0
-#endif
 constexpr int kDecWarps = 4;
 constexpr int kDecMaxHeads = 4;   /* heads per block, at most */
 static_assert(kDecWarps == kDecMaxHeads, "decode_merge_last: one warp per head");
 
-/* keys per item (a warp's unit of work: 8 KB of K+V at the defaults); 16 or 32 at D=64 */
+/* keys per item (a warp's unit of work: 8 KB of K+V at the defaults); 16 or 32 at D=64.
+ * H200, bench_flash --decode-only: 16 with 5 blocks per SM (94 registers) was 1.06x at
+ * B=8 L=2048 and 0.92-0.98x at B >= 64 */
 #ifndef FLASH_DECODE_KT64
 #define FLASH_DECODE_KT64 32
 #endif
@@ -618,15 +614,7 @@ flash_decode_kernel(const DecodeParams p) {
             for (int i = 0; i < KD; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
             cur = hh;
         }
-        if (it + 1 < ie) {
-            row = item_row(it + 1);   /* next item's block-table lookups */
-            if (FLASH_DECODE_L2_PREFETCH) {   /* and its K / V rows into L2 while this one computes */
-                /* a 128-byte line a lane: KT rows of D / 64 lines */
-                const size_t off = (size_t)row * D + ((lane / KT) % (D / 64)) * 64;
-                prefetch_l2(kc + off);
-                prefetch_l2(vc + off);
-            }
-        }
+        if (it + 1 < ie) row = item_row(it + 1);   /* next item's block-table lookups */
 
         /* S^T = K Q^T; lane 4g holds keys n0 + 16mt + g (+8) in sc[mt][0] (sc[mt][2]) */
         float x[MT][2], tmax = -INFINITY;

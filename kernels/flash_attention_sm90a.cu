@@ -13,10 +13,10 @@
  *   the TMA loads (cp.async.bulk.tensor) of K and V tiles into a ring of ST slots each,
  *   one lane per (page, 64-column panel) box, each lane reading its block-table entry;
  *   its other warps exit. Warpgroups 1..NWG consume (setmaxnreg.inc): warpgroup c
- *   owns query rows [64c, 64c+64) of the block's BM = 64*NWG rows (Q: at D = 64 the
- *   producer's TMA loads the next q tile's into a second buffer during this one, at
- *   D = 128 each consumer loads its rows by cp.async; FLASH_SM90_Q_TMA), and per key
- *   tile j issues
+ *   owns query rows [64c, 64c+64) of the block's BM = 64*NWG rows (Q by the producer's
+ *   TMA: at D = 64 the next q tile's into a second buffer during this one, at D = 128
+ *   into the one buffer once every consumer's last S GEMM of the tile has completed;
+ *   FLASH_SM90_Q_TMA), and per key tile j issues
  *       S_j = Q K_j^T          m64nBNk16 x D/16, A = Q and B = K_j from shared memory
  *       O  += P_{j-1} V_{j-1}  m64nDk16 x BN/16, A = P from registers, B = V (transposed)
  *   waits for S_j only, runs the online softmax on it while P V runs, waits for P V,
@@ -139,7 +139,7 @@
  * each consumer loads its rows by cp.async when its tile starts. Either TMA form needs
  * the tiles aligned to the sequence's end (sched bit 1). */
 #ifndef FLASH_SM90_Q_TMA
-#define FLASH_SM90_Q_TMA 1
+#define FLASH_SM90_Q_TMA 2   /* 2 vs 1 (D = 128, one buffer): B=16 S=1024 0.931x vs 0.913x */
 #endif
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
