@@ -11,8 +11,8 @@ On compute capability 9.0 prefill runs a wgmma kernel (flash_attention_sm90a.cu)
 warp-specialized TMA one by default, the cp.async one under GPT2_ENGINE_FLASH_WGMMA=legacy
 (and for block sizes below 8), the mma.sync one under =0. The PREFILL cases run all
 three (elsewhere all settings run the mma.sync kernel) on lengths around the 64-row
-warpgroup and 64/128-key tile edges and the kernels' 128/192-row blocks (the 256-row
-block of the TMA kernel at D=64 only inside the long cases), one-token prefills, contexts
+warpgroup and 64/128-key tile edges and the kernels' 128/192/256-row blocks (256: the
+TMA kernel at D=64, whose Q boxes then start before a short sequence), one-token prefills, contexts
 cached before the chunk, sequences of 16+ key tiles (the TMA kernel's K/V ring wraps
 around several times), and block sizes 1 (cp.async), 8 (the smallest TMA page: 1 KB
 at D=64), 16, 32 and 256 (a page spanning two key tiles). Cache slots past every
@@ -124,6 +124,9 @@ def test_flash_matches_reference_and_paged(case, BS, D, dtype):
 PREFILL = {
     # name: (query lengths, cached context lengths); all run as prefills (num_decodes=0)
     "tile edges": ([1, 7, 63, 64, 65, 127, 128, 129], [0] * 8),
+    # the TMA kernel's 256-row q tiles at D=64 (its Q boxes start before a sequence's
+    # first row when the tile is partial: earlier sequences' rows, or zero-filled)
+    "edges256": ([255, 256, 257, 511, 513], [0, 0, 3, 0, 40]),
     "one-token prefills first": ([1, 1, 191, 192, 193], [0, 5, 0, 0, 0]),
     "long": ([1000, 2048], [0, 0]),
     "long over cache": ([1500, 2], [700, 3000]),
