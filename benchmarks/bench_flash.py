@@ -63,7 +63,7 @@ ROUNDS = 5   # prefill: rounds of timing every kernel and SDPA in turn
 SCHEDS = (0, 2, 3, 7, 15)   # GPT2_ENGINE_FLASH_SCHED modes in the tile-order table
 
 
-_objects = {}                    # (unit, flags, kernels dir, relevant macros) -> object file
+_objects = {}   # (unit, flags, kernels dir, relevant macros) -> (nvcc process, object path)
 _objects_lock = threading.Lock()
 
 
@@ -84,15 +84,15 @@ def _relevant_macros(include, kdir, unit):
 def _compile(nvcc, kdir, unit, gencode, include, obj):
     key = (unit, gencode, kdir, _relevant_macros(include, kdir, unit))
     with _objects_lock:
-        fut = _objects.get(key)
-        if fut is None:
+        entry = _objects.get(key)
+        if entry is None:
             proc = subprocess.Popen([nvcc, "-c", "-Xcompiler", "-fPIC", "-std=c++17", "-O3",
                                      "-lineinfo", "--expt-relaxed-constexpr", gencode,
                                      "-I" + kdir, "-I" + os.path.join(kdir, "..", "csrc", "core"),
                                      *(["-include", include] if include else []),
                                      os.path.join(kdir, unit), "-o", obj])
-            fut = _objects[key] = (proc, obj)
-    proc, path = fut
+            entry = _objects[key] = (proc, obj)
+    proc, path = entry
     if proc.wait() != 0:
         raise subprocess.CalledProcessError(proc.returncode, nvcc)
     return path
