@@ -358,7 +358,8 @@ flash_attention_kernel(const FlashParams p) {
 /* ======================================================================
  * Decode: one query token per sequence.
  *
- * flash_decode_kernel<T, D>: grid (head groups * splits, sequences), kDecWarps warps.
+ * flash_decode_kernel<T, D, SPLIT>: grid (head groups * splits, sequences), kDecWarps
+ * warps; SPLIT (splits > 1: few sequences) selects its own geometry (decode_geom).
  * A block serves one sequence, `hpb` of its heads (a head group) and one slice of
  * its keys (split). The work is cut into items = (head, KT consecutive keys); the
  * block's warps take contiguous runs of items (head-major), so all warps are busy
@@ -366,15 +367,17 @@ flash_attention_kernel(const FlashParams p) {
  * flushes to shared memory when its run moves to the next head. The warps' states
  * are combined at the end through the log-sum-exp (fp32, log2 units).
  *
- * No shared-memory staging: each lane loads its K/V fragments straight into
- * registers with 16-byte loads, in layouts chosen so they feed mma.sync directly.
+ * Each lane loads its K/V fragments straight into registers with 16-byte loads, in
+ * layouts chosen so they feed mma.sync directly (the D=64 one-pass kernel stages K through
+ * shared memory instead, for whole-line loads: FLASH_DECODE_K_SMEM64).
  * The query is the B operand (column 0 real, columns 1..7 zero), so the 16 rows of
  * the A operand carry keys (S^T = K Q^T) and head dims (O^T = V^T P^T), not 15 rows
  * of padding:
  *   S^T(16 keys, 8) = K(16 keys, D) Q^T(D, 8): lane (g = lane/4, t = lane%4) loads
  *     16-byte chunks 4j+t (j < D/32) of key rows g and g+8; QK^T sums over d, so
  *     slice kk = 2j+u of the k dimension takes words 2u, 2u+1 of chunk j (Q is
- *     permuted the same way). Scores of keys g, g+8 land in lane 4g (c0, c2).
+ *     permuted the same way; the ldmatrix path keeps d in order). Scores of keys g,
+ *     g+8 land in lane 4g (c0, c2).
  *   O^T(D, 8) += V^T(D, 16 keys) P^T(16 keys, 8): lane (g, t) loads chunks g+8c
  *     (c < D/64) of key rows 2t, 2t+1, 2t+8, 2t+9; d-row g of m-tile dm = 4c+w is
  *     element 2w of chunk g+8c and d-row g+8 element 2w+1, so byte permutes
@@ -403,9 +406,45 @@ static_assert(kDecWarps == kDecMaxHeads, "decode_merge_last: one warp per head")
 #ifndef FLASH_DECODE_KT64
 #define FLASH_DECODE_KT64 32
 #endif
-__host__ __device__ constexpr int decode_keys_per_item(int D) { return D == 64 ? FLASH_DECODE_KT64 : 16; }
-__host__ __device__ constexpr int decode_min_blocks(int D) {
-    return D == 64 ? FLASH_DECODE_MIN_BLOCKS64 : FLASH_DECODE_MIN_BLOCKS128;
+/* The split-KV launches (splits > 1: few sequences, latency-bound) have their own item
+ * size and blocks per SM at D=64 (a second instantiation of the kernel). H200, same run,
+ * FLASH / PAGED with 16 keys and 5 blocks vs 32 and 4: B=8 L=2048 H=32 1.05 vs 1.00,
+ * H=12 1.02 vs 0.95, B=8 L=200 1.02 vs 0.97, B=1 L=4096 0.99 vs 0.97 */
+#ifndef FLASH_DECODE_SPLIT_KT64
+#define FLASH_DECODE_SPLIT_KT64 16
+#endif
+#ifndef FLASH_DECODE_SPLIT_MIN_BLOCKS64
+#define FLASH_DECODE_SPLIT_MIN_BLOCKS64 5
+#endif
+/* How K reaches the S^T GEMM: 0 straight into registers in the mma fragment layout (4 lanes
+ * per row: each load instruction reads half lines at D=64, quarter lines at D=128); 1 in
+ * whole 128-byte lines (8 lanes per row: a third fewer L2 requests, ncu) through a swizzled
+ * shared-memory tile per warp to ldmatrix. Per kernel: the D=64 one-pass kernel, the D=64
+ * split-KV kernel, D=128 (both). H200, FLASH / PAGED with 1 vs 0, same run: D=64 B=64
+ * L=1024 0.98 vs 0.96, B=256 L=512 0.99 vs 0.97, B=256 L=256 H=12 0.97 vs 0.95; but D=128
+ * 0.93 vs 0.97 and split D=64 B=8 1.01 vs 1.05. The tile filled by cp.async instead (no
+ * registers; 5 blocks per SM at D=64, 4 at D=128, 6 for the split kernel) was within
+ * +-3% of 1, no better overall */
+#ifndef FLASH_DECODE_K_SMEM64
+#define FLASH_DECODE_K_SMEM64 1
+#endif
+#ifndef FLASH_DECODE_K_SMEM64_SPLIT
+#define FLASH_DECODE_K_SMEM64_SPLIT 0
+#endif
+#ifndef FLASH_DECODE_K_SMEM128
+#define FLASH_DECODE_K_SMEM128 0
+#endif
+
+/* A decode kernel's geometry: keys per item and the blocks per SM its registers allow. */
+struct DecodeGeom {
+    int kt, min_blocks, k_smem;   /* keys per item, blocks per SM, FLASH_DECODE_K_SMEM* mode */
+};
+__host__ __device__ constexpr DecodeGeom decode_geom(int D, bool split) {
+    return D == 64 ? (split ? DecodeGeom{FLASH_DECODE_SPLIT_KT64, FLASH_DECODE_SPLIT_MIN_BLOCKS64,
+                                         FLASH_DECODE_K_SMEM64_SPLIT}
+                            : DecodeGeom{FLASH_DECODE_KT64, FLASH_DECODE_MIN_BLOCKS64,
+                                         FLASH_DECODE_K_SMEM64})
+                   : DecodeGeom{16, FLASH_DECODE_MIN_BLOCKS128, FLASH_DECODE_K_SMEM128};
 }
 
 /* Keys per split of a context of L keys: whole items, at least one item per warp
@@ -465,7 +504,7 @@ constexpr int kDecMaxSplits = 64;
  * (o_i, lse_i) of its heads: out = sum_i w_i o_i / sum_i w_i, w_i = 2^(lse_i - max)
  * (last_block_of, launch.cuh). Saves the second kernel of flash-decoding (one launch
  * per layer). */
-template <typename T, int D>
+template <typename T, int D, int KT>
 __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
     __shared__ float s_w[kDecMaxHeads][kDecMaxSplits];
     __shared__ float s_inv[kDecMaxHeads];
@@ -473,7 +512,7 @@ __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
     /* the block's coordinates again (re-read, not kept live through the main loop) */
     const int s = p.seq_begin + blockIdx.y, group = blockIdx.x % p.groups;
     const int h0 = group * p.hpb, nh = min(p.hpb, p.H - h0);
-    const int n = decode_split_count(p.seq_lens[s], p.splits, decode_keys_per_item(D));
+    const int n = decode_split_count(p.seq_lens[s], p.splits, KT);
     if (!last_block_of(p.tickets + (size_t)s * p.groups + group, n)) return;
     /* weights: warp hh for head hh (kDecWarps == kDecMaxHeads) */
     if (warp < nh) {
@@ -506,11 +545,11 @@ __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
     }
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks(D))
+template <typename T, int D, bool SPLIT>
+__global__ void __launch_bounds__(kDecWarps * 32, decode_geom(D, SPLIT).min_blocks)
 flash_decode_kernel(const DecodeParams p) {
     constexpr int NT = kDecWarps * 32;
-    constexpr int KT = decode_keys_per_item(D);   /* keys per item */
+    constexpr int KT = decode_geom(D, SPLIT).kt;  /* keys per item */
     constexpr int MT = KT / 16;                   /* 16-key m-tiles of S^T per item */
     constexpr int KC = D / 32;                    /* K chunks per key row per lane */
     constexpr int VC = D / 64;                    /* V chunks per key row per lane */
@@ -519,6 +558,11 @@ flash_decode_kernel(const DecodeParams p) {
     __shared__ __align__(16) float s_o[kDecWarps][kDecMaxHeads][D];   /* unnormalised O */
     __shared__ float s_m[kDecWarps][kDecMaxHeads], s_l[kDecWarps][kDecMaxHeads];
     __shared__ __align__(16) T s_q[kDecWarps][D];   /* q of the warp's current head */
+    constexpr bool KSM = decode_geom(D, SPLIT).k_smem != 0;
+    constexpr int CR = D / 8;                     /* 16-byte chunks per K row */
+    constexpr int RPI = 32 / CR;                  /* K rows per whole-line load */
+    constexpr int KI = KT / RPI;                  /* whole-line K loads per item */
+    __shared__ __align__(128) T s_k[KSM ? kDecWarps : 1][KSM ? KT * D : 8];   /* K of an item */
 
     pdl_launch_dependents();
     pdl_wait();
@@ -532,6 +576,8 @@ flash_decode_kernel(const DecodeParams p) {
     if (p.splits > 1 && kbeg >= kend) return;     /* empty split: the merge skips it */
     const int n_tiles = kend > kbeg ? (kend - kbeg + KT - 1) / KT : 0;
     const int n_items = nh * n_tiles;
+    /* this warp's items: a contiguous run (H200: warp w taking items w, w + 4, ... was
+     * 0.93-0.98x of this at B >= 64) */
     const int ib = n_items * warp / kDecWarps, ie = n_items * (warp + 1) / kDecWarps;
     if (lane == 0) {
 #pragma unroll
@@ -582,10 +628,23 @@ flash_decode_kernel(const DecodeParams p) {
         const int hh = it / n_tiles, n0 = kbeg + (it - hh * n_tiles) * KT;
         /* issue this item's loads first: K (A of S^T) and V (A of O^T) */
         uint4 kr[MT][2][KC], vr[MT][4][VC];
+        /* KSM: this lane's K chunks lane % CR of rows i * RPI + lane / CR; the shared tile
+         * holds chunk c of row r at 16 (c ^ (r & 7)) bytes into the row (ldmatrix's 8 rows
+         * of one chunk hit 8 distinct bank groups) */
+        const uint32_t sk = smem_addr(&s_k[KSM ? warp : 0][0]);
+        auto sk_at = [&](int r, int c) { return sk + (uint32_t)(r * D * 2 + ((c ^ (r & 7)) << 4)); };
+        uint4 kl[KSM ? KI : 1];
+        if constexpr (KSM) {
+#pragma unroll
+            for (int i = 0; i < KI; i++) {
+                const uint32_t rw = __shfl_sync(0xffffffffu, row, i * RPI + lane / CR);
+                kl[i] = ld_stream(kc + (size_t)rw * D + (lane % CR) * 8);
+            }
+        }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < 2 && !KSM; r++) {
                 const uint32_t rw = __shfl_sync(0xffffffffu, row, 16 * mt + 8 * r + g);
                 const T *src = kc + (size_t)rw * D + t * 8;
 #pragma unroll
@@ -615,6 +674,15 @@ flash_decode_kernel(const DecodeParams p) {
             cur = hh;
         }
         if (it + 1 < ie) row = item_row(it + 1);   /* next item's block-table lookups */
+        if constexpr (KSM) {   /* the K tile into shared memory */
+            __syncwarp();   /* the last item's ldmatrix reads are done */
+#pragma unroll
+            for (int i = 0; i < KI; i++)
+                asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n"
+                             :: "r"(sk_at(i * RPI + lane / CR, lane % CR)), "r"(kl[i].x),
+                                "r"(kl[i].y), "r"(kl[i].z), "r"(kl[i].w) : "memory");
+            __syncwarp();
+        }
 
         /* S^T = K Q^T; lane 4g holds keys n0 + 16mt + g (+8) in sc[mt][0] (sc[mt][2]) */
         float x[MT][2], tmax = -INFINITY;
@@ -623,12 +691,23 @@ flash_decode_kernel(const DecodeParams p) {
             float sc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
             for (int kk = 0; kk < KD; kk++) {
-                const int j = kk >> 1, u = kk & 1;
-                const uint32_t a[4] = {word(kr[mt][0][j], 2 * u), word(kr[mt][1][j], 2 * u),
-                                       word(kr[mt][0][j], 2 * u + 1), word(kr[mt][1][j], 2 * u + 1)};
-                /* B: words 2u, 2u+1 of q chunk 4j+t in column g = 0, zero elsewhere */
-                const uint2 qw = *reinterpret_cast<const uint2 *>(&s_q[warp][(4 * j + t) * 8 + 4 * u]);
-                Mma<T>::run(sc, a, g == 0 ? qw.x : 0u, g == 0 ? qw.y : 0u);
+                if constexpr (KSM) {   /* d in natural order: A by ldmatrix, B = q[16kk + ...] */
+                    uint32_t a[4];
+                    const int r = 16 * mt + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                                 : "r"(sk_at(r, 2 * kk + (lane >> 4))) : "memory");
+                    const uint32_t q0w = *reinterpret_cast<const uint32_t *>(&s_q[warp][16 * kk + 2 * t]);
+                    const uint32_t q1w = *reinterpret_cast<const uint32_t *>(&s_q[warp][16 * kk + 8 + 2 * t]);
+                    Mma<T>::run(sc, a, g == 0 ? q0w : 0u, g == 0 ? q1w : 0u);
+                } else {
+                    const int j = kk >> 1, u = kk & 1;
+                    const uint32_t a[4] = {word(kr[mt][0][j], 2 * u), word(kr[mt][1][j], 2 * u),
+                                           word(kr[mt][0][j], 2 * u + 1), word(kr[mt][1][j], 2 * u + 1)};
+                    /* B: words 2u, 2u+1 of q chunk 4j+t in column g = 0, zero elsewhere */
+                    const uint2 qw = *reinterpret_cast<const uint2 *>(&s_q[warp][(4 * j + t) * 8 + 4 * u]);
+                    Mma<T>::run(sc, a, g == 0 ? qw.x : 0u, g == 0 ? qw.y : 0u);
+                }
             }
             const int pos = n0 + 16 * mt + g;
             x[mt][0] = pos < kend ? sc[0] * p.scale_log2 : -INFINITY;
@@ -698,13 +777,14 @@ flash_decode_kernel(const DecodeParams p) {
             *reinterpret_cast<uint32_t *>(orow + d) = Mma<T>::pack(a0 * inv, a1 * inv);
         }
     }
-    if (p.splits > 1) decode_merge_last<T, D>(p);
+    if (p.splits > 1) decode_merge_last<T, D, KT>(p);
 }
 
 template <typename T, int D>
 cudaError_t launch_decode(const DecodeParams &p, int num_seqs, cudaStream_t stream, int pdl) {
-    return launch_kernel(flash_decode_kernel<T, D>, dim3(p.groups * p.splits, num_seqs),
-                         dim3(kDecWarps * 32), 0, stream, pdl, 1, p);
+    auto kern = p.splits > 1 ? flash_decode_kernel<T, D, true> : flash_decode_kernel<T, D, false>;
+    return launch_kernel(kern, dim3(p.groups * p.splits, num_seqs), dim3(kDecWarps * 32), 0,
+                         stream, pdl, 1, p);
 }
 
 template <typename T, int D, int NWARPS, int MT, int BN, int STAGES>
@@ -788,9 +868,10 @@ extern "C" int flash_attention_num_splits(int num_seqs, int H, int D, int max_se
      * one item per warp; depends only on the launch shape, never on the lengths. */
     const long long work = (long long)num_seqs * H;
     if (work <= 0) return 1;
-    const long long slots = (long long)num_sms * (D == 64 ? decode_min_blocks(64) : decode_min_blocks(128));
+    const DecodeGeom geo = decode_geom(D == 64 ? 64 : 128, true);   /* of the split kernel */
+    const long long slots = (long long)num_sms * geo.min_blocks;
     long long n = slots / work;
-    const int kmin = kDecWarps * decode_keys_per_item(D == 64 ? 64 : 128);
+    const int kmin = kDecWarps * geo.kt;
     const long long cap = (max_seq_len + kmin - 1) / kmin;
     if (n > cap) n = cap;
     if (n > max_splits) n = max_splits;
