@@ -1217,48 +1217,52 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
     return fn;
 }
 
-/* The tensor map of one layer's K or V cache (num_blocks, H, block_size, D) viewed as
- * the 4-d tensor {D, block_size, H, blocks} (innermost first; strides in bytes of a
- * row, a page, a block). A box is {64, rows, 1, 1}: one 64-column panel of `rows`
- * rows of one page of one head, written to shared memory 128B-swizzled, i.e. exactly
- * the panel layout the wgmma descriptors read. The launcher does not know num_blocks:
- * the block dimension is sized to 2^38 bytes (past any GPU's memory), so every block a
- * table can name is in bounds (the kernel never asks for a block past a sequence's). */
-CUresult encode_kv_map(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map,
-                       const void *cache, int dtype, int H, int D, int block_size, int rows) {
-    const cuuint64_t row_b = (cuuint64_t)D * 2, page_b = row_b * block_size, blk_b = page_b * H;
-    cuuint64_t nblk = (1ull << 38) / blk_b;
-    if (nblk > 0x7fffffffull) nblk = 0x7fffffffull;
-    if (nblk == 0) return CUDA_ERROR_INVALID_VALUE;
-    const cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)block_size, (cuuint64_t)H, nblk};
-    const cuuint64_t strides[3] = {row_b, page_b, blk_b};
-    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1};
-    const cuuint32_t estr[4] = {1, 1, 1, 1};
+/* Both maps' common part: fp16 / bf16 elements, element strides 1, 128B-swizzled boxes
+ * (the panel layout the wgmma descriptors read), 256-byte L2 promotion, no OOB fill. */
+template <int RANK>
+CUresult encode_swizzled(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map, int dtype,
+                         const void *base, const cuuint64_t (&dims)[RANK],
+                         const cuuint64_t (&strides)[RANK - 1], const cuuint32_t (&box)[RANK]) {
+    cuuint32_t estr[RANK];
+    for (int i = 0; i < RANK; i++) estr[i] = 1;
     return encode(map, dtype == 1 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                  4, const_cast<void *>(cache), dims, strides, box, estr,
+                  RANK, const_cast<void *>(base), dims, strides, box, estr,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
+/* The outermost dimension of a map whose extent the launcher does not know (the cache's
+ * blocks, q's tokens): as many units of unit_bytes as 2^38 bytes hold (past any GPU's
+ * memory), so every unit a kernel can name is in bounds; 0 if none fits. */
+cuuint64_t units_in_address_space(cuuint64_t unit_bytes) {
+    const cuuint64_t n = (1ull << 38) / unit_bytes;
+    return n > 0x7fffffffull ? 0x7fffffffull : n;
+}
+
+/* The tensor map of one layer's K or V cache (num_blocks, H, block_size, D) viewed as
+ * the 4-d tensor {D, block_size, H, blocks} (innermost first; strides in bytes of a
+ * row, a page, a block). A box is {64, rows, 1, 1}: one 64-column panel of `rows`
+ * rows of one page of one head (the kernel never asks for a block past a sequence's). */
+CUresult encode_kv_map(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map,
+                       const void *cache, int dtype, int H, int D, int block_size, int rows) {
+    const cuuint64_t row_b = (cuuint64_t)D * 2, page_b = row_b * block_size, blk_b = page_b * H;
+    const cuuint64_t nblk = units_in_address_space(blk_b);
+    if (nblk == 0) return CUDA_ERROR_INVALID_VALUE;
+    return encode_swizzled<4>(encode, map, dtype, cache,
+                              {(cuuint64_t)D, (cuuint64_t)block_size, (cuuint64_t)H, nblk},
+                              {row_b, page_b, blk_b}, {64, (cuuint32_t)rows, 1, 1});
+}
+
 /* The tensor map of q (tokens, q_stride elements, of which the first H*D are the heads'
- * queries) as the 2-d tensor {H*D, rows}, boxes {64, BM}: one 64-column panel of a q
- * tile's BM rows, 128B-swizzled like the K/V boxes (the layout of the Q descriptors).
- * The launcher does not know the token count: rows is sized like the cache's blocks
- * (the kernel never asks for a row past a sequence's last query). */
+ * queries) as the 2-d tensor {H*D, tokens}, boxes {64, BM}: one 64-column panel of a q
+ * tile's BM rows, swizzled like the K/V boxes (the kernel never asks for a row past a
+ * sequence's last query). */
 CUresult encode_q_map(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map, const void *q,
                       int dtype, int H, int D, int q_stride, int bm) {
-    const cuuint64_t row_b = (cuuint64_t)q_stride * 2;
-    cuuint64_t rows = (1ull << 38) / row_b;
-    if (rows > 0x7fffffffull) rows = 0x7fffffffull;
+    const cuuint64_t row_b = (cuuint64_t)q_stride * 2, rows = units_in_address_space(row_b);
     if (rows == 0 || q_stride < H * D) return CUDA_ERROR_INVALID_VALUE;
-    const cuuint64_t dims[2] = {(cuuint64_t)H * D, rows};
-    const cuuint64_t strides[1] = {row_b};
-    const cuuint32_t box[2] = {64, (cuuint32_t)bm};
-    const cuuint32_t estr[2] = {1, 1};
-    return encode(map, dtype == 1 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                  2, const_cast<void *>(q), dims, strides, box, estr,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return encode_swizzled<2>(encode, map, dtype, q, {(cuuint64_t)H * D, rows}, {row_b},
+                              {64, (cuuint32_t)bm});
 }
 
 template <typename T, int D, int NWG, int BN>
