@@ -13,7 +13,8 @@
 # memcheck (compute-sanitizer over $MEMCHECK_ARGS), ncufused (ncu on one fused batch-1
 # decode launch of the $FUSED_SHAPE shape, default gpt2), ncuflash (ncu on one FLASH
 # prefill launch per ';'-separated set of benchmarks/profile_flash_prefill.py arguments
-# in $FLASH_NCU_ARGS).
+# in $FLASH_NCU_ARGS), ncudec (ncu on one FLASH and one PAGED decode launch per
+# ';'-separated set of benchmarks/profile_decode_attn.py arguments in $DEC_NCU_ARGS).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu_session}; mkdir -p "$OUT"
@@ -74,6 +75,18 @@ llm.generate([{'prompt_token_ids': list(range(16))}], SamplingParams(temperature
                           $PY benchmarks/profile_flash_prefill.py $a 2>&1 | tee -a "$OUT/ncu_flash.log" \
                           | grep -v "^==PROF==" | grep -E "prefill|Duration|Throughput|Eligible|Issued|stalled" | awk '$NF != "0" || !/stalled/'
                   done ;;
+        ncudec) # Nsight Compute on one FLASH and one PAGED decode launch per ';'-separated
+                # argument set of $DEC_NCU_ARGS (profile_decode_attn.py; default B=64 L=1024 d=64):
+                # DRAM bytes and throughput, L2 requests, occupancy, the stall reasons
+                IFS=';' read -ra sets <<< "${DEC_NCU_ARGS:---batch 64}"
+                for a in "${sets[@]}"; do
+                    echo "--- ncu: profile_decode_attn.py $a"
+                    timeout 200 ncu --clock-control none --section SpeedOfLight --section Occupancy \
+                        --metrics "dram__bytes_read.sum,lts__t_requests_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,sm__warps_active.avg.per_cycle_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+                        -k "regex:flash_decode_kernel|paged_attention_decode_kernel" \
+                        $PY benchmarks/profile_decode_attn.py $a 2>&1 | tee -a "$OUT/ncu_dec.log" \
+                        | grep -v "^==PROF==" | grep -E "decode|Duration|Throughput|dram__|lts__|warps_active|Occupancy|stalled" | awk '$NF != "0" || !/stalled/'
+                done ;;
         prof*) timeout 120 $PY benchmarks/profile_decode.py --batch ${step#prof} ${PROF_ARGS:-} 2>&1 | tee "$OUT/$step.log" | tail -30 ;;
     esac
 done
