@@ -108,6 +108,7 @@
 
 #include "flash_common.cuh"
 #include "kernels.h"
+#include "mbarrier.cuh"
 
 /* tuning knobs (bench_flash.py --variant) */
 /* the TMA kernel's default schedule (ws_schedule_from_env): tiles drawn from the tile
@@ -148,11 +149,6 @@
 
 namespace {
 
-/* makes this thread's generic-proxy writes to shared memory (cp.async) visible to the
- * async proxy (wgmma operand reads); a barrier then publishes them to the warpgroups */
-__device__ __forceinline__ void fence_proxy_async() {
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 __device__ __forceinline__ void wgmma_fence() {
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -381,41 +377,8 @@ FA90_WGMMA_72(__half, "f16")
 FA90_WGMMA_72(__nv_bfloat16, "bf16")
 #endif
 
-/* ---- mbarriers, TMA, named barriers, register reallocation (the warp-specialized
- * kernel only). An mbarrier (8 bytes of shared memory) counts arrivals and, for TMA,
- * transaction bytes; a phase completes when both reach zero, then the next phase
- * starts with the init count. try_wait.parity(P) returns true once the phase of
- * parity P has completed, i.e. while the current phase has parity !P: a fresh
- * barrier is in phase 0, so waiting on parity 1 passes at once (the "previous"
- * phase counts as complete) and waiting on parity 0 blocks until the first phase
- * completes. ---- */
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-/* makes the inits visible to the other threads and to the async proxy (TMA) */
-__device__ __forceinline__ void mbar_fence_init() {
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-/* one arrival (release): this thread's earlier reads of the guarded buffer are done */
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-/* one arrival, and bytes more to come from the TMA copies completing on this phase */
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
-                 "r"(bytes) : "memory");
-}
-/* blocks until the phase of this parity has completed (acquire: the TMA's writes, or the
- * consumers' reads, guarded by that phase are then ordered before what follows) */
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\n"
-                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-    } while (!done);
-}
+/* ---- TMA, named barriers, register reallocation (the warp-specialized kernel only;
+ * its mbarriers: mbarrier.cuh) ---- */
 /* TMA: the box of the 4-d tensor map at coordinates (c0 innermost .. c3) into shared
  * memory at dst, completing its bytes on the mbarrier bar (async proxy) */
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap *map, int c0, int c1,
