@@ -127,13 +127,30 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         if CUDA:
             ext.extra_objects += self.compile_cuda(CUDA)
+            # relink when the kernel defines changed since the last build (its objects differ)
+            stamp = os.path.join(self.build_temp, "cuda_defines")
+            want = os.environ.get("GPT2_ENGINE_CUDA_DEFINES", "")
+            have = open(stamp).read() if os.path.exists(stamp) else ""
+            if want != have:
+                self.force = True
+                with open(stamp, "w") as f:
+                    f.write(want)
         super().build_extension(ext)
 
     def compile_cuda(self, cuda):
         archs = os.environ.get("GPT2_ENGINE_CUDA_ARCHS", "80;86;89;90").split(";")
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
         gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+        # GPT2_ENGINE_CUDA_DEFINES="FLASH_DECODE_BULK=1;...": kernel tuning knobs for a
+        # measuring build (integer values: nvcc splits -D at commas); their objects go to a
+        # folder of their own, so switching back recompiles no kernel (the extension is
+        # relinked: build_extension)
+        defines = [d for d in os.environ.get("GPT2_ENGINE_CUDA_DEFINES", "").split(";") if d]
         objdir = os.path.join(self.build_temp, "kernels")
+        if defines:
+            import hashlib
+            objdir += "-" + hashlib.sha1(";".join(defines).encode()).hexdigest()[:8]
+            log("kernel defines: " + " ".join(defines))
         os.makedirs(objdir, exist_ok=True)
         headers = glob.glob(os.path.join(ROOT, "kernels", "*.h")) + \
             glob.glob(os.path.join(ROOT, "kernels", "*.cuh"))
@@ -151,7 +168,7 @@ class BuildExt(build_ext):
                    "--expt-relaxed-constexpr", "--threads", "0", "-Xcompiler", "-Wall",
                    "-Werror=all-warnings"]
             cmd += ["-O0", "-g", "-lineinfo"] if DEBUG else ["-O3", "-lineinfo"]
-            cmd += codes + [f"-I{d}" for d in cuda["include"]]
+            cmd += codes + [f"-I{d}" for d in cuda["include"]] + [f"-D{d}" for d in defines]
             stale = not os.path.exists(obj) or \
                 os.path.getmtime(obj) < max(os.path.getmtime(src), newest_header)
             jobs.append((cmd, obj, stale))
