@@ -251,7 +251,7 @@ def time_graph_ms(torch, fn, n=20, reps=20):
 def prefill_case(torch, B, S, D, dtype, bs=16):
     """The prefill benchmark's data: B sequences of S tokens, H = 2048 / D heads, K/V in a
     paged cache with scattered block tables, and the same data dense for SDPA. Returns
-    (flash(lib), sdpa(), out, flops)."""
+    (flash(lib), sdpa(), out, flops, the paged inputs (q, kc, vc, qsl, sl, bt, H, scale))."""
     import torch.nn.functional as Fn
     H = 2048 // D
     gen = torch.Generator().manual_seed(B * S + D)
@@ -275,8 +275,7 @@ def prefill_case(torch, B, S, D, dtype, bs=16):
     def sdpa():
         return Fn.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
 
-    flash.paged = (q, kc, vc, qsl, sl, bt, H, scale)
-    return flash, sdpa, out, 4 * B * H * S * S * D / 2
+    return flash, sdpa, out, 4 * B * H * S * S * D / 2, (q, kc, vc, qsl, sl, bt, H, scale)
 
 
 def rel_err(out, ref, B, S, H, D):
@@ -287,7 +286,7 @@ def rel_err(out, ref, B, S, H, D):
 def bench_prefill_ab(torch, libs, B, S, D, dtype):
     """The TMA kernel (default schedule) of every build in libs, each timed in every one of
     ROUNDS rounds in turn with SDPA: TF/s, median ratio to SDPA, max error, per build."""
-    flash, sdpa, out, flops = prefill_case(torch, B, S, D, dtype)
+    flash, sdpa, out, flops, _ = prefill_case(torch, B, S, D, dtype)
     H = 2048 // D
     ref = sdpa()
     os.environ["GPT2_ENGINE_FLASH_WGMMA"] = "1"
@@ -312,8 +311,8 @@ def bench_prefill(torch, lib, B, S, D, dtype, bs=16, paged=None, ws_only=False):
     """ws_only: only the TMA kernel at its default schedule against SDPA (the block-size
     table)."""
     H = 2048 // D
-    flash_of, sdpa, out, flops = prefill_case(torch, B, S, D, dtype, bs)
-    q, kc, vc, qsl, sl, bt, H, scale = flash_of.paged
+    flash_of, sdpa, out, flops, (q, kc, vc, qsl, sl, bt, H, scale) = prefill_case(
+        torch, B, S, D, dtype, bs)
 
     def flash():
         flash_of(lib)
