@@ -4,7 +4,8 @@
 # (space-separated steps); logs in $OUT.
 # TESTS="paths and args": run only those tests. MEMCHECK_ARGS: pytest arguments for the
 # memcheck step (compute-sanitizer).
-# Steps: flashdec (bench_flash --decode-only + $FLASH_VARIANTS), flash (--prefill-only),
+# Steps: flashdec (bench_flash --decode-only + each variant of $FLASH_VARIANTS, separated by
+# white space, or by '|' where a value holds spaces), flash (--prefill-only),
 # flashab (--ab: the TMA prefill of the default build and of each '|'-separated variant of
 # $FLASH_AB, e.g. "KERNELS=baseline/kernels|FLASH_SM90_ROWSUM_MMA=0", in the same rounds),
 # flashbs (--prefill-only --block-sizes $FLASH_BLOCK_SIZES, default 16,64,128),
@@ -37,7 +38,10 @@ fi
 for step in ${BENCH:-}; do
     echo "=== $step ($(date +%T))"
     case $step in
-        flashdec) args=(--decode-only); for v in ${FLASH_VARIANTS:-}; do args+=(--variant "$v"); done
+        flashdec) # variants split at '|' when there is one (values with spaces), else at white space
+                  if [[ "${FLASH_VARIANTS:-}" == *"|"* ]]; then IFS='|' read -ra vs <<< "$FLASH_VARIANTS"
+                  else read -ra vs <<< "${FLASH_VARIANTS:-}"; fi
+                  args=(--decode-only); for v in "${vs[@]}"; do args+=(--variant "$v"); done
                   timeout 400 $PY benchmarks/bench_flash.py "${args[@]}" 2>&1 | tee "$OUT/flash.log" | grep -v "^\[" ;;
         flash) timeout -k 10 150 $PY benchmarks/bench_flash.py --prefill-only 2>&1 | tee "$OUT/flash_full.log" | grep -v "^\[" ;;
         flashab) IFS='|' read -ra vs <<< "${FLASH_AB:-}"; args=(--ab); for v in "${vs[@]}"; do args+=(--variant "$v"); done
