@@ -10,10 +10,13 @@
  *      no earlier kernel, so with programmatic dependent launch (launch.cuh) the
  *      weight stream overlaps the previous kernel;
  *   2. then stages its input rows in shared memory as fp32 (with a layernorm:
- *      whole rows, statistics in fp32 two-pass over shared memory, the value
- *      rounded to the storage type as the unfused layernorm would store it);
+ *      whole rows, statistics in fp32 two-pass over shared memory, every warp
+ *      summing a strided share, the value rounded to the storage type as the
+ *      unfused layernorm would store it);
  *   3. reduces split-K partials inside a thread-block cluster through
- *      distributed shared memory (no global partials, atomics or second kernel),
+ *      distributed shared memory (no global partials, atomics or second kernel):
+ *      ranks 1.. store theirs into rank 0's shared memory, arrive on its mbarrier
+ *      and exit (their SM slots free for the next kernel's blocks); rank 0 sums
  *      in rank order, so results do not depend on scheduling (clusters need
  *      sm_90: on older GPUs the host asks for no split, ks = 1).
  *
@@ -21,17 +24,22 @@
  * (x, y) owns columns [64x, 64x + 64) and rows [y * kps, (y + 1) * kps) of w.
  * Thread t owns 8 consecutive columns (t % 8) and every 32nd row of the slice
  * from t / 8: one uint4 of w per row (a warp reads 4 rows x 128 contiguous
- * bytes). The first GEMV_PF rows of each thread are held in registers across
- * the wait, the rest prefetched to L2. Row-lanes are summed by shuffles, then
+ * bytes). The first GEMV_PF1 (M = 1) or GEMV_PF rows of each thread are held in
+ * registers across the wait, the rest prefetched to L2. The K splits aim at
+ * GEMV_BLOCKS_PER_SM (1) blocks per SM: fewer, longer blocks with more loads each in
+ * flight beat two per SM at every gpt2 / gpt2-xl shape (bench_gemv.py). Row-lanes are summed by shuffles, then
  * across warps in shared memory, then across the cluster by block rank 0.
  *
  * gemv_nk (w (N, K)): each warp computes whole dot products w[n] . x[m] for rows
- * n = warp, warp + total warps, ...; lanes stride K in 16-byte chunks; the first
- * two rows of each warp are prefetched to L2 before the wait. */
+ * n = warp, warp + total warps, ...; lanes stride K in 16-byte chunks, two rows
+ * and U chunks of each at a time (U = GEMV_NK_UNROLL1 at M = 1, else
+ * GEMV_NK_UNROLL); the first two rows of each warp are prefetched to L2 before
+ * the wait. */
 #include <cooperative_groups.h>
 
 #include "common.cuh"
 #include "launch.cuh"
+#include "mbarrier.cuh"
 
 namespace cg = cooperative_groups;
 
@@ -39,10 +47,37 @@ namespace cg = cooperative_groups;
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_COLS 64
 #define GEMV_LANES (GEMV_THREADS / 8)   /* row-lanes of gemv_kn */
-#define GEMV_PF 8                         /* rows per thread held in registers across the wait */
-#define GEMV_UNROLL 4
+/* Tuning knobs: benchmarks/bench_gemv.py --variant "GEMV_PF1=12;GEMV_BLOCKS_PER_SM=2"
+ * builds others beside the default and times them in the same run (docs/performance_notes.md,
+ * tenth session, has the table that chose these). */
+#ifndef GEMV_PF1
+#define GEMV_PF1 16            /* rows per thread held in registers across the wait, M = 1 */
+#endif
+#ifndef GEMV_PF
+#define GEMV_PF 12             /* the same, M = 2..4 */
+#endif
+#ifndef GEMV_UNROLL
+#define GEMV_UNROLL 4          /* rows per thread loaded together after those */
+#endif
+#ifndef GEMV_BLOCKS_PER_SM
+#define GEMV_BLOCKS_PER_SM 1   /* gemv_kn's K splits aim at this many blocks per SM in all */
+#endif
+#ifndef GEMV_NK_UNROLL1
+#define GEMV_NK_UNROLL1 4      /* gemv_nk: 16-byte chunks per lane and row loaded together, M = 1 */
+#endif
+#ifndef GEMV_NK_UNROLL
+#define GEMV_NK_UNROLL 2       /* the same, M = 2..4 (4 costs M = 4 half its speed: registers) */
+#endif
+#ifndef GEMV_NK_BLOCKS_PER_SM
+#define GEMV_NK_BLOCKS_PER_SM 4
+#endif
 
 namespace {
+
+__device__ __forceinline__ __attribute__((unused)) uint32_t shared_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
 
 /* out[m, n] = act(v + bias[n] (+ out[m, n])); the qkv K/V columns also go to the cache */
 template <typename T>
@@ -101,15 +136,45 @@ __device__ void stage_input(const GemvArgs &a, float *xs, int kb, int len, int &
         for (int idx = t; idx < n; idx += GEMV_THREADS) xs[idx] = to_f32(in[idx]);
     }
     __syncthreads();
-    if (warp < M) {
-        const float *x = xs + (size_t)warp * a.K;
-        float s = 0.0f;
-        for (int c = lane; c < a.K; c += 32) s += x[c];
-        const float mean = warp_sum(s) / (float)a.K;
-        float q = 0.0f;
-        for (int c = lane; c < a.K; c += 32) { const float d = x[c] - mean; q += d * d; }
-        const float rstd = rsqrtf(warp_sum(q) / (float)a.K + a.eps);
-        if (lane == 0) { stats[2 * warp] = mean; stats[2 * warp + 1] = rstd; }
+    {   /* two passes, each: every thread a strided partial per row, warps, then the block */
+        __shared__ float red[GEMV_WARPS][M];
+        float s[M];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            s[m] = 0.0f;
+            for (int c = t; c < a.K; c += GEMV_THREADS) s[m] += xs[(size_t)m * a.K + c];
+            s[m] = warp_sum(s[m]);
+        }
+        if (lane == 0)
+#pragma unroll
+            for (int m = 0; m < M; m++) red[warp][m] = s[m];
+        __syncthreads();
+        float mean[M];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            float tot = 0.0f;
+#pragma unroll
+            for (int w = 0; w < GEMV_WARPS; w++) tot += red[w][m];
+            mean[m] = tot / (float)a.K;
+            s[m] = 0.0f;
+            for (int c = t; c < a.K; c += GEMV_THREADS) {
+                const float d = xs[(size_t)m * a.K + c] - mean[m];
+                s[m] += d * d;
+            }
+            s[m] = warp_sum(s[m]);
+        }
+        __syncthreads();                 /* every warp has read red's sums */
+        if (lane == 0)
+#pragma unroll
+            for (int m = 0; m < M; m++) red[warp][m] = s[m];
+        __syncthreads();
+        if (t < M) {
+            float tot = 0.0f;
+#pragma unroll
+            for (int w = 0; w < GEMV_WARPS; w++) tot += red[w][t];
+            stats[2 * t] = mean[t];
+            stats[2 * t + 1] = rsqrtf(tot / (float)a.K + a.eps);
+        }
     }
     __syncthreads();
     const T *g = reinterpret_cast<const T *>(a.ln_w), *b = reinterpret_cast<const T *>(a.ln_b);
@@ -143,7 +208,9 @@ gemv_kn_kernel(const GemvArgs a, int kps)
 {
     extern __shared__ __align__(16) float xs[];
     __shared__ float red[GEMV_WARPS * M * GEMV_COLS];
-    __shared__ float part[M * GEMV_COLS];        /* this block's split-K partial */
+    __shared__ float part[GEMV_MAX_SPLIT * M * GEMV_COLS];  /* rank 0: every rank's partial */
+    __shared__ __align__(8) uint64_t part_bar;             /* rank 0: the other ranks' arrivals */
+    constexpr int PF = M == 1 ? GEMV_PF1 : GEMV_PF;
     pdl_launch_dependents();
     const int t = threadIdx.x, group = t & 7, lane = t >> 3, warp = t >> 5;
     const int col0 = blockIdx.x * GEMV_COLS;
@@ -151,16 +218,25 @@ gemv_kn_kernel(const GemvArgs a, int kps)
     const T *w = reinterpret_cast<const T *>(a.w);
     const T *wcol = w + (size_t)kb * a.N + col0 + group * 8;   /* row kb, my 8 columns */
 
-    /* 1. weights: GEMV_PF rows into registers, the rest of the slice toward L2 */
-    uint4 wv[GEMV_PF];
+    /* 1. weights: PF rows into registers, the rest of the slice toward L2 */
+    uint4 wv[PF];
 #pragma unroll
-    for (int u = 0; u < GEMV_PF; u++) {
+    for (int u = 0; u < PF; u++) {
         const int i = lane + u * GEMV_LANES;
         wv[u] = i < len ? ldg16(wcol + (size_t)i * a.N) : make_uint4(0u, 0u, 0u, 0u);
     }
     if (group == 0)
-        for (int i = lane + GEMV_PF * GEMV_LANES; i < len; i += GEMV_LANES)
+        for (int i = lane + PF * GEMV_LANES; i < len; i += GEMV_LANES)
             prefetch_l2(w + (size_t)(kb + i) * a.N + col0);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (gridDim.y > 1) {        /* rank 0's barrier is ready before any rank stores to it */
+        if (t == 0) {
+            mbar_init(shared_addr(&part_bar), gridDim.y - 1);
+            mbar_fence_init();
+        }
+        cluster_arrive();
+    }
+#endif
     pdl_wait();
 
     /* 2. the input rows */
@@ -173,11 +249,11 @@ gemv_kn_kernel(const GemvArgs a, int kps)
 #pragma unroll
         for (int j = 0; j < 8; j++) acc[m][j] = 0.0f;
 #pragma unroll
-    for (int u = 0; u < GEMV_PF; u++) {
+    for (int u = 0; u < PF; u++) {
         const int i = lane + u * GEMV_LANES;
         if (i < len) fma_row<T, M>(acc, wv[u], xs, xoff + i, xld);
     }
-    for (int i0 = lane + GEMV_PF * GEMV_LANES; i0 < len; i0 += GEMV_LANES * GEMV_UNROLL) {
+    for (int i0 = lane + PF * GEMV_LANES; i0 < len; i0 += GEMV_LANES * GEMV_UNROLL) {
         uint4 v[GEMV_UNROLL];
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
@@ -219,17 +295,27 @@ gemv_kn_kernel(const GemvArgs a, int kps)
         return;
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cg::cluster_group cluster = cg::this_cluster();
-    if (t < M * GEMV_COLS) part[t] = s;
-    cluster.sync();                     /* every block's partial written and visible */
-    if (cluster.block_rank() == 0 && t < M * GEMV_COLS) {
+    /* ranks 1.. store into rank 0's part[rank] and leave (their SM slots free for the
+     * next kernel); rank 0 waits for their arrivals, then sums in rank order */
+    const uint32_t rank = cg::this_cluster().block_rank();
+    cluster_wait();
+    if (rank != 0) {
+        if (t < M * GEMV_COLS)
+            st_cluster_f32(cluster_map(shared_addr(&part[(rank * M) * GEMV_COLS + t]), 0), s);
+        __syncthreads();
+        if (t == 0) mbar_arrive_cluster(cluster_map(shared_addr(&part_bar), 0));
+        return;
+    }
+    if (t < M * GEMV_COLS) {
+        mbar_wait_cluster(shared_addr(&part_bar), 0);
         float tot = 0.0f;
-        for (unsigned r = 0; r < cluster.num_blocks(); r++) tot += cluster.map_shared_rank(part, r)[t];
+        tot += s;
+        for (unsigned r = 1; r < gridDim.y; r++) tot += part[(r * M) * GEMV_COLS + t];
         gemv_store<T>(a, m, col0 + c, tot);
     }
-    cluster.sync();                     /* keep every partial alive until rank 0 has read it */
 #else
     (void)part;
+    (void)part_bar;
     __trap();                           /* no clusters before sm_90: launched with ks = 1 only */
 #endif
 }
@@ -239,6 +325,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_nk_kernel(const GemvArgs a)
 {
     extern __shared__ __align__(16) float xs[];       /* (M, K) */
+    constexpr int U = M == 1 ? GEMV_NK_UNROLL1 : GEMV_NK_UNROLL;
     pdl_launch_dependents();
     const T *w = reinterpret_cast<const T *>(a.w);
     const int lane = threadIdx.x & 31;
@@ -263,20 +350,21 @@ gemv_nk_kernel(const GemvArgs a)
         float s1[M], s2[M];
 #pragma unroll
         for (int m = 0; m < M; m++) s1[m] = s2[m] = 0.0f;
-        for (int c0 = lane; c0 < chunks; c0 += 32 * 2) {
-            uint4 v[4];
-            const int c1 = c0 + 32;
-            v[0] = __ldg(r1 + c0);
-            v[1] = __ldg(r2 + c0);
-            if (c1 < chunks) { v[2] = __ldg(r1 + c1); v[3] = __ldg(r2 + c1); }
-            else v[2] = v[3] = make_uint4(0u, 0u, 0u, 0u);
+        for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+            uint4 v1[U], v2[U];                  /* every load of the step in flight */
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const int c = h ? c1 : c0;
+            for (int h = 0; h < U; h++) {
+                const int c = c0 + 32 * h;
+                v1[h] = c < chunks ? __ldg(r1 + c) : make_uint4(0u, 0u, 0u, 0u);
+                v2[h] = c < chunks ? __ldg(r2 + c) : make_uint4(0u, 0u, 0u, 0u);
+            }
+#pragma unroll
+            for (int h = 0; h < U; h++) {
+                const int c = c0 + 32 * h;
                 if (c >= chunks) break;
                 float f1[8], f2[8];
-                unpack8(v[2 * h], f1, T());
-                unpack8(v[2 * h + 1], f2, T());
+                unpack8(v1[h], f1, T());
+                unpack8(v2[h], f2, T());
 #pragma unroll
                 for (int m = 0; m < M; m++) {
                     const float4 xa = *reinterpret_cast<const float4 *>(&xs[m * xld + c * 8]);
@@ -301,7 +389,7 @@ gemv_nk_kernel(const GemvArgs a)
     }
 }
 
-/* K splits of gemv_kn: about two blocks per SM in all, each row-lane with at
+/* K splits of gemv_kn: about GEMV_BLOCKS_PER_SM blocks per SM in all, each row-lane with at
  * least one row, at most one cluster (GEMV_MAX_SPLIT; 1 without clusters, before
  * sm_90), and the staged slice
  * within GEMV_MAX_STAGE floats. 0: the shape does not fit. */
@@ -309,7 +397,7 @@ int kn_splits(const GemvArgs &a)
 {
     const int tiles = a.N / GEMV_COLS, sms = a.num_sms > 0 ? a.num_sms : 132;
     const int max_split = a.clusters ? GEMV_MAX_SPLIT : 1;
-    int ks = (2 * sms + tiles - 1) / tiles;
+    int ks = (GEMV_BLOCKS_PER_SM * sms + tiles - 1) / tiles;
     if (ks > a.K / GEMV_LANES) ks = a.K / GEMV_LANES;
     if (ks > max_split) ks = max_split;
     if (ks < 1) ks = 1;
@@ -323,12 +411,18 @@ cudaError_t launch_m(const GemvArgs &a, int w_nk, cudaStream_t stream)
 {
     if (w_nk) {
         const int sms = a.num_sms > 0 ? a.num_sms : 132;
-        const int blocks = min(4 * sms, (a.N + GEMV_WARPS - 1) / GEMV_WARPS);
+        const int blocks = min(GEMV_NK_BLOCKS_PER_SM * sms, (a.N + GEMV_WARPS - 1) / GEMV_WARPS);
         return launch_kernel(gemv_nk_kernel<T, M>, dim3(blocks), dim3(GEMV_THREADS),
                              (size_t)M * a.K * sizeof(float), stream, a.pdl, 1, a);
     }
     const int ks = kn_splits(a), kps = (a.K + ks - 1) / ks;
     const size_t smem = (size_t)M * (a.ln_w ? a.K : kps) * sizeof(float);
+    if (smem > 16 * 1024) {   /* up to 32 KB staged beside ~4 KB * M static: opt in past 48 KB */
+        const cudaError_t e = cudaFuncSetAttribute(gemv_kn_kernel<T, M>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   (int)smem);
+        if (e != cudaSuccess) return e;
+    }
     return launch_kernel(gemv_kn_kernel<T, M>, dim3(a.N / GEMV_COLS, ks), dim3(GEMV_THREADS),
                          smem, stream, a.pdl, ks, a, kps);
 }

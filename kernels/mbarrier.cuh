@@ -1,6 +1,7 @@
 /* mbarrier.cuh — shared-memory mbarriers, the async-proxy fence and the bulk copy engine
- * (sm_90+): the FLASH TMA prefill's rings (flash_attention_sm90a.cu) and the bulk-copy
- * decode (flash_attention.cu, FLASH_DECODE_BULK). Below sm_90 the bodies are traps: a
+ * (sm_90+): the FLASH TMA prefill's rings (flash_attention_sm90a.cu), the bulk-copy
+ * decode (flash_attention.cu, FLASH_DECODE_BULK) and the split-K GEMV's cluster
+ * reduction (gemv.cu). Below sm_90 the bodies are traps: a
  * unit built for several architectures compiles them everywhere, and its launcher must
  * only pick a kernel that uses them on compute capability 9.0 or later.
  *
@@ -56,6 +57,41 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
                       "selp.u32 %0, 1, 0, p;\n}\n"
                       : "=r"(done) : "r"(bar), "r"(parity) : "memory");
     } while (!done);
+}
+/* the cluster-scope side (sm_90+): a block of a thread-block cluster arrives on, or
+ * stores to, another block's shared memory at the same offset (the address of this
+ * block's copy of the variable, mapped to block `rank` of the cluster) */
+__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, uint32_t rank) {
+    uint32_t r = 0;
+    GPT2_SM90_ASM("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+    return r;
+}
+__device__ __forceinline__ void st_cluster_f32(uint32_t cluster_addr, float v) {
+    GPT2_SM90_ASM("st.shared::cluster.f32 [%0], %1;\n" ::"r"(cluster_addr), "f"(v) : "memory");
+}
+/* one arrival on a barrier of another block, releasing at cluster scope what happens
+ * before it (a __syncthreads orders the other threads' remote stores before it too) */
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_bar) {
+    GPT2_SM90_ASM("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n"
+                  ::"r"(cluster_bar) : "memory");
+}
+/* mbar_wait acquiring at cluster scope: the other blocks' released writes are visible */
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    do {
+        GPT2_SM90_ASM("{\n.reg .pred p;\n"
+                      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                      "selp.u32 %0, 1, 0, p;\n}\n"
+                      : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    } while (!done);
+}
+/* the cluster barrier split in two: every thread of every block of the cluster arrives
+ * (release), then waits (acquire) for all of them, with other work in between */
+__device__ __forceinline__ void cluster_arrive() {
+    GPT2_SM90_ASM("barrier.cluster.arrive.release;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+    GPT2_SM90_ASM("barrier.cluster.wait.acquire;\n" ::: "memory");
 }
 /* bytes (a multiple of 16, both addresses 16-byte aligned) of contiguous global memory
  * into shared memory at dst by the bulk copy engine, completing on the mbarrier bar */

@@ -214,7 +214,11 @@ def test_layernorm_matmul(device, dtype, flags, with_bias, M, K, N, rng):
 @gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("M,K,N,flags", [(1, 768, 2304, 0), (4, 3072, 768, MATMUL_ACCUMULATE),
-                                         (2, 1600, 6400, MATMUL_GELU), (3, 768, 1000, MATMUL_W_NK)])
+                                         (2, 1600, 6400, MATMUL_GELU), (3, 768, 1000, MATMUL_W_NK),
+                                         (1, 6400, 1600, MATMUL_ACCUMULATE),   # 6 K splits
+                                         (1, 1600, 4000, MATMUL_W_NK),         # nk, M = 1
+                                         (4, 2048, 1024, 0),    # 32 KB staged: smem opt-in
+                                         (3, 96, 192, MATMUL_ACCUMULATE)])     # 3 splits
 def test_gemv_matches_cublas(dtype, M, K, N, flags, rng, monkeypatch):
     """The small-batch GEMV and cuBLASLt (GPT2_ENGINE_GEMV=0) agree on decode shapes,
     with and without the layernorm folded in."""
