@@ -530,7 +530,8 @@ __device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
 
 constexpr int kDecMaxSplits = 64;
 
-/* Split-KV merge, run by the last block of a (sequence, head group) to finish: each
+/* Split-KV merge, run by the last block of a (sequence, head group) to finish when two
+ * or more splits hold keys (one alone writes the output directly): each
  * block publishes its partials, then takes a ticket; the block that draws the last
  * one (of the splits that hold keys, decode_split_count) merges every split's
  * (o_i, lse_i) of its heads: out = sum_i w_i o_i / sum_i w_i, w_i = 2^(lse_i - max)
@@ -846,7 +847,10 @@ flash_decode_kernel(const DecodeParams p) {
     if (cur >= 0) flush(cur);
     __syncthreads();
 
-    /* combine the warps' states of each head: two head dims per thread */
+    /* combine the warps' states of each head: two head dims per thread. A split that is
+     * the only one holding keys (short contexts) writes the output itself: the merge of
+     * one split is the identity, bit for bit, so it takes no partials and no ticket */
+    const bool partial = p.splits > 1 && (!SPLIT || decode_split_count(L, p.splits, KT) > 1);
     for (int idx = tid; idx < nh * (D / 2); idx += NT) {
         const int hh = idx / (D / 2), d = (idx - hh * (D / 2)) * 2;
         float mx = -INFINITY;
@@ -865,7 +869,7 @@ flash_decode_kernel(const DecodeParams p) {
         }
         const float inv = den > 0.f ? 1.f / den : 0.f;
         const int h = h0 + hh;
-        if (p.splits > 1) {
+        if (partial) {
             const size_t u = ((size_t)s * p.H + h) * p.splits + split;
             *reinterpret_cast<float2 *>(p.partial_o + u * D + d) = make_float2(a0 * inv, a1 * inv);
             if (d == 0) p.partial_lse[u] = den > 0.f ? mx + log2f(den) : -INFINITY;
@@ -874,7 +878,7 @@ flash_decode_kernel(const DecodeParams p) {
             *reinterpret_cast<uint32_t *>(orow + d) = Mma<T>::pack(a0 * inv, a1 * inv);
         }
     }
-    if (p.splits > 1) decode_merge_last<T, D, KT>(p);
+    if (partial) decode_merge_last<T, D, KT>(p);
 }
 
 template <typename T, int D, bool SPLIT, bool BULK>
