@@ -141,7 +141,7 @@ class BuildExt(build_ext):
         archs = os.environ.get("GPT2_ENGINE_CUDA_ARCHS", "80;86;89;90").split(";")
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
         gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
-        # GPT2_ENGINE_CUDA_DEFINES="FLASH_DECODE_BULK=1;...": kernel tuning knobs for a
+        # GPT2_ENGINE_CUDA_DEFINES="GEMV_PF1=12;GEMV_BLOCKS_PER_SM=2": kernel tuning knobs for a
         # measuring build (integer values: nvcc splits -D at commas); their objects go to a
         # folder of their own, so switching back recompiles no kernel (the extension is
         # relinked: build_extension)

@@ -38,7 +38,6 @@
 #include "kernels.h"
 #include "flash_common.cuh"
 #include "launch.cuh"
-#include "mbarrier.cuh"
 
 namespace {
 
@@ -436,37 +435,6 @@ static_assert(kDecWarps == kDecMaxHeads, "decode_merge_last: one warp per head")
 #define FLASH_DECODE_K_SMEM128 0
 #endif
 
-/* FLASH_DECODE_BULK=1 (compute capability 9.0+, block sizes >= 16; NOT RUN ON A GPU yet):
- * the K/V rows of an item (16 keys of one page and head, contiguous) come by two bulk
- * copies into a per-warp ring of shared-memory stages, issued by lane 0 STAGES-1 items
- * ahead and completed on an mbarrier per stage; the lanes read their fragments from the
- * stage (same layouts as the loads from global memory), so the bytes in flight hold no
- * registers. Rows past the range's end are whatever the page holds there: K's scores
- * are masked as before, V's fragments zeroed. Stages per warp (4 KB at D=64, 8 KB at
- * D=128 each), sized so the blocks per SM below still fit in shared memory. */
-#ifndef FLASH_DECODE_BULK
-#define FLASH_DECODE_BULK 0
-#endif
-#ifndef FLASH_DECODE_BULK_STAGES64
-#define FLASH_DECODE_BULK_STAGES64 3
-#endif
-#ifndef FLASH_DECODE_BULK_STAGES64_SPLIT
-#define FLASH_DECODE_BULK_STAGES64_SPLIT 2
-#endif
-#ifndef FLASH_DECODE_BULK_STAGES128
-#define FLASH_DECODE_BULK_STAGES128 2
-#endif
-constexpr int kDecBulkKeys = 16;   /* keys per item of the bulk-copy kernel */
-__host__ __device__ constexpr int decode_bulk_stages(int D, bool split) {
-    return D == 64 ? (split ? FLASH_DECODE_BULK_STAGES64_SPLIT : FLASH_DECODE_BULK_STAGES64)
-                   : FLASH_DECODE_BULK_STAGES128;
-}
-/* dynamic shared memory of a bulk-copy decode block: every warp's ring, K and V per stage */
-template <typename T, int D, bool SPLIT>
-constexpr size_t decode_bulk_smem() {
-    return (size_t)kDecWarps * decode_bulk_stages(D, SPLIT) * 2 * kDecBulkKeys * D * sizeof(T);
-}
-
 /* A decode kernel's geometry: keys per item and the blocks per SM its registers allow. */
 struct DecodeGeom {
     int kt, min_blocks, k_smem;   /* keys per item, blocks per SM, FLASH_DECODE_K_SMEM* mode */
@@ -578,11 +546,11 @@ __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
     }
 }
 
-template <typename T, int D, bool SPLIT, bool BULK>
+template <typename T, int D, bool SPLIT>
 __global__ void __launch_bounds__(kDecWarps * 32, decode_geom(D, SPLIT).min_blocks)
 flash_decode_kernel(const DecodeParams p) {
     constexpr int NT = kDecWarps * 32;
-    constexpr int KT = BULK ? kDecBulkKeys : decode_geom(D, SPLIT).kt;  /* keys per item */
+    constexpr int KT = decode_geom(D, SPLIT).kt;  /* keys per item */
     constexpr int MT = KT / 16;                   /* 16-key m-tiles of S^T per item */
     constexpr int KC = D / 32;                    /* K chunks per key row per lane */
     constexpr int VC = D / 64;                    /* V chunks per key row per lane */
@@ -591,16 +559,11 @@ flash_decode_kernel(const DecodeParams p) {
     __shared__ __align__(16) float s_o[kDecWarps][kDecMaxHeads][D];   /* unnormalised O */
     __shared__ float s_m[kDecWarps][kDecMaxHeads], s_l[kDecWarps][kDecMaxHeads];
     __shared__ __align__(16) T s_q[kDecWarps][D];   /* q of the warp's current head */
-    constexpr bool KSM = !BULK && decode_geom(D, SPLIT).k_smem != 0;
+    constexpr bool KSM = decode_geom(D, SPLIT).k_smem != 0;
     constexpr int CR = D / 8;                     /* 16-byte chunks per K row */
     constexpr int RPI = 32 / CR;                  /* K rows per whole-line load */
     constexpr int KI = KT / RPI;                  /* whole-line K loads per item */
     __shared__ __align__(128) T s_k[KSM ? kDecWarps : 1][KSM ? KT * D : 8];   /* K of an item */
-    constexpr int NS = BULK ? decode_bulk_stages(D, SPLIT) : 1;   /* bulk: ring stages per warp */
-    constexpr uint32_t TILE_B = KT * D * sizeof(T);               /* one tensor's rows of an item */
-    static_assert(!BULK || NS >= 2, "the bulk ring needs a stage in flight and one in use");
-    extern __shared__ __align__(128) unsigned char dec_ring[];    /* bulk: the warps' rings */
-    __shared__ __align__(8) uint64_t s_full[BULK ? kDecWarps * NS : 1];   /* per stage */
 
     pdl_launch_dependents();
     pdl_wait();
@@ -661,31 +624,7 @@ flash_decode_kernel(const DecodeParams p) {
         if (lane == 0) s_m[warp][hh] = m, s_l[warp][hh] = ls;
     };
 
-    /* bulk: stage st of this warp's ring holds K at ring + 2 st TILE_B, V after it; lane 0
-     * copies the item whose first cache row is row0 (its 16 rows are one page's) */
-    const uint32_t ring = smem_addr(dec_ring) + (uint32_t)(warp * NS) * 2u * TILE_B;
-    const uint32_t full0 = smem_addr(&s_full[BULK ? warp * NS : 0]);
-    auto issue = [&](uint32_t row0, int st) {
-        const uint32_t bar = full0 + 8u * st, dst = ring + (uint32_t)st * 2u * TILE_B;
-        mbar_arrive_expect_tx(bar, 2u * TILE_B);
-        bulk_load(dst, kc + (size_t)row0 * D, TILE_B, bar);
-        bulk_load(dst + TILE_B, vc + (size_t)row0 * D, TILE_B, bar);
-    };
-
-    uint32_t row = ib < ie ? item_row(ib) : 0u;   /* bulk: the next item to copy's rows */
-    if constexpr (BULK) {   /* the ring's first NS-1 items in flight */
-        if (lane == 0) {
-#pragma unroll
-            for (int st = 0; st < NS; st++) mbar_init(full0 + 8u * st, 1);
-            mbar_fence_init();
-        }
-        __syncwarp();
-#pragma unroll
-        for (int i = 0; i < NS - 1; i++) {
-            if (lane == 0 && ib + i < ie) issue(row, i);
-            if (ib + i + 1 < ie) row = item_row(ib + i + 1);
-        }
-    }
+    uint32_t row = ib < ie ? item_row(ib) : 0u;
     for (int it = ib; it < ie; it++) {
         const int hh = it / n_tiles, n0 = kbeg + (it - hh * n_tiles) * KT;
         /* issue this item's loads first: K (A of S^T) and V (A of O^T) */
@@ -696,42 +635,6 @@ flash_decode_kernel(const DecodeParams p) {
         const uint32_t sk = smem_addr(&s_k[KSM ? warp : 0][0]);
         auto sk_at = [&](int r, int c) { return sk + (uint32_t)(r * D * 2 + ((c ^ (r & 7)) << 4)); };
         uint4 kl[KSM ? KI : 1];
-        if constexpr (BULK) {
-            const int k = it - ib, st = k % NS;
-            if (it + NS - 1 < ie) {   /* item it+NS-1 into the stage item it-1 emptied */
-                __syncwarp();         /* every lane's reads of that stage are done */
-                if (lane == 0) {
-                    fence_proxy_async();
-                    issue(row, (k + NS - 1) % NS);
-                }
-            }
-            if (it + NS < ie) row = item_row(it + NS);
-            mbar_wait(full0 + 8u * st, (uint32_t)(k / NS) & 1u);
-            const uint32_t kb = ring + (uint32_t)st * 2u * TILE_B, vb = kb + TILE_B;
-            auto lds = [](uint32_t a) {
-                uint4 v;
-                asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                             : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
-                return v;
-            };
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-                for (int r = 0; r < 2; r++)
-#pragma unroll
-                    for (int j = 0; j < KC; j++)
-                        kr[mt][r][j] = lds(kb + (uint32_t)(((16 * mt + 8 * r + g) * D + (4 * j + t) * 8) * 2));
-#pragma unroll
-                for (int kq = 0; kq < 4; kq++) {
-                    const int key = 16 * mt + 2 * t + (kq & 1) + 8 * (kq >> 1);
-#pragma unroll
-                    for (int c = 0; c < VC; c++) {   /* rows past the end: zeros, not the page's */
-                        const uint4 v = lds(vb + (uint32_t)((key * D + (g + 8 * c) * 8) * 2));
-                        vr[mt][kq][c] = n0 + key < kend ? v : make_uint4(0u, 0u, 0u, 0u);
-                    }
-                }
-            }
-        }
         if constexpr (KSM) {
 #pragma unroll
             for (int i = 0; i < KI; i++) {
@@ -740,7 +643,7 @@ flash_decode_kernel(const DecodeParams p) {
             }
         }
 #pragma unroll
-        for (int mt = 0; mt < MT && !BULK; mt++) {
+        for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
             for (int r = 0; r < 2 && !KSM; r++) {
                 const uint32_t rw = __shfl_sync(0xffffffffu, row, 16 * mt + 8 * r + g);
@@ -771,7 +674,7 @@ flash_decode_kernel(const DecodeParams p) {
             for (int i = 0; i < KD; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
             cur = hh;
         }
-        if (!BULK && it + 1 < ie) row = item_row(it + 1);   /* next item's block-table lookups */
+        if (it + 1 < ie) row = item_row(it + 1);   /* next item's block-table lookups */
         if constexpr (KSM) {   /* the K tile into shared memory */
             __syncwarp();   /* the last item's ldmatrix reads are done */
 #pragma unroll
@@ -881,20 +784,6 @@ flash_decode_kernel(const DecodeParams p) {
     if (partial) decode_merge_last<T, D, KT>(p);
 }
 
-template <typename T, int D, bool SPLIT, bool BULK>
-cudaError_t launch_decode_kernel(const DecodeParams &p, int num_seqs, cudaStream_t stream, int pdl) {
-    auto kern = flash_decode_kernel<T, D, SPLIT, BULK>;
-    size_t smem = 0;
-    if constexpr (BULK) {   /* opt in to the ring's dynamic shared memory (legal under capture) */
-        smem = decode_bulk_smem<T, D, SPLIT>();
-        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem);
-        if (e != cudaSuccess) return e;
-    }
-    return launch_kernel(kern, dim3(p.groups * p.splits, num_seqs), dim3(kDecWarps * 32), smem,
-                         stream, pdl, 1, p);
-}
-
 /* Compute capability of the current device as major * 10 + minor, 0 if unknown. */
 static int current_cc() {
     int dev = 0, major = 0, minor = 0;
@@ -909,13 +798,9 @@ static int current_cc() {
 
 template <typename T, int D>
 cudaError_t launch_decode(const DecodeParams &p, int num_seqs, cudaStream_t stream, int pdl) {
-    if constexpr (FLASH_DECODE_BULK != 0) {   /* pages of >= 16 rows, bulk copies: sm_90+ */
-        if (p.bs_shift >= 4 && current_cc() >= 90)
-            return p.splits > 1 ? launch_decode_kernel<T, D, true, true>(p, num_seqs, stream, pdl)
-                                : launch_decode_kernel<T, D, false, true>(p, num_seqs, stream, pdl);
-    }
-    return p.splits > 1 ? launch_decode_kernel<T, D, true, false>(p, num_seqs, stream, pdl)
-                        : launch_decode_kernel<T, D, false, false>(p, num_seqs, stream, pdl);
+    auto kern = p.splits > 1 ? flash_decode_kernel<T, D, true> : flash_decode_kernel<T, D, false>;
+    return launch_kernel(kern, dim3(p.groups * p.splits, num_seqs), dim3(kDecWarps * 32), 0,
+                         stream, pdl, 1, p);
 }
 
 template <typename T, int D, int NWARPS, int MT, int BN, int STAGES>

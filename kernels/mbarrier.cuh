@@ -1,7 +1,6 @@
-/* mbarrier.cuh — shared-memory mbarriers, the async-proxy fence and the bulk copy engine
- * (sm_90+): the FLASH TMA prefill's rings (flash_attention_sm90a.cu), the bulk-copy
- * decode (flash_attention.cu, FLASH_DECODE_BULK) and the split-K GEMV's cluster
- * reduction (gemv.cu). Below sm_90 the bodies are traps: a
+/* mbarrier.cuh — shared-memory mbarriers, the async-proxy fence and cluster shared memory
+ * (sm_90+): the FLASH TMA prefill's rings (flash_attention_sm90a.cu) and the split-K
+ * GEMV's cluster reduction (gemv.cu). Below sm_90 the bodies are traps: a
  * unit built for several architectures compiles them everywhere, and its launcher must
  * only pick a kernel that uses them on compute capability 9.0 or later.
  *
@@ -92,14 +91,6 @@ __device__ __forceinline__ void cluster_arrive() {
 }
 __device__ __forceinline__ void cluster_wait() {
     GPT2_SM90_ASM("barrier.cluster.wait.acquire;\n" ::: "memory");
-}
-/* bytes (a multiple of 16, both addresses 16-byte aligned) of contiguous global memory
- * into shared memory at dst by the bulk copy engine, completing on the mbarrier bar */
-__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes,
-                                          uint32_t bar) {
-    GPT2_SM90_ASM("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
-                  " [%0], [%1], %2, [%3];\n"
-                  ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
 
 }  // namespace
