@@ -1,7 +1,7 @@
 """run_all.py — runs every benchmark of this folder (bench_decode, bench_throughput,
-bench_startup, and bench_attention / bench_flash when present), each in its own
-process with a time limit, sharing one checkpoint cache, then prints one short
-summary table last: each issue-5 target, the measured figure, met or not — and
+bench_startup, and bench_attention / bench_flash / bench_prefill_e2e / bench_gemv when
+present), each in its own process with a time limit, sharing one checkpoint cache, then
+prints one short summary table last: each issue-5 target, the measured figure, met or not — and
 the same as a Markdown table for the README (date and GPU included).
 
     python benchmarks/run_all.py [--quick] [--skip-engine] [--out DIR]
@@ -25,11 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 # name, time limit (s) with --quick, without
-# --quick limits sum to 8 min (bench_flash builds its own library first): on an H100 (2026-11-22) the peer/HF parts took
+# --quick limits sum to 9 min (bench_flash and bench_gemv build their own libraries first): on an H100 (2026-11-22) the peer/HF parts took
 # decode 47 s, throughput 29 s, start-up 27 s; the engine columns have their own
 # shorter child limits inside each script, so a slow engine costs its cell only.
 BENCHES = [("bench_decode", 150, 300), ("bench_throughput", 75, 180), ("bench_startup", 50, 120),
-           ("bench_attention", 45, 120), ("bench_flash", 150, 240), ("bench_prefill_e2e", 60, 200)]
+           ("bench_attention", 45, 120), ("bench_flash", 150, 240), ("bench_prefill_e2e", 60, 200),
+           ("bench_gemv", 60, 120)]
 OURS = ("bench_decode", "bench_throughput", "bench_startup")
 
 
