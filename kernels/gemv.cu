@@ -26,9 +26,10 @@
  * from t / 8: one uint4 of w per row (a warp reads 4 rows x 128 contiguous
  * bytes). The first GEMV_PF1 (M = 1) or GEMV_PF rows of each thread are held in
  * registers across the wait, the rest prefetched to L2. The K splits aim at
- * GEMV_BLOCKS_PER_SM (1) blocks per SM: fewer, longer blocks with more loads each in
- * flight beat two per SM at every gpt2 / gpt2-xl shape (bench_gemv.py). Row-lanes are summed by shuffles, then
- * across warps in shared memory, then across the cluster by block rank 0.
+ * GEMV_BLOCKS_PER_SM (1) blocks per SM: fewer, longer blocks with more loads each
+ * in flight beat two per SM at every gpt2 / gpt2-xl shape (bench_gemv.py).
+ * Row-lanes are summed by shuffles, then across warps in shared memory, then
+ * across the cluster by block rank 0.
  *
  * gemv_nk (w (N, K)): each warp computes whole dot products w[n] . x[m] for rows
  * n = warp, warp + total warps, ...; lanes stride K in 16-byte chunks, two rows
