@@ -1,10 +1,13 @@
 """bench_gemv.py — the decode GEMVs of kernels/gemv.cu (M = 1..4 rows) on their own:
 weight bytes read per microsecond for each matrix of a gpt2 / gpt2-xl layer and the
 lm_head, beside cuBLAS (torch.addmm, the matmul alone) on the same data and the device
-copy bandwidth measured in the same run. Then the layer chain of a decode step without
+copy bandwidth measured in the same run; the layer's matrices also stored (N, K), as
+gemv_nk reads them (the engine stores them (K, N), GPT-2's Conv1D layout: these rows
+ask whether the layout limits the speed). Then the layer chain of a decode step without
 its attention (ln_1 + qkv, attn proj += x, ln_2 + fc + GELU, mlp proj += x, each reading
 the one before's output) over every layer's weights, against the floor of its weight
-bytes at copy bandwidth. Each build's result is checked against torch first
+bytes at copy bandwidth, with both layouts and, for the default build, without
+programmatic dependent launch. Each build's result is checked against torch first
 (relative error <= 1e-2, else the run stops).
 
     python benchmarks/bench_gemv.py [--models gpt2,gpt2-xl] [--m 1] [--dtype float16]
