@@ -308,7 +308,7 @@ gemv_kn_kernel(const GemvArgs a, int kps)
         return;
     }
     if (t < M * GEMV_COLS) {
-        mbar_wait_cluster(shared_addr(&part_bar), 0);
+        mbar_wait(shared_addr(&part_bar), 0, true);
         float tot = 0.0f;
         tot += s;
         for (unsigned r = 1; r < gridDim.y; r++) tot += part[(r * M) * GEMV_COLS + t];

@@ -46,15 +46,23 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
     GPT2_SM90_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
                   "r"(bytes) : "memory");
 }
+/* the try_wait.parity loop of mbar_wait, SEM its ordering qualifiers */
+#define GPT2_MBAR_TRY_WAIT(SEM)                                                          \
+    "{\n.reg .pred p;\n"                                                                 \
+    "mbarrier.try_wait.parity" SEM ".shared::cta.b64 p, [%1], %2;\n"                     \
+    "selp.u32 %0, 1, 0, p;\n}\n"
 /* blocks until the phase of this parity has completed (acquire: the TMA's writes, or the
- * consumers' reads, guarded by that phase are then ordered before what follows) */
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+ * consumers' reads, guarded by that phase are then ordered before what follows). With
+ * cluster, the acquire is at cluster scope: other blocks' writes released by their
+ * arrivals (mbar_arrive_cluster) are visible. */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity, bool cluster = false) {
     uint32_t done = 0;
     do {
-        GPT2_SM90_ASM("{\n.reg .pred p;\n"
-                      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                      "selp.u32 %0, 1, 0, p;\n}\n"
-                      : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+        if (cluster)
+            GPT2_SM90_ASM(GPT2_MBAR_TRY_WAIT(".acquire.cluster")
+                          : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+        else
+            GPT2_SM90_ASM(GPT2_MBAR_TRY_WAIT("") : "=r"(done) : "r"(bar), "r"(parity) : "memory");
     } while (!done);
 }
 /* the cluster-scope side (sm_90+): a block of a thread-block cluster arrives on, or
@@ -73,16 +81,6 @@ __device__ __forceinline__ void st_cluster_f32(uint32_t cluster_addr, float v) {
 __device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_bar) {
     GPT2_SM90_ASM("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n"
                   ::"r"(cluster_bar) : "memory");
-}
-/* mbar_wait acquiring at cluster scope: the other blocks' released writes are visible */
-__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
-    uint32_t done = 0;
-    do {
-        GPT2_SM90_ASM("{\n.reg .pred p;\n"
-                      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-                      "selp.u32 %0, 1, 0, p;\n}\n"
-                      : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-    } while (!done);
 }
 /* the cluster barrier split in two: every thread of every block of the cluster arrives
  * (release), then waits (acquire) for all of them, with other work in between */
