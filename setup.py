@@ -160,8 +160,9 @@ class BuildExt(build_ext):
             obj = os.path.join(objdir, os.path.basename(src) + ".o")
             codes = ["-gencode=arch=compute_90a,code=sm_90a"] if src.endswith("_sm90a.cu") \
                 else gencode
-            if src.endswith("decode_fused.cu") and any(a.isdigit() and int(a) >= 90 for a in archs):
-                # opt-in and only measured on Hopper: sm_90 + PTX (a fifth of the build time)
+            if src.endswith(("decode_fused.cu", "decode_layer.cu")) and \
+                    any(a.isdigit() and int(a) >= 90 for a in archs):
+                # clusters (decode_layer) / only measured on Hopper (decode_fused): sm_90 + PTX
                 codes = ["-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_90,code=compute_90"]
             cmd = [cuda["nvcc"], "-c", src, "-o", obj, "-std=c++17", "-Xcompiler", "-fPIC",
                    "-I" + os.path.join(ROOT, "kernels"), "-I" + os.path.join(ROOT, "csrc", "core"),

@@ -461,3 +461,14 @@ extern "C" cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStr
     if (dtype == DTYPE_F16) return launch<__half>(*a, w_nk, stream);
     return launch<__nv_bfloat16>(*a, w_nk, stream);
 }
+
+/* the preferred shared-memory carveout of the M = 1 (N, K) kernel (the lm_head of a batch-1
+ * step), so that it can overlap kernels that ask for the same (decode_layer.cu) */
+extern "C" cudaError_t gemv_nk_prefer_carveout(int dtype, int percent)
+{
+    if (dtype == DTYPE_F16)
+        return cudaFuncSetAttribute(gemv_nk_kernel<__half, 1>,
+                                    cudaFuncAttributePreferredSharedMemoryCarveout, percent);
+    return cudaFuncSetAttribute(gemv_nk_kernel<__nv_bfloat16, 1>,
+                                cudaFuncAttributePreferredSharedMemoryCarveout, percent);
+}

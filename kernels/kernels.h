@@ -106,7 +106,51 @@ typedef struct GemvArgs {
     int pdl;
 } GemvArgs;
 int gemv_supported(const GemvArgs *a, int w_nk, int dtype);
+cudaError_t gemv_nk_prefer_carveout(int dtype, int percent);
 cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t stream);
+
+/* decode_layer.cu — a batch-1 step's transformer layer in two cluster kernels (fp16/bf16,
+ * compute capability 9.0+), launched with layer_decode_cuda(which):
+ *   LAYER_DECODE_ATTN  grid (H, AH_RANKS): res_out = x = round(res_in + sum of P part_in
+ *                      rows + part_bias) (x = res_in when P == 0); LN (ln_w, ln_b); qkv =
+ *                      x @ w1 (C, 3C) + b1, K/V written to the caches at slot_mapping[0];
+ *                      attention of the one query over seq_lens[0] keys of block_tables
+ *                      row 0; part_out (H, C) = each head's output @ its D rows of w2 (C, C)
+ *   LAYER_DECODE_MLP   grid (C / 64, MH_RANKS): res_out = x as above; LN; h = act(x @ w1
+ *                      (C, 4C) + b1); part_out (C / 64, C) = each 256 columns of h @ the
+ *                      matching rows of w2 (4C, C)
+ *   LAYER_DECODE_RESIDUAL  res_out = x as above (the last layer's, for ln_f)
+ * part_out holds fp32 partial sums without bias; the next launch adds them (part_in, P
+ * rows, part_bias). Shapes: C % 64 == 0, D = C / H in {32, 64, 128}; key_cap >=
+ * ceil(seq_lens[0] / AH_RANKS) (keys per rank: sizes the scores); the first kv_stage cached
+ * keys of a rank are copied into shared memory before the wait, the rest read from the
+ * cache after it. layer_decode_prepare
+ * sets the kernels' shared-memory limits and (carveout >= 0: percent) their preferred
+ * shared-memory carveout once; gemv_nk_prefer_carveout the latter for the M = 1 lm_head. */
+#define AH_RANKS 6    /* blocks per head (attn half cluster) */
+#define MH_RANKS 8    /* blocks per 256 fc columns (mlp half cluster) */
+#define MH_COLS 32    /* fc columns per mlp-half block */
+#define LAYER_DECODE_PROJ_COLS(C) ((((C) + AH_RANKS - 1) / AH_RANKS + 7) / 8 * 8)
+enum { LAYER_DECODE_ATTN = 0, LAYER_DECODE_MLP = 1, LAYER_DECODE_RESIDUAL = 2 };
+typedef struct LayerDecodeArgs {
+    const void *res_in;               /* (C) */
+    const float *part_in;             /* (P, C) fp32, or NULL with P == 0 */
+    const void *part_bias;            /* (C), added to the partials' sum, or NULL */
+    int P;
+    void *res_out;                    /* (C): x, written by block (0, 0) */
+    const void *ln_w, *ln_b;          /* (C) */
+    const void *w1, *b1, *w2;         /* see above */
+    float *part_out;
+    void *k_cache, *v_cache;          /* (num_blocks, H, block_size, D) (attn half) */
+    const int32_t *slot_mapping, *seq_lens, *block_tables;   /* row 0 (attn half) */
+    int C, H, D, block_size, key_cap, act;
+    int kv_stage;                     /* cached keys per rank staged in shared memory (attn half) */
+    float eps, scale;                 /* layernorm epsilon, 1 / sqrt(D) */
+} LayerDecodeArgs;
+size_t layer_decode_smem(int which, int C, int D, int key_cap, int kv_stage);
+cudaError_t layer_decode_prepare(int dtype, int C, int D, int key_cap, int kv_stage, int carveout);
+cudaError_t layer_decode_cuda(const LayerDecodeArgs *a, int which, int dtype,
+                              cudaStream_t stream, int pdl);
 
 /* decode_fused.cu — a one-token step (batch 1) of the whole forward in one
  * persistent, cooperatively launched kernel (fp16/bf16; opt-in, slower than the

@@ -1,15 +1,18 @@
-"""The fused batch-1 decode kernel (kernels/decode_fused.cu, opt-in with
-GPT2_ENGINE_FUSED_DECODE=1): one persistent kernel for a step of one sequence and one
-token, against the per-layer kernels (the default) and the CPU engine, on random checkpoints of several
-shapes (head sizes 32 / 64 / 128, odd vocabularies, every activation, block
-sizes 8 / 16 / 32, contexts up to n_positions, the real GPT-2 width and vocab).
+"""The batch-1 decode step outside the per-layer kernels, in its two forms:
+  - "layers" (the default; kernels/decode_layer.cu): two cluster kernels per layer;
+  - "persistent" (GPT2_ENGINE_FUSED_DECODE=1; kernels/decode_fused.cu): one persistent
+    kernel for the whole step;
+each against the per-layer kernels (GPT2_ENGINE_FUSED_DECODE=0) and the CPU engine, on
+random checkpoints of several shapes (head sizes 32 / 64 / 128, odd vocabularies, every
+activation, block sizes 8 / 16 / 32, contexts up to n_positions, the real GPT-2 width and
+vocab).
 
-Both GPU paths round activations where they are stored, but sum in different
+The GPU paths round activations where they are stored, but sum in different
 orders, so fp16/bf16 results may differ in the last bit: every token the fused path
 chooses has, within 2e-2 (bf16: plus four bf16 ulps), the logprob the per-layer
 engine gives it teacher-forced on the same tokens, and at least half of the
 free-running greedy tokens agree (random 50k-vocab models have many near-ties). Against the CPU's fp32 the logprobs of a teacher-forced run stay within 3e-2
-(fp16). CUDA graphs on/off give identical tokens (the kernel is deterministic).
+(fp16). CUDA graphs on/off give identical tokens (the kernels are deterministic).
 Without a GPU only the CPU test runs."""
 import numpy as np
 import pytest
@@ -62,23 +65,40 @@ def test_cpu_has_no_fused_decode(small_model):
         assert "cpu" in llm.fused_decode_reason
 
 
+# "layers-unstaged": the layers with 3 cached keys per attention block staged in shared
+# memory (GPT2_ENGINE_LAYER_KV_STAGE=3), so that the rest take the path that reads the cache
+MODES = ["layers", "layers-unstaged", "persistent"]
+
+
 def skip_unless_hopper(llm):
-    """The kernel is built for sm_90 only: other GPUs get it off with that reason."""
+    """The kernels need sm_90: other GPUs get them off with that reason."""
     if not llm.fused_decode and "compute capability" in llm.fused_decode_reason:
         pytest.skip(llm.fused_decode_reason)
 
 
-def run_alone_and_mixed(path, bs, ps, n, monkeypatch, fused, teacher=None):
+def set_mode(monkeypatch, mode):
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", mode.split("-")[0])
+    if mode == "layers-unstaged":
+        monkeypatch.setenv("GPT2_ENGINE_LAYER_KV_STAGE", "3")
+    else:
+        monkeypatch.delenv("GPT2_ENGINE_LAYER_KV_STAGE", raising=False)
+
+
+def run_alone_and_mixed(path, bs, ps, n, monkeypatch, mode, teacher=None):
     """Each prompt alone (every decode step is batch 1), then all together with
     different lengths (the last one runs alone on a scattered cache). With teacher
     (outputs of another run on the same prompts) also this engine's logits of those
-    outputs' tokens, teacher-forced through compute_logits."""
-    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1" if fused else "0")
+    outputs' tokens, teacher-forced through compute_logits. mode: "0" (the per-layer
+    kernels) or one of MODES."""
+    fused = mode != "0"
+    set_mode(monkeypatch, mode)
     with LLM(model=path, device="cuda", block_size=bs, attention_backend="PAGED",
              gpu_memory_utilization=0.3) as llm:
         if fused:
             skip_unless_hopper(llm)
         assert llm.fused_decode is fused, llm.fused_decode_reason
+        if mode.startswith("layers"):
+            assert "two kernels per layer" in llm.fused_decode_reason
         alone = [llm.generate([p], greedy(n, 1), use_tqdm=False)[0].outputs[0] for p in ps]
         sps = [greedy(max(2, n - 12 * (len(ps) - 1 - i)), 1) for i in range(len(ps))]
         mixed = [o.outputs[0] for o in llm.generate(ps, sps, use_tqdm=False)]
@@ -125,24 +145,26 @@ def report_agreement(got, want, what):
 
 @requires_cuda
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_fused_matches_per_layer_kernels(models, shape, dtype, monkeypatch):
+def test_fused_matches_per_layer_kernels(models, shape, dtype, mode, monkeypatch):
     cfg, bs = SHAPES[shape]
     model = models(shape, dtype)
     ps = prompt_set(cfg, seed=len(shape))
     n = 40
-    on, _ = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, True)
-    off, forced = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, False, teacher=on)
-    what = f"{shape} {dtype}"
+    on, _ = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, mode)
+    off, forced = run_alone_and_mixed(model.path, bs, ps, n, monkeypatch, "0", teacher=on)
+    what = f"{shape} {dtype} {mode}"
     check_teacher_forced(on, ps + ps, forced, what, bf16=dtype == "bfloat16")
     report_agreement(on, off, what)
 
 
 @requires_cuda
 @pytest.mark.gpu
-def test_fused_matches_cpu_teacher_forced(models, monkeypatch):
-    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1")
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_matches_cpu_teacher_forced(models, mode, monkeypatch):
+    set_mode(monkeypatch, mode)
     name = "d64"
     cfg, bs = SHAPES[name]
     model = models(name, "float16")
@@ -162,13 +184,14 @@ def test_fused_matches_cpu_teacher_forced(models, monkeypatch):
                     d = abs(v.logprob - ref[t])
                     worst = max(worst, d)
                     assert d <= 3e-2, (len(p), k, t, d)
-    print(f"fused fp16 vs CPU fp32: max logprob difference {worst:.2e}")
+    print(f"fused ({mode}) fp16 vs CPU fp32: max logprob difference {worst:.2e}")
 
 
 @requires_cuda
 @pytest.mark.gpu
-def test_fused_graphs_on_off_identical(models, monkeypatch):
-    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1")
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_graphs_on_off_identical(models, mode, monkeypatch):
+    set_mode(monkeypatch, mode)
     cfg, bs = SHAPES["d64-odd-v"]
     model = models("d64-odd-v", "float16")
     ps = prompt_set(cfg, seed=9)
@@ -187,15 +210,40 @@ def test_fused_graphs_on_off_identical(models, monkeypatch):
 
 @requires_cuda
 @pytest.mark.gpu
-def test_fused_off_reasons(models, tmp_path, monkeypatch):
+def test_fused_modes_and_reasons(models, tmp_path, monkeypatch):
+    """Unset: the two-kernel layers (on Hopper); "0": off; an unknown value: off, named;
+    float32: off for both forms."""
     monkeypatch.delenv("GPT2_ENGINE_FUSED_DECODE", raising=False)
-    with LLM(model=models("d64", "float16").path, device="cuda",
-             gpu_memory_utilization=0.3) as llm:
-        assert llm.fused_decode is False             # opt-in
-        assert "GPT2_ENGINE_FUSED_DECODE=1" in llm.fused_decode_reason
-    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "1")
+    path = models("d64", "float16").path
+    with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
+        skip_unless_hopper(llm)
+        assert llm.fused_decode is True, llm.fused_decode_reason
+        assert "two kernels per layer" in llm.fused_decode_reason
+        out = llm.generate([[1, 2, 3]], greedy(4), use_tqdm=False)[0].outputs[0]
+        assert len(out.token_ids) == 4
+    for value, said in (("0", "GPT2_ENGINE_FUSED_DECODE=0"), ("bogus", "bogus")):
+        monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", value)
+        with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
+            assert llm.fused_decode is False
+            assert said in llm.fused_decode_reason
+    # layers of more than 16 MB of weights (n_embd 1024: 24 MB) run the per-layer kernels
+    # unless forced
+    wide = make_model(tmp_path / "wide", dtype="float16", std=0.02, n_embd=1024, n_layer=1,
+                      n_head=16, n_positions=64, vocab_size=1000)
+    for value, on in ((None, False), ("layers", True)):
+        if value is None:
+            monkeypatch.delenv("GPT2_ENGINE_FUSED_DECODE", raising=False)
+        else:
+            monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", value)
+        with LLM(model=wide.path, device="cuda", gpu_memory_utilization=0.3) as llm:
+            assert llm.fused_decode is on, llm.fused_decode_reason
+            if not on:
+                assert "16 MB" in llm.fused_decode_reason
     cfg, bs = SHAPES["d64"]
     f32 = make_model(tmp_path / "f32", dtype="float32", std=0.05, **cfg)
-    with LLM(model=f32.path, device="cuda", dtype="float32", gpu_memory_utilization=0.3) as llm:
-        assert llm.fused_decode is False
-        assert "float32" in llm.fused_decode_reason
+    for mode in ("layers", "persistent"):
+        monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", mode)
+        with LLM(model=f32.path, device="cuda", dtype="float32",
+                 gpu_memory_utilization=0.3) as llm:
+            assert llm.fused_decode is False
+            assert "float32" in llm.fused_decode_reason

@@ -38,6 +38,7 @@ typedef struct CacheWrite {
  * dimensions, device weights and the paged caches. */
 typedef struct FusedDecodeModel {
     int n_layer, n_embd, n_head, vocab_size, block_size;
+    int max_model_len;                  /* the longest context a step attends to */
     int activation;                     /* Activation (config.h) */
     float eps, scale;                   /* layernorm epsilon, 1 / sqrt(D) */
     const void *wte, *wpe, *ln_f_w, *ln_f_b;

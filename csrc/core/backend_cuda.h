@@ -102,11 +102,19 @@ Status cuda_layernorm_matmul(Backend *b, void *out, const void *in, const void *
 /* reads GPT2_ENGINE_GEMV */
 Status cuda_gemv_init(CudaImpl *im, Error *err);
 void cuda_matmul_plans_free(CudaImpl *im);
-/* decode_fused_cuda.c: the one-kernel batch-1 step (backend.h's fused_decode_*) */
+/* decode_fused_cuda.c: the batch-1 step (backend.h's fused_decode_*) in one of two forms,
+ * tagged by the first int of the state: two kernels per layer (decode_layer_cuda.c, the
+ * default) or one persistent kernel (decode_fused_cuda.c, GPT2_ENGINE_FUSED_DECODE=1) */
+enum { FUSED_MODE_PERSISTENT = 1, FUSED_MODE_LAYERS = 2 };
 Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **state, char *why,
                                 size_t why_len, Error *err);
 Status cuda_fused_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err);
 void cuda_fused_decode_destroy(Backend *b, void *state);
+/* forced: GPT2_ENGINE_FUSED_DECODE=layers (else the default, which keeps big layers off) */
+Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int forced, void **state,
+                                char *why, size_t why_len, Error *err);
+Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err);
+void cuda_layer_decode_destroy(Backend *b, void *state);
 /* sample_cuda.c (the events are created by backend_cuda_create) */
 Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
                    const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,

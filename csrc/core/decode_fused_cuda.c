@@ -1,14 +1,18 @@
-/* decode_fused_cuda.c — the CUDA backend's one-kernel batch-1 step
- * (kernels/decode_fused.cu): checks that the model and GPU fit the kernel, builds
- * its per-layer pointer table and work buffers once, and launches it.
- *
- * It is opt-in: GPT2_ENGINE_FUSED_DECODE=1 turns it on. On an H200 it is slower than the
- * per-layer kernels under programmatic dependent launch (gpt2 0.445 against 0.377 ms per
- * token, gpt2-xl 3.76 against 2.09: docs/performance_notes.md has the phase trace), so by
- * default every step runs those. GPT2_ENGINE_FUSED_LOOKAHEAD_MB sets how many MB of
- * weights the kernel keeps in flight toward L2 (default 4); GPT2_ENGINE_FUSED_TRACE=1 (or =PATH)
- * times the kernel's phases (CTA 0's view) and prints their means to stderr (appends them
- * to PATH) when the engine closes. */
+/* decode_fused_cuda.c — the CUDA backend's batch-1 step outside the per-layer kernels,
+ * and the dispatch between its two forms (GPT2_ENGINE_FUSED_DECODE):
+ *   unset: two kernels per layer (decode_layer_cuda.c, kernels/decode_layer.cu) when the
+ *                      model fits them and its layers are small enough (that file says),
+ *                      else the per-layer kernels; "layers": them whenever they fit;
+ *   "1" (or "persistent"): the whole step in ONE persistent kernel (kernels/decode_fused.cu,
+ *                      below): checks that the model and GPU fit it, builds its per-layer
+ *                      pointer table and work buffers once, and launches it;
+ *   "0": off, every step runs the per-layer kernels.
+ * The persistent kernel is slower than the per-layer kernels under programmatic dependent
+ * launch on an H200 (gpt2 0.445 against 0.377 ms per token, gpt2-xl 3.76 against 2.09:
+ * docs/performance_notes.md has the phase trace). GPT2_ENGINE_FUSED_LOOKAHEAD_MB sets how
+ * many MB of weights it keeps in flight toward L2 (default 4); GPT2_ENGINE_FUSED_TRACE=1
+ * (or =PATH) times its phases (CTA 0's view) and prints their means to stderr (appends
+ * them to PATH) when the engine closes. */
 #include "backend_cuda.h"
 #include "config.h"
 #include "kernels.h"
@@ -18,6 +22,7 @@
 #include <string.h>
 
 typedef struct FusedDecode {
+    int mode;                  /* FUSED_MODE_PERSISTENT: first member (the dispatch's tag) */
     FusedDecodeArgs args;      /* the step-independent part; a step fills in its pointers */
     FusedDecodeLayer *layers;  /* device (n_layer) */
     void *work;                /* device: 2 * work_floats fp32, then the 2 sync words */
@@ -61,19 +66,15 @@ static const char *unfit(const Backend *b, const FusedDecodeModel *m, int D, int
     return NULL;
 }
 
-Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **state, char *why,
+static void persistent_destroy(Backend *b, FusedDecode *f);
+
+static Status persistent_create(Backend *b, const FusedDecodeModel *m, void **state, char *why,
                                 size_t why_len, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
     FusedDecode *f = NULL;
     FusedDecodeLayer *host = NULL;
     *state = NULL;
-    const char *env = getenv("GPT2_ENGINE_FUSED_DECODE");
-    if (!env || strcmp(env, "1") != 0) {
-        snprintf(why, why_len, "off: opt-in with GPT2_ENGINE_FUSED_DECODE=1 (slower than the "
-                 "per-layer kernels on an H200)");
-        return GPT2_OK;
-    }
     char buf[160];
     const int C = m->n_embd, H = m->n_head, D = H ? C / H : 0;
     const char *no = unfit(b, m, D, im->num_sms, buf, sizeof buf);
@@ -91,6 +92,7 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
         error_set(err, GPT2_ERR_NOMEM, "out of host memory");
         goto fail;
     }
+    f->mode = FUSED_MODE_PERSISTENT;
     f->grid = im->num_sms;
     f->smem = smem;
     const int nsplit = GPT2_MAX(1, GPT2_MIN(f->grid / H, 32));
@@ -131,14 +133,13 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
     return GPT2_OK;
 fail:
     free(host);
-    cuda_fused_decode_destroy(b, f);
+    persistent_destroy(b, f);
     return err->code;
 }
 
-Status cuda_fused_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err)
+static Status persistent_step(Backend *b, FusedDecode *f, const FusedDecodeStep *s, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
-    FusedDecode *f = state;
     FusedDecodeArgs a = f->args;
     a.input_ids = s->input_ids;
     a.positions = s->positions;
@@ -175,9 +176,8 @@ static void print_trace(const FusedDecode *f)
     if (fp) fclose(fp);
 }
 
-void cuda_fused_decode_destroy(Backend *b, void *state)
+static void persistent_destroy(Backend *b, FusedDecode *f)
 {
-    FusedDecode *f = state;
     if (!f) return;
     if (cuda_use_device(b) == cudaSuccess) {
         if (f->trace) print_trace(f);
@@ -187,4 +187,39 @@ void cuda_fused_decode_destroy(Backend *b, void *state)
     }
     cudaGetLastError();
     free(f);
+}
+
+/* ---- the dispatch (backend.h's fused_decode_*) ---- */
+
+Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **state, char *why,
+                                size_t why_len, Error *err)
+{
+    *state = NULL;
+    const char *env = getenv("GPT2_ENGINE_FUSED_DECODE");
+    if (env && strcmp(env, "0") == 0) {
+        snprintf(why, why_len, "off: GPT2_ENGINE_FUSED_DECODE=0");
+        return GPT2_OK;
+    }
+    if (env && (strcmp(env, "1") == 0 || strcmp(env, "persistent") == 0))
+        return persistent_create(b, m, state, why, why_len, err);
+    if (env && *env && strcmp(env, "layers") != 0) {
+        snprintf(why, why_len, "off: GPT2_ENGINE_FUSED_DECODE=%.40s is none of 0, 1, "
+                 "persistent, layers", env);
+        return GPT2_OK;
+    }
+    return cuda_layer_decode_create(b, m, env && strcmp(env, "layers") == 0, state, why, why_len,
+                                    err);
+}
+
+Status cuda_fused_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err)
+{
+    if (*(const int *)state == FUSED_MODE_LAYERS) return cuda_layer_decode(b, state, s, err);
+    return persistent_step(b, state, s, err);
+}
+
+void cuda_fused_decode_destroy(Backend *b, void *state)
+{
+    if (!state) return;
+    if (*(const int *)state == FUSED_MODE_LAYERS) cuda_layer_decode_destroy(b, state);
+    else persistent_destroy(b, state);
 }

@@ -488,6 +488,7 @@ static Status prepare_fused_decode(ModelRunner *r, Error *err)
     const FusedDecodeModel m = {
         .n_layer = c->n_layer, .n_embd = c->n_embd, .n_head = c->n_head,
         .vocab_size = c->vocab_size, .block_size = r->rc.block_size,
+        .max_model_len = r->rc.max_model_len,
         .activation = c->activation, .eps = c->layer_norm_epsilon,
         .scale = 1.0f / sqrtf((float)c->head_size), .wte = r->weights.wte,
         .wpe = r->weights.wpe, .ln_f_w = r->weights.ln_f_w, .ln_f_b = r->weights.ln_f_b,

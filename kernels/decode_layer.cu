@@ -1,0 +1,558 @@
+/* decode_layer.cu — a batch-1 decode step's transformer layer in TWO kernels
+ * (fp16/bf16, sm_90: thread-block clusters), instead of five dependent ones.
+ *
+ * At batch 1 a step is a chain of dependent kernels, each paying ~3-4 us of fixed
+ * cost (wait for the previous grid, read its output from L2, reduce, store) for
+ * 1-5 MB of weights (docs/performance_notes.md). The per-layer path has five links
+ * per layer (ln_1+qkv, attention, attn proj, ln_2+fc, mlp proj). Here a layer is
+ *   attn half:  x = r + sum(mlp partials) + b; LN1; qkv of one head; attention of
+ *               that head; its share of the attn proj (a partial over all C outputs)
+ *   mlp half:   x = r + sum(proj partials) + b; LN2; 256 fc columns; GELU; their
+ *               share of the mlp proj (a partial over all C outputs)
+ * because every step that needs data from other blocks is inside a CLUSTER (its
+ * blocks exchange values through distributed shared memory and a cluster barrier)
+ * except the two matmuls whose outputs every block needs whole: those end in
+ * per-cluster fp32 partials that the next kernel's blocks sum (in a fixed order:
+ * the result does not depend on scheduling).
+ *
+ * attn half: grid (H, AH_RANKS), cluster (1, AH_RANKS, 1), block = cluster (h, rank):
+ *   - qkv: rank r computes 3D / AH_RANKS consecutive columns of head h's q | k | v
+ *     (one section each) over all C rows; k / v columns also go to the paged cache at
+ *     slot_mapping[0]; every rank broadcasts its values to every rank;
+ *   - attention: rank r takes keys [r P, (r+1) P) of the L = seq_lens[0] keys (P =
+ *     ceil(L / AH_RANKS)); the newest key (L - 1) is the one just computed (read from
+ *     shared memory, never from the cache being written); the ranks broadcast (max,
+ *     sum, unnormalised O) and each merges all of them (log-sum-exp) into head h's
+ *     output, rounded to the storage type as the attention kernels store it;
+ *   - proj: rank r computes columns [r n2, (r+1) n2) of out_h (1, D) @ w_proj[hD..hD+D)
+ *     into proj_partials[h] (fp32, no bias: the reader adds it once).
+ * mlp half: grid (C / 64, MH_RANKS), cluster (1, MH_RANKS, 1), block (c, rank):
+ *   - fc: 32 columns [32 (c MH_RANKS + rank), +32) over all C rows, + bias, act, rounded;
+ *     broadcast, so every rank holds the cluster's 256 values;
+ *   - mlp proj: rank r computes columns [r C/8, (r+1) C/8) of those 256 values @ the
+ *     matching 256 rows of w_mlp_proj into mlp_partials[c].
+ * Each kernel starts by copying its weight tiles (and, attn half, up to kv_stage of the
+ * rank's cached keys and values) into shared memory with cp.async: none of that depends
+ * on the previous kernel, so under programmatic dependent launch (launch.cuh) it overlaps
+ * the previous kernel, and after pdl_wait() a block reads only the previous outputs
+ * (a few KB from L2, every load of a thread issued at once) and computes from shared
+ * memory. Measured (H200, gpt2, bench_decode): 0.320 ms per token against 0.334 for the
+ * per-layer kernels; without the staged keys 0.348.
+ *
+ * Residual: each block rebuilds the whole row x (the layernorm needs it) as
+ * round(r + (sum of partials + bias)), the order in which the per-layer GEMV rounds a
+ * matmul's output with its bias and the residual once; block (0, 0) also stores x,
+ * which the next kernel reads as its r (the host alternates two buffers, so a kernel
+ * never overwrites what a still-running one reads). Values are rounded to the storage
+ * type where the per-layer kernels store them (qkv, attention output, fc, layernorm
+ * outputs, residual), so both paths compute the same math in different sum orders.
+ *
+ * Shapes: C % 64 == 0, D = C / H in {32, 64, 128}; layer_decode_smem
+ * gives each kernel's dynamic shared memory (weights tiles + scratch). Matmul tiles are
+ * read from shared memory by thread t at 16-byte chunk t of the (rows, cols) tile:
+ * every warp reads 512 contiguous bytes (no bank conflicts). */
+#include "common.cuh"
+#include "launch.cuh"
+#include "mbarrier.cuh"
+
+#define LD_THREADS 256
+#define LD_WARPS (LD_THREADS / 32)
+#define LD_RED 2048   /* floats of matmul reduction scratch: (256 / NG) * NG * 8 at most */
+#define LD_CPT 4      /* residual columns per thread and pass (one pass up to C = 1024) */
+#define LD_PB 16      /* partial rows loaded together */
+
+namespace {
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+template <typename T> __device__ __forceinline__ float rnd(float v) { return to_f32(from_f32<T>(v)); }
+
+/* dst (rows, ld) <- src rows [0, rows) at row stride src_ld, columns [0, cols), cols and
+ * ld multiples of 8 (16-byte chunks); the columns in [cols, ld) are left as they are. */
+template <typename T>
+__device__ __forceinline__ void tile_load(T *dst, int ld, const T *src, size_t src_ld, int rows,
+                                          int cols)
+{
+    const int cpr = cols / 8, n = rows * cpr;
+    for (int i = threadIdx.x; i < n; i += LD_THREADS) {
+        const int r = i / cpr, c = i - r * cpr;
+        cp_async16(dst + (size_t)r * ld + c * 8, src + (size_t)r * src_ld + c * 8);
+    }
+}
+
+/* out[c] = sum_i x[i] w[i][c] for c < cols (a multiple of 8), w (K, ld) in shared memory,
+ * x (K) fp32 in shared memory; out in shared memory. Thread t owns 16-byte chunk
+ * t % NG of rows t / NG, t / NG + NR, ... (NG = cols / 8 column groups, NR = 256 / NG row
+ * lanes); lanes of a warp with the same chunk are summed by shuffles when NG divides
+ * 32, then the row lanes in red. Ends with __syncthreads. */
+template <typename T>
+__device__ void smem_matmul(const T *w, int ld, const float *x, int K, int cols, float *red,
+                            float *out)
+{
+    const int t = threadIdx.x, NG = cols / 8, NR = LD_THREADS / NG;
+    const int g = t % NG, rl = t / NG;
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    if (rl < NR) {
+#pragma unroll 4
+        for (int i = rl; i < K; i += NR) {
+            float wf[8];
+            unpack8(*reinterpret_cast<const uint4 *>(w + (size_t)i * ld + g * 8), wf, T());
+            const float xv = x[i];
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[j] = fmaf(xv, wf[j], acc[j]);
+        }
+    }
+    int rows;
+    if (32 % NG == 0) {   /* lanes l, l + NG, ... of a warp share chunk g */
+        for (int o = NG; o < 32; o <<= 1)
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
+        if ((t & 31) < NG)
+#pragma unroll
+            for (int j = 0; j < 8; j++) red[(t >> 5) * cols + g * 8 + j] = acc[j];
+        rows = LD_WARPS;
+    } else {
+        if (rl < NR)
+#pragma unroll
+            for (int j = 0; j < 8; j++) red[rl * cols + g * 8 + j] = acc[j];
+        rows = NR;
+    }
+    __syncthreads();
+    for (int c = t; c < cols; c += LD_THREADS) {
+        float s = 0.0f;
+#pragma unroll 8
+        for (int r = 0; r < rows; r++) s += red[r * cols + c];
+        out[c] = s;
+    }
+    __syncthreads();
+}
+
+/* sum over the block of v, returned to every thread (scratch: LD_WARPS floats) */
+__device__ __forceinline__ float block_sum(float v, float *scratch)
+{
+    v = warp_sum(v);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < LD_WARPS; w++) s += scratch[w];
+    return s;
+}
+__device__ __forceinline__ float block_max(float v, float *scratch)
+{
+    v = warp_max(v);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < LD_WARPS; w++) m = fmaxf(m, scratch[w]);
+    return m;
+}
+
+/* v[k] = round(r + (sum_p partials[p] + bias)) of columns c0 + k * LD_THREADS (k < LD_CPT,
+ * those < C): the loads of LD_PB partial rows are issued together (one L2 round trip per
+ * LD_PB rows, not one per row), summed in row order */
+template <typename T>
+__device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, int c0, float (&v)[LD_CPT])
+{
+    const int C = a.C;
+    const T *r = reinterpret_cast<const T *>(a.res_in);
+    const T *bias = reinterpret_cast<const T *>(a.part_bias);
+    float s[LD_CPT];
+#pragma unroll
+    for (int k = 0; k < LD_CPT; k++) {
+        const int c = c0 + k * LD_THREADS;
+        v[k] = c < C ? to_f32(r[c]) : 0.0f;
+        s[k] = 0.0f;
+    }
+    if (a.P == 0) return;
+    for (int p0 = 0; p0 < a.P; p0 += LD_PB) {
+        float x[LD_PB][LD_CPT];
+#pragma unroll
+        for (int i = 0; i < LD_PB; i++)
+#pragma unroll
+            for (int k = 0; k < LD_CPT; k++) {
+                const int c = c0 + k * LD_THREADS;
+                x[i][k] = p0 + i < a.P && c < C ? __ldcg(a.part_in + (size_t)(p0 + i) * C + c) : 0.0f;
+            }
+#pragma unroll
+        for (int i = 0; i < LD_PB; i++)
+#pragma unroll
+            for (int k = 0; k < LD_CPT; k++) s[k] += x[i][k];
+    }
+#pragma unroll
+    for (int k = 0; k < LD_CPT; k++) {
+        const int c = c0 + k * LD_THREADS;
+        if (c < C) v[k] = rnd<T>((bias ? s[k] + to_f32(bias[c]) : s[k]) + v[k]);
+    }
+}
+
+/* xs = LN(x), x = round(r + (sum_p partials[p] + bias)) (x = r when P = 0), rounded to
+ * T like the unfused layernorm's output; x is also stored to res_out when given. */
+template <typename T>
+__device__ void residual_layernorm(const LayerDecodeArgs &a, float *xs, float *scratch,
+                                   bool store)
+{
+    const int C = a.C;
+    T *res_out = reinterpret_cast<T *>(a.res_out);
+    float s1 = 0.0f;
+    for (int c0 = threadIdx.x; c0 < C; c0 += LD_THREADS * LD_CPT) {
+        float v[LD_CPT];
+        residual_cols<T>(a, c0, v);
+        for (int k = 0; k < LD_CPT; k++) {
+            const int c = c0 + k * LD_THREADS;
+            if (c >= C) break;
+            xs[c] = v[k];
+            if (store) res_out[c] = from_f32<T>(v[k]);
+            s1 += v[k];
+        }
+    }
+    const float mean = block_sum(s1, scratch) / (float)C;
+    float s2 = 0.0f;
+    for (int c = threadIdx.x; c < C; c += LD_THREADS) {
+        const float d = xs[c] - mean;
+        s2 += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(s2, scratch) / (float)C + a.eps);
+    const T *g = reinterpret_cast<const T *>(a.ln_w), *b = reinterpret_cast<const T *>(a.ln_b);
+    for (int c = threadIdx.x; c < C; c += LD_THREADS)
+        xs[c] = rnd<T>((xs[c] - mean) * rstd * to_f32(g[c]) + to_f32(b[c]));
+    __syncthreads();
+}
+
+/* value v at offset i of the same shared array in every block of the cluster */
+__device__ __forceinline__ void cluster_broadcast(float *arr, int i, float v, int ranks)
+{
+    const uint32_t addr = smem_addr(arr + i);
+    for (int r = 0; r < ranks; r++) st_cluster_f32(cluster_map(addr, (uint32_t)r), v);
+}
+
+/* Shared-memory layout of the attn half (floats after the two weight tiles). */
+struct AttnSmem {
+    int w1, w2, kv, xs, red, mo, qkv, ex, sc, oh, total;   /* offsets in bytes; total = size */
+};
+__host__ __device__ inline AttnSmem attn_smem(int C, int D, int key_cap, int kv_stage)
+{
+    AttnSmem s;
+    const int n1 = 3 * D / AH_RANKS, n2 = LAYER_DECODE_PROJ_COLS(C);
+    s.w1 = 0;
+    s.w2 = s.w1 + C * n1 * 2;
+    s.kv = s.w2 + D * n2 * 2;                    /* K then V rows, (kv_stage, D + 8) each */
+    s.xs = s.kv + 2 * kv_stage * (D + 8) * 2;
+    s.red = s.xs + C * 4;
+    s.mo = s.red + LD_RED * 4;
+    s.qkv = s.mo + C * 4;
+    s.ex = s.qkv + 3 * D * 4;
+    s.sc = s.ex + AH_RANKS * (D + 2) * 4;
+    s.oh = s.sc + key_cap * 4;
+    s.total = s.oh + D * 4;
+    return s;
+}
+
+struct MlpSmem {
+    int w1, w2, xs, red, mo, hb, total;
+};
+__host__ __device__ inline MlpSmem mlp_smem(int C)
+{
+    MlpSmem s;
+    const int rows2 = MH_RANKS * MH_COLS;
+    s.w1 = 0;
+    s.w2 = s.w1 + C * MH_COLS * 2;
+    s.xs = s.w2 + rows2 * (C / MH_RANKS) * 2;
+    s.red = s.xs + C * 4;
+    s.mo = s.red + LD_RED * 4;
+    s.hb = s.mo + C * 4;
+    s.total = s.hb + rows2 * 4;
+    return s;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const LayerDecodeArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ float scratch[LD_WARPS];
+    constexpr int KLD = D + 8;                   /* staged K/V row stride: no bank conflicts */
+    const int C = a.C, H = a.H, h = blockIdx.x, rank = blockIdx.y, t = threadIdx.x;
+    const int lane = t & 31, warp = t >> 5;
+    const AttnSmem L_ = attn_smem(C, D, a.key_cap, a.kv_stage);
+    T *w1s = reinterpret_cast<T *>(smem + L_.w1), *w2s = reinterpret_cast<T *>(smem + L_.w2);
+    T *ks = reinterpret_cast<T *>(smem + L_.kv), *vs = ks + (size_t)a.kv_stage * KLD;
+    float *xs = reinterpret_cast<float *>(smem + L_.xs), *red = reinterpret_cast<float *>(smem + L_.red);
+    float *mo = reinterpret_cast<float *>(smem + L_.mo);   /* a matmul's outputs */
+    float *qkv = reinterpret_cast<float *>(smem + L_.qkv), *ex = reinterpret_cast<float *>(smem + L_.ex);
+    float *sc = reinterpret_cast<float *>(smem + L_.sc), *oh = reinterpret_cast<float *>(smem + L_.oh);
+    const int n1 = 3 * D / AH_RANKS, sec = rank * n1 / D, off = rank * n1 - sec * D;
+    const int col1 = sec * C + h * D + off;                  /* first c_attn column */
+    const int n2 = LAYER_DECODE_PROJ_COLS(C), col2 = rank * n2;
+    const int ncol2 = max(0, min(C - col2, n2));
+    pdl_launch_dependents();
+
+    /* 1. what depends on no earlier kernel: the weight tiles, and the cached keys and
+     * values of this rank (every key but this step's, written by earlier steps) */
+    tile_load<T>(w1s, n1, reinterpret_cast<const T *>(a.w1) + col1, (size_t)3 * C, C, n1);
+    if (ncol2 > 0)
+        tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)h * D * C + col2,
+                     (size_t)C, D, ncol2);
+    const int Lk = a.seq_lens[0], P = (Lk + AH_RANKS - 1) / AH_RANKS;
+    const int kb = min(Lk, rank * P), ke = min(Lk, kb + P), nk = min(ke - kb, a.key_cap);
+    const int n_old = min(nk, max(0, Lk - 1 - kb));          /* cached keys [kb, kb + n_old) */
+    const int n_st = min(n_old, a.kv_stage);                 /* of them staged: [kb, kb + n_st) */
+    const int bs = a.block_size;
+    for (int i = t; i < n_st * (D / 8); i += LD_THREADS) {
+        const int j = i / (D / 8), ch = i - j * (D / 8), key = kb + j;
+        const size_t row = ((size_t)a.block_tables[key / bs] * H + h) * bs + key % bs;
+        cp_async16(ks + j * KLD + ch * 8, reinterpret_cast<const T *>(a.k_cache) + row * D + ch * 8);
+        cp_async16(vs + j * KLD + ch * 8, reinterpret_cast<const T *>(a.v_cache) + row * D + ch * 8);
+    }
+    cp_async_commit();
+    cluster_arrive();                                        /* barrier 1: every rank started */
+    pdl_wait();
+
+    /* 2. the residual and LN1 */
+    residual_layernorm<T>(a, xs, scratch, h == 0 && rank == 0);
+    cp_async_wait_all();
+    __syncthreads();
+
+    /* 3. this rank's qkv columns; k / v to the cache; broadcast to the cluster */
+    smem_matmul<T>(w1s, n1, xs, C, n1, red, mo);
+    cluster_wait();
+    if (t < n1) {
+        const float v = rnd<T>(mo[t] + to_f32(reinterpret_cast<const T *>(a.b1)[col1 + t]));
+        const int32_t slot = a.slot_mapping[0];
+        if (sec > 0 && slot >= 0) {
+            T *cache = reinterpret_cast<T *>(sec == 1 ? a.k_cache : a.v_cache);
+            const size_t blk = (size_t)(slot / bs), o = (size_t)(slot % bs);
+            cache[((blk * H + h) * bs + o) * D + off + t] = from_f32<T>(v);
+        }
+        cluster_broadcast(qkv, rank * n1 + t, v, AH_RANKS);
+    }
+    cluster_arrive();                                        /* barrier 2: q, k, v everywhere */
+    cluster_wait();
+
+    /* 4. attention over keys [kb, kb + nk): scores (log2 units), softmax, P V; cached keys
+     * from the staged rows (or, past kv_stage, the cache itself), this step's from qkv */
+    auto cached_row = [&](const void *cache, const T *staged, int j) -> const T * {
+        if (j < n_st) return staged + j * KLD;
+        const int key = kb + j;
+        return reinterpret_cast<const T *>(cache) +
+               (((size_t)a.block_tables[key / bs] * H + h) * bs + key % bs) * D;
+    };
+    const float scale = a.scale * 1.4426950408889634f;
+    float mx = -INFINITY;
+    for (int j = t; j < nk; j += LD_THREADS) {
+        float s = 0.0f;
+        if (j >= n_old) {
+#pragma unroll
+            for (int d = 0; d < D; d++) s = fmaf(qkv[d], qkv[D + d], s);
+        } else {
+            const T *kr = cached_row(a.k_cache, ks, j);
+#pragma unroll
+            for (int d = 0; d < D; d += 8) {
+                float f[8];
+                unpack8(*reinterpret_cast<const uint4 *>(kr + d), f, T());
+#pragma unroll
+                for (int i = 0; i < 8; i++) s = fmaf(qkv[d + i], f[i], s);
+            }
+        }
+        s *= scale;
+        sc[j] = s;
+        mx = fmaxf(mx, s);
+    }
+    mx = block_max(mx, scratch);
+    float l = 0.0f;
+    for (int j = t; j < nk; j += LD_THREADS) {
+        const float p = exp2f(sc[j] - mx);
+        sc[j] = p;
+        l += p;
+    }
+    l = block_sum(l, scratch);                               /* its barriers publish sc */
+    float *ex_me = ex + rank * (D + 2);
+    for (int c = warp; c < D / 8; c += LD_WARPS) {           /* warp: 8 dims, lanes: keys */
+        float acc[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] = 0.0f;
+        for (int j = lane; j < nk; j += 32) {
+            const float p = sc[j];
+            float f[8];
+            if (j >= n_old) {
+#pragma unroll
+                for (int i = 0; i < 8; i++) f[i] = qkv[2 * D + c * 8 + i];
+            } else {
+                unpack8(*reinterpret_cast<const uint4 *>(cached_row(a.v_cache, vs, j) + c * 8), f, T());
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[i] = fmaf(p, f[i], acc[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] = warp_sum(acc[i]);
+        if (lane < 8) {
+            float v = acc[0];
+#pragma unroll
+            for (int i = 1; i < 8; i++) v = lane == i ? acc[i] : v;
+            cluster_broadcast(ex_me, c * 8 + lane, v, AH_RANKS);
+        }
+    }
+    if (t == 0) cluster_broadcast(ex_me, D, mx, AH_RANKS);
+    if (t == 1) cluster_broadcast(ex_me, D + 1, l, AH_RANKS);
+    cluster_arrive();                                        /* barrier 3: every rank's state */
+    cluster_wait();
+
+    /* 5. merge the ranks (log-sum-exp), round like a stored attention output */
+    if (t < D) {
+        float m = -INFINITY;
+        for (int r = 0; r < AH_RANKS; r++)
+            if (ex[r * (D + 2) + D + 1] > 0.0f) m = fmaxf(m, ex[r * (D + 2) + D]);
+        float den = 0.0f, num = 0.0f;
+        for (int r = 0; r < AH_RANKS; r++) {
+            const float *e = ex + r * (D + 2);
+            if (e[D + 1] > 0.0f) {
+                const float wgt = exp2f(e[D] - m);
+                den += wgt * e[D + 1];
+                num += wgt * e[t];
+            }
+        }
+        oh[t] = rnd<T>(den > 0.0f ? num / den : 0.0f);
+    }
+    __syncthreads();
+
+    /* 6. this rank's columns of out_h @ w_proj[hD .. hD + D) */
+    if (ncol2 > 0) {
+        smem_matmul<T>(w2s, n2, oh, D, ncol2, red, mo);
+        for (int c = t; c < ncol2; c += LD_THREADS) a.part_out[(size_t)h * C + col2 + c] = mo[c];
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(LD_THREADS, 1) decode_mlp_half_kernel(const LayerDecodeArgs a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ float scratch[LD_WARPS];
+    const int C = a.C, c = blockIdx.x, rank = blockIdx.y, t = threadIdx.x;
+    const MlpSmem L_ = mlp_smem(C);
+    T *w1s = reinterpret_cast<T *>(smem + L_.w1), *w2s = reinterpret_cast<T *>(smem + L_.w2);
+    float *xs = reinterpret_cast<float *>(smem + L_.xs), *red = reinterpret_cast<float *>(smem + L_.red);
+    float *mo = reinterpret_cast<float *>(smem + L_.mo), *hb = reinterpret_cast<float *>(smem + L_.hb);
+    constexpr int rows2 = MH_RANKS * MH_COLS;
+    const int col1 = (c * MH_RANKS + rank) * MH_COLS, n2 = C / MH_RANKS, col2 = rank * n2;
+    pdl_launch_dependents();
+    tile_load<T>(w1s, MH_COLS, reinterpret_cast<const T *>(a.w1) + col1, (size_t)4 * C, C, MH_COLS);
+    tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)c * rows2 * C + col2,
+                 (size_t)C, rows2, n2);
+    cp_async_commit();
+    cluster_arrive();
+    pdl_wait();
+
+    residual_layernorm<T>(a, xs, scratch, c == 0 && rank == 0);
+    cp_async_wait_all();
+    __syncthreads();
+    smem_matmul<T>(w1s, MH_COLS, xs, C, MH_COLS, red, mo);
+    cluster_wait();
+    if (t < MH_COLS) {
+        const float v = mo[t] + to_f32(reinterpret_cast<const T *>(a.b1)[col1 + t]);
+        cluster_broadcast(hb, rank * MH_COLS + t, rnd<T>(act_apply(v, a.act)), MH_RANKS);
+    }
+    cluster_arrive();
+    cluster_wait();
+    smem_matmul<T>(w2s, n2, hb, rows2, n2, red, mo);
+    for (int j = t; j < n2; j += LD_THREADS) a.part_out[(size_t)c * C + col2 + j] = mo[j];
+}
+
+/* out = round(r + (sum_p partials[p] + bias)): the last layer's residual for ln_f */
+template <typename T>
+__global__ void __launch_bounds__(LD_THREADS) decode_residual_kernel(const LayerDecodeArgs a)
+{
+    pdl_launch_dependents();
+    pdl_wait();
+    T *out = reinterpret_cast<T *>(a.res_out);
+    for (int c0 = threadIdx.x; c0 < a.C; c0 += LD_THREADS * LD_CPT) {
+        float v[LD_CPT];
+        residual_cols<T>(a, c0, v);
+#pragma unroll
+        for (int k = 0; k < LD_CPT; k++)
+            if (c0 + k * LD_THREADS < a.C) out[c0 + k * LD_THREADS] = from_f32<T>(v[k]);
+    }
+}
+
+template <typename T>
+cudaError_t launch_half(const LayerDecodeArgs &a, int which, cudaStream_t stream, int pdl)
+{
+    if (which == LAYER_DECODE_ATTN) {
+        const size_t smem = layer_decode_smem(LAYER_DECODE_ATTN, a.C, a.D, a.key_cap, a.kv_stage);
+        const dim3 grid(a.H, AH_RANKS);
+        switch (a.D) {
+        case 32: return launch_kernel(decode_attn_half_kernel<T, 32>, grid, dim3(LD_THREADS), smem, stream, pdl, AH_RANKS, a);
+        case 64: return launch_kernel(decode_attn_half_kernel<T, 64>, grid, dim3(LD_THREADS), smem, stream, pdl, AH_RANKS, a);
+        case 128: return launch_kernel(decode_attn_half_kernel<T, 128>, grid, dim3(LD_THREADS), smem, stream, pdl, AH_RANKS, a);
+        default: return cudaErrorInvalidValue;
+        }
+    }
+    if (which == LAYER_DECODE_MLP)
+        return launch_kernel(decode_mlp_half_kernel<T>, dim3(a.C / 64, MH_RANKS), dim3(LD_THREADS),
+                             layer_decode_smem(LAYER_DECODE_MLP, a.C, a.D, a.key_cap, 0), stream, pdl,
+                             MH_RANKS, a);
+    return launch_kernel(decode_residual_kernel<T>, dim3(1), dim3(LD_THREADS), 0, stream, pdl, 1, a);
+}
+
+/* The dynamic shared memory limit of a kernel and, with carveout >= 0, its preferred
+ * shared-memory carveout (percent of the unified L1 / shared memory). An SM holds blocks of
+ * different kernels at once only under one carveout: the kernels of a step that overlap
+ * under PDL must not ask for different ones. */
+template <typename T>
+cudaError_t set_smem(int which, int D, size_t bytes, int carveout)
+{
+    const void *attn = D == 32 ? (const void *)decode_attn_half_kernel<T, 32>
+                       : D == 64 ? (const void *)decode_attn_half_kernel<T, 64>
+                                 : (const void *)decode_attn_half_kernel<T, 128>;
+    const void *k = which == LAYER_DECODE_ATTN ? attn
+                    : which == LAYER_DECODE_MLP ? (const void *)decode_mlp_half_kernel<T>
+                                                : (const void *)decode_residual_kernel<T>;
+    cudaError_t e = cudaSuccess;
+    if (bytes > 0) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess && carveout >= 0)
+        e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, carveout);
+    return e;
+}
+
+}  // namespace
+
+extern "C" size_t layer_decode_smem(int which, int C, int D, int key_cap, int kv_stage)
+{
+    if (which == LAYER_DECODE_ATTN) return (size_t)attn_smem(C, D, key_cap, kv_stage).total;
+    if (which == LAYER_DECODE_MLP) return (size_t)mlp_smem(C).total;
+    return 0;
+}
+
+extern "C" cudaError_t layer_decode_prepare(int dtype, int C, int D, int key_cap, int kv_stage,
+                                           int carveout)
+{
+    for (int which = LAYER_DECODE_ATTN; which <= LAYER_DECODE_RESIDUAL; which++) {
+        const size_t bytes = layer_decode_smem(which, C, D, key_cap, kv_stage);
+        const cudaError_t e = dtype == DTYPE_F16 ? set_smem<__half>(which, D, bytes, carveout)
+                                                 : set_smem<__nv_bfloat16>(which, D, bytes, carveout);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t layer_decode_cuda(const LayerDecodeArgs *a, int which, int dtype,
+                                         cudaStream_t stream, int pdl)
+{
+    if (dtype == DTYPE_F16) return launch_half<__half>(*a, which, stream, pdl);
+    if (dtype == DTYPE_BF16) return launch_half<__nv_bfloat16>(*a, which, stream, pdl);
+    return cudaErrorInvalidValue;
+}
