@@ -2,9 +2,10 @@
 shapes with random fp16 weights: the engine vs the PyTorch peer (torch_peer.py,
 static cache + SDPA + CUDA graph) vs HF transformers generate vs the bandwidth
 floor (fp16 weight bytes / device copy bandwidth measured in this run). `engine`
-is the default (~64 kernels a step under programmatic dependent launch); `fused` is the
-same engine with GPT2_ENGINE_FUSED_DECODE=1 (the whole step in one persistent kernel,
-kernels/decode_fused.cu).
+is the default (on Hopper: two cluster kernels per layer, kernels/decode_layer.cu, under
+programmatic dependent launch); `per-layer` is the same engine with
+GPT2_ENGINE_FUSED_DECODE=0 (~64 kernels a step: five per layer), `persistent` with =1
+(the whole step in one persistent kernel, kernels/decode_fused.cu).
 
 Time per token is the difference of two generations of n1 and n2 new tokens from
 the same 16-token prompt, divided by n2 - n1, so that prefill and fixed costs
@@ -139,13 +140,13 @@ def main():
     for model in [m.strip() for m in a.models.split(",") if m.strip()]:
         ckpt = common.guarded(common.make_checkpoint, model, "float16")
         if not os.path.isdir(str(ckpt)):
-            rows.append([model, ckpt, "", "", "", "", "", "", ""])
+            rows.append([model, ckpt, "", "", "", "", "", "", "", ""])
             continue
         big = common.param_count(ckpt) > 5e8
         n1, n2 = 64, 320                                  # engine and peer
         hn1, hn2 = (8, 40) if big else (16, 80)           # HF is slow: keep it short
         hreps = 1 if (a.quick and big) else reps
-        eng, eng_toks, fused = None, None, None
+        eng, eng_toks, fused, per_layer = None, None, None, None
         if not a.skip_engine:
             def engine(env):
                 r = common.run_isolated(os.path.abspath(__file__),
@@ -153,6 +154,7 @@ def main():
                                         timeout=45 if a.quick else 150, extra_env=env)
                 return r.get("ms", r.get("error", "error: no result")), r.get("tokens")
             eng, eng_toks = engine({})
+            per_layer = engine({"GPT2_ENGINE_FUSED_DECODE": "0"})[0]
             fused = engine({"GPT2_ENGINE_FUSED_DECODE": "1"})[0]
             for v in a.variant:
                 name, _, spec = v.partition("=")
@@ -164,15 +166,16 @@ def main():
         hf = None if a.skip_hf else common.guarded(hf_decode, ckpt, hn1, hn2, hreps)
         floor = common.weight_bytes(ckpt) / bw * 1e3 if common.is_num(bw) else bw
         ag = agree(eng_toks, peer_toks) if eng is not None and common.is_num(eng) else None
-        rows.append([model, eng, fused, peer, hf, floor, common.ratio(eng, floor),
+        rows.append([model, eng, per_layer, fused, peer, hf, floor, common.ratio(eng, floor),
                      common.ratio(peer, floor), ag])
-        results["models"][model] = dict(engine_ms=eng, fused_ms=fused, peer_ms=peer,
+        results["models"][model] = dict(engine_ms=eng, per_layer_ms=per_layer,
+                                        persistent_ms=fused, peer_ms=peer,
                                         hf_ms=hf, floor_ms=floor,
                                         weight_bytes=common.weight_bytes(ckpt), agree=ag,
                                         n=(n1, n2), hf_n=(hn1, hn2), reps=reps)
         common.free_cuda()
         common.save_json("bench_decode", results, a.json)       # partial results survive a kill
-    common.print_table(["model", "engine ms", "fused ms", "peer ms", "HF ms", "floor ms", "engine/floor",
+    common.print_table(["model", "engine ms", "per-layer ms", "persistent ms", "peer ms", "HF ms", "floor ms", "engine/floor",
                         "peer/floor", "agree"], rows,
                        title=f"batch-1 decode, ms per output token, fp16, {common.gpu_name()}")
     if vrows:

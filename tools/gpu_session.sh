@@ -49,7 +49,7 @@ for step in ${BENCH:-}; do
         flashbs) timeout -k 10 200 $PY benchmarks/bench_flash.py --prefill-only --block-sizes ${FLASH_BLOCK_SIZES:-16,64,128} \
                      2>&1 | tee "$OUT/flash_bs.log" | grep -v "^\[" ;;
         attn) timeout 200 $PY benchmarks/bench_attention.py --quick 2>&1 | tee "$OUT/attn.log" | tail -30 ;;
-        decode) timeout 240 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
+        decode) timeout 330 $PY benchmarks/bench_decode.py --quick --skip-hf 2>&1 | tee "$OUT/decode.log" | grep -v "^\[" | tail -20 ;;
         e2e) timeout 240 $PY benchmarks/bench_prefill_e2e.py --quick 2>&1 | tee "$OUT/e2e.log" | grep -v "^\[" | tail -8 ;;
         tput) timeout 240 $PY benchmarks/bench_throughput.py --quick --skip-hf 2>&1 | tee "$OUT/tput.log" | grep -v "^\[" | tail -20 ;;
         memcheck) eval "margs=($MEMCHECK_ARGS)"   # shell words: -k "a and not b" stays one argument
