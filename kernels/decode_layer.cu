@@ -235,6 +235,25 @@ __device__ void residual_layernorm(const LayerDecodeArgs &a, float *xs, float *s
     __syncthreads();
 }
 
+/* The middle both halves share, after their copies were issued: wait for the previous
+ * kernel (PDL), build x and its layernorm in xs (store: this block writes x to res_out),
+ * wait for the copies, mo = xs @ w1s (C, n1), then the cluster barrier that was arrived
+ * at before the wait (every rank has started: its shared memory may be written). */
+template <typename T>
+__device__ __forceinline__ void wait_then_first_matmul(const LayerDecodeArgs &a, bool store,
+                                                       const T *w1s, int n1, float *xs,
+                                                       float *scratch, float *red, float *mo)
+{
+    cp_async_commit();
+    cluster_arrive();                                        /* barrier 1 */
+    pdl_wait();
+    residual_layernorm<T>(a, xs, scratch, store);
+    cp_async_wait_all();
+    __syncthreads();
+    smem_matmul<T>(w1s, n1, xs, a.C, n1, red, mo);
+    cluster_wait();
+}
+
 /* value v at offset i of the same shared array in every block of the cluster */
 __device__ __forceinline__ void cluster_broadcast(float *arr, int i, float v, int ranks)
 {
@@ -319,18 +338,9 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
         cp_async16(ks + j * KLD + ch * 8, reinterpret_cast<const T *>(a.k_cache) + row * D + ch * 8);
         cp_async16(vs + j * KLD + ch * 8, reinterpret_cast<const T *>(a.v_cache) + row * D + ch * 8);
     }
-    cp_async_commit();
-    cluster_arrive();                                        /* barrier 1: every rank started */
-    pdl_wait();
-
-    /* 2. the residual and LN1 */
-    residual_layernorm<T>(a, xs, scratch, h == 0 && rank == 0);
-    cp_async_wait_all();
-    __syncthreads();
-
-    /* 3. this rank's qkv columns; k / v to the cache; broadcast to the cluster */
-    smem_matmul<T>(w1s, n1, xs, C, n1, red, mo);
-    cluster_wait();
+    /* 2. the residual and LN1; 3. this rank's qkv columns, k / v to the cache, broadcast
+     * to the cluster */
+    wait_then_first_matmul<T>(a, h == 0 && rank == 0, w1s, n1, xs, scratch, red, mo);
     if (t < n1) {
         const float v = rnd<T>(mo[t] + to_f32(reinterpret_cast<const T *>(a.b1)[col1 + t]));
         const int32_t slot = a.slot_mapping[0];
@@ -453,15 +463,7 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_mlp_half_kernel(const La
     tile_load<T>(w1s, MH_COLS, reinterpret_cast<const T *>(a.w1) + col1, (size_t)4 * C, C, MH_COLS);
     tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)c * rows2 * C + col2,
                  (size_t)C, rows2, n2);
-    cp_async_commit();
-    cluster_arrive();
-    pdl_wait();
-
-    residual_layernorm<T>(a, xs, scratch, c == 0 && rank == 0);
-    cp_async_wait_all();
-    __syncthreads();
-    smem_matmul<T>(w1s, MH_COLS, xs, C, MH_COLS, red, mo);
-    cluster_wait();
+    wait_then_first_matmul<T>(a, c == 0 && rank == 0, w1s, MH_COLS, xs, scratch, red, mo);
     if (t < MH_COLS) {
         const float v = mo[t] + to_f32(reinterpret_cast<const T *>(a.b1)[col1 + t]);
         cluster_broadcast(hb, rank * MH_COLS + t, rnd<T>(act_apply(v, a.act)), MH_RANKS);

@@ -110,6 +110,10 @@ Status cuda_fused_decode_create(Backend *b, const FusedDecodeModel *m, void **st
                                 size_t why_len, Error *err);
 Status cuda_fused_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err);
 void cuda_fused_decode_destroy(Backend *b, void *state);
+/* shared by both forms: the ACT_CODE_* (kernels.h) of an Activation, and why the
+ * weights cannot be read in 16-byte loads (NULL when they can) */
+int fused_act_code(int activation);
+const char *fused_weights_misaligned(const FusedDecodeModel *m);
 /* forced: GPT2_ENGINE_FUSED_DECODE=layers (else the default, which keeps big layers off) */
 Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int forced, void **state,
                                 char *why, size_t why_len, Error *err);

@@ -32,11 +32,21 @@ typedef struct FusedDecode {
     size_t smem;
 } FusedDecode;
 
-static int act_code(int activation)
+int fused_act_code(int activation)
 {
     return activation == ACT_GELU_ERF ? ACT_CODE_GELU_ERF
            : activation == ACT_RELU   ? ACT_CODE_RELU
                                       : ACT_CODE_GELU_TANH;
+}
+
+const char *fused_weights_misaligned(const FusedDecodeModel *m)
+{
+    const void *p[4] = {m->wte, m->wpe, m->ln_f_w, m->ln_f_b};
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)p[i] & 15) return "a weight is not 16-byte aligned";
+    for (int i = 0; i < m->n_layer * 12; i++)
+        if ((uintptr_t)m->layer_weights[i] & 15) return "a weight is not 16-byte aligned";
+    return NULL;
 }
 
 /* Why the kernel can't serve this model on this GPU, or NULL. */
@@ -58,12 +68,7 @@ static const char *unfit(const Backend *b, const FusedDecodeModel *m, int D, int
                  GPT2_MAX(4 * C / 64, H), grid);
         return buf;
     }
-    const void *p[4] = {m->wte, m->wpe, m->ln_f_w, m->ln_f_b};
-    for (int i = 0; i < 4; i++)
-        if ((uintptr_t)p[i] & 15) return "a weight is not 16-byte aligned";
-    for (int i = 0; i < m->n_layer * 12; i++)
-        if ((uintptr_t)m->layer_weights[i] & 15) return "a weight is not 16-byte aligned";
-    return NULL;
+    return fused_weights_misaligned(m);
 }
 
 static void persistent_destroy(Backend *b, FusedDecode *f);
@@ -116,7 +121,7 @@ static Status persistent_create(Backend *b, const FusedDecodeModel *m, void **st
         .lnf_b = m->ln_f_b, .work = (float *)f->work, .work_floats = (int)wf,
         .sync = (unsigned *)((float *)f->work + 2 * wf), .n_layer = m->n_layer, .C = C, .H = H,
         .D = D, .V = m->vocab_size, .block_size = m->block_size,
-        .act = act_code(m->activation), .nsplit = nsplit, .eps = m->eps, .scale = m->scale,
+        .act = fused_act_code(m->activation), .nsplit = nsplit, .eps = m->eps, .scale = m->scale,
         .lookahead = lookahead,
     };
     const char *tr = getenv("GPT2_ENGINE_FUSED_TRACE");

@@ -27,13 +27,6 @@ typedef struct LayerDecode {
     float *part_mlp;            /* device (C / 64, C) */
 } LayerDecode;
 
-static int act_code(int activation)
-{
-    return activation == ACT_GELU_ERF ? ACT_CODE_GELU_ERF
-           : activation == ACT_RELU   ? ACT_CODE_RELU
-                                      : ACT_CODE_GELU_TANH;
-}
-
 /* Why the kernels can't serve this model on this GPU, or NULL. */
 /* Cached keys per rank that the attn half stages in shared memory: as many as leave room
  * for an mlp-half block on the same SM (228 KB of shared memory per SM on Hopper, 1 KB
@@ -89,12 +82,7 @@ static const char *unfit(const Backend *b, const FusedDecodeModel *m, int key_ca
     GemvArgs lm = {.in = m->wte, .w = m->wte, .ln_w = m->ln_f_w, .ln_b = m->ln_f_b,
                    .eps = m->eps, .M = 1, .K = C, .N = m->vocab_size};
     if (!gemv_supported(&lm, 1, (int)b->dtype)) return "the lm_head GEMV does not serve n_embd";
-    const void *p[4] = {m->wte, m->wpe, m->ln_f_w, m->ln_f_b};
-    for (int i = 0; i < 4; i++)
-        if ((uintptr_t)p[i] & 15) return "a weight is not 16-byte aligned";
-    for (int i = 0; i < m->n_layer * 12; i++)
-        if ((uintptr_t)m->layer_weights[i] & 15) return "a weight is not 16-byte aligned";
-    return NULL;
+    return fused_weights_misaligned(m);
 }
 
 void cuda_layer_decode_destroy(Backend *b, void *state)
@@ -135,7 +123,7 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     f->mode = FUSED_MODE_LAYERS;
     f->n_layer = m->n_layer, f->C = C, f->H = H, f->D = D, f->V = m->vocab_size;
     f->block_size = m->block_size, f->key_cap = key_cap, f->kv_stage = kv_stage;
-    f->act = act_code(m->activation);
+    f->act = fused_act_code(m->activation);
     f->eps = m->eps, f->scale = m->scale;
     f->wte = m->wte, f->wpe = m->wpe, f->lnf_w = m->ln_f_w, f->lnf_b = m->ln_f_b;
     for (int l = 0; l < m->n_layer; l++) {
