@@ -504,7 +504,7 @@ cudaError_t launch_half(const LayerDecodeArgs &a, int which, cudaStream_t stream
         }
     }
     if (which == LAYER_DECODE_MLP)
-        return launch_kernel(decode_mlp_half_kernel<T>, dim3(a.C / 64, MH_RANKS), dim3(LD_THREADS),
+        return launch_kernel(decode_mlp_half_kernel<T>, dim3(LAYER_DECODE_MLP_CLUSTERS(a.C), MH_RANKS), dim3(LD_THREADS),
                              layer_decode_smem(LAYER_DECODE_MLP, a.C, a.D, a.key_cap, 0), stream, pdl,
                              MH_RANKS, a);
     return launch_kernel(decode_residual_kernel<T>, dim3(1), dim3(LD_THREADS), 0, stream, pdl, 1, a);

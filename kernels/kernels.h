@@ -131,6 +131,8 @@ cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t strea
 #define MH_RANKS 8    /* blocks per 256 fc columns (mlp half cluster) */
 #define MH_COLS 32    /* fc columns per mlp-half block */
 #define LAYER_DECODE_PROJ_COLS(C) ((((C) + AH_RANKS - 1) / AH_RANKS + 7) / 8 * 8)
+/* mlp-half clusters = rows of its part_out: the 4C fc columns, MH_RANKS x MH_COLS each */
+#define LAYER_DECODE_MLP_CLUSTERS(C) (4 * (C) / (MH_RANKS * MH_COLS))
 enum { LAYER_DECODE_ATTN = 0, LAYER_DECODE_MLP = 1, LAYER_DECODE_RESIDUAL = 2 };
 typedef struct LayerDecodeArgs {
     const void *res_in;               /* (C) */

@@ -24,25 +24,37 @@ typedef struct LayerDecode {
     FusedDecodeLayer *layers;   /* host (n_layer): device pointers */
     void *res[2];               /* device (C) each: the residual, alternating */
     float *part_attn;           /* device (H, C) */
-    float *part_mlp;            /* device (C / 64, C) */
+    float *part_mlp;            /* device (LAYER_DECODE_MLP_CLUSTERS(C), C) */
+    int mlp_clusters;           /* LAYER_DECODE_MLP_CLUSTERS(C): part_mlp's rows */
 } LayerDecode;
 
-/* Why the kernels can't serve this model on this GPU, or NULL. */
 /* Cached keys per rank that the attn half stages in shared memory: as many as leave room
- * for an mlp-half block on the same SM (228 KB of shared memory per SM on Hopper, 1 KB
- * reserved per block), so that under PDL each kernel's copies overlap the one before;
- * GPT2_ENGINE_LAYER_KV_STAGE=N asks for N instead (measuring). */
+ * for an mlp-half block on the same SM (the device's shared memory per SM less what it
+ * reserves per block: 228 and 1 KB on Hopper), so that under PDL each kernel's copies
+ * overlap the one before; GPT2_ENGINE_LAYER_KV_STAGE=N asks for N instead (measuring). */
 static int kv_stage_keys(int C, int D, int key_cap)
 {
     const char *env = getenv("GPT2_ENGINE_LAYER_KV_STAGE");
-    if (env && *env && atoi(env) >= 0) return GPT2_MIN(atoi(env), key_cap);
-    const long long room = 228 * 1024 - 2 * 1024 - 512 -
+    const int asked = env && *env ? atoi(env) : -1;
+    if (asked >= 0) return GPT2_MIN(asked, key_cap);
+    int dev = 0, per_sm = 0, reserved = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) !=
+            cudaSuccess ||
+        cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, dev) !=
+            cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;                       /* none staged: every key read from the cache */
+    }
+    const long long statics = 512;      /* both kernels' static shared memory, rounded up */
+    const long long room = (long long)per_sm - 2LL * reserved - statics -
                            (long long)layer_decode_smem(LAYER_DECODE_MLP, C, D, key_cap, 0) -
                            (long long)layer_decode_smem(LAYER_DECODE_ATTN, C, D, key_cap, 0);
     const long long keys = room > 0 ? room / (2LL * (D + 8) * 2) : 0;
     return (int)GPT2_MIN(keys, (long long)key_cap);
 }
 
+/* Why the kernels can't serve this model on this GPU, or NULL. */
 static const char *unfit(const Backend *b, const FusedDecodeModel *m, int key_cap, int kv_stage,
                          int forced, char *buf, size_t n)
 {
@@ -135,14 +147,15 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     CUDA_CHECK(cudaMalloc(&f->res[0], (size_t)C * es));
     CUDA_CHECK(cudaMalloc(&f->res[1], (size_t)C * es));
     CUDA_CHECK(cudaMalloc((void **)&f->part_attn, (size_t)H * C * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&f->part_mlp, (size_t)(C / 64) * C * sizeof(float)));
+    f->mlp_clusters = LAYER_DECODE_MLP_CLUSTERS(C);
+    CUDA_CHECK(cudaMalloc((void **)&f->part_mlp, (size_t)f->mlp_clusters * C * sizeof(float)));
     int carveout = 100;   /* every kernel of the step on the same (maximal) carveout */
     const char *cv = getenv("GPT2_ENGINE_LAYER_CARVEOUT");
     if (cv && *cv) carveout = atoi(cv);
     CUDA_CHECK(layer_decode_prepare((int)b->dtype, C, D, key_cap, kv_stage, carveout));
     if (carveout >= 0) CUDA_CHECK(gemv_nk_prefer_carveout((int)b->dtype, carveout));
     snprintf(why, why_len, "on: two kernels per layer (%d x %d and %d x %d blocks, clusters "
-             "of %d and %d; %d cached keys per block staged)", H, AH_RANKS, C / 64, MH_RANKS,
+             "of %d and %d; %d cached keys per block staged)", H, AH_RANKS, f->mlp_clusters, MH_RANKS,
              AH_RANKS, MH_RANKS, kv_stage);
     *state = f;
     return GPT2_OK;
@@ -165,7 +178,7 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
         const FusedDecodeLayer *w = &f->layers[l];
         LayerDecodeArgs a = {
             .res_in = f->res[1], .part_in = l ? f->part_mlp : NULL,
-            .part_bias = l ? f->layers[l - 1].fc2_b : NULL, .P = l ? C / 64 : 0,
+            .part_bias = l ? f->layers[l - 1].fc2_b : NULL, .P = l ? f->mlp_clusters : 0,
             .res_out = f->res[0], .ln_w = w->ln1_w, .ln_b = w->ln1_b, .w1 = w->qkv_w,
             .b1 = w->qkv_b, .w2 = w->proj_w, .part_out = f->part_attn, .k_cache = w->k_cache,
             .v_cache = w->v_cache, .slot_mapping = s->slot_mapping, .seq_lens = s->seq_lens,
@@ -180,7 +193,7 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
         CUDA_CHECK(layer_decode_cuda(&a, LAYER_DECODE_MLP, dt, im->stream, pdl));
     }
     const LayerDecodeArgs r = {.res_in = f->res[1], .part_in = f->part_mlp,
-                               .part_bias = f->layers[f->n_layer - 1].fc2_b, .P = C / 64,
+                               .part_bias = f->layers[f->n_layer - 1].fc2_b, .P = f->mlp_clusters,
                                .res_out = f->res[0], .C = C};
     CUDA_CHECK(layer_decode_cuda(&r, LAYER_DECODE_RESIDUAL, dt, im->stream, pdl));
     GemvArgs lm = {.out = s->logits, .in = f->res[0], .w = f->wte, .ln_w = f->lnf_w,
