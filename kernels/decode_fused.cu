@@ -66,13 +66,6 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
     return v;
 }
 
-__device__ __forceinline__ unsigned long long globaltimer()
-{
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-
 /* Release / acquire at gpu scope through thread 0, ordered for the rest of the CTA
  * by __syncthreads (no fence instructions: a fence would also wait for this thread's
  * outstanding prefetches, and warp 0 issues none). */

@@ -31,21 +31,30 @@
  *     broadcast, so every rank holds the cluster's 256 values;
  *   - mlp proj: rank r computes columns [r C/8, (r+1) C/8) of those 256 values @ the
  *     matching 256 rows of w_mlp_proj into mlp_partials[c].
- * Each kernel starts by copying its weight tiles (and, attn half, up to kv_stage of the
- * rank's cached keys and values) into shared memory with cp.async: none of that depends
- * on the previous kernel, so under programmatic dependent launch (launch.cuh) it overlaps
- * the previous kernel, and after pdl_wait() a block reads only the previous outputs
- * (a few KB from L2, every load of a thread issued at once) and computes from shared
- * memory. Measured (H200, gpt2, bench_decode): 0.320 ms per token against 0.334 for the
- * per-layer kernels; without the staged keys 0.348.
+ * Each kernel starts by copying the vectors it needs (the partials' bias, its layernorm's
+ * weight and bias, its slice of the first matmul's bias), its weight tiles and (attn half)
+ * up to kv_stage of the rank's cached keys and values into shared memory with cp.async:
+ * none of that depends on the previous kernel, so under programmatic dependent launch
+ * (launch.cuh) it overlaps the previous kernel, and after pdl_wait() a block reads only
+ * the previous outputs from L2 (every load of a thread issued at once) and computes from
+ * shared memory. The next launch may start once every block is past its layernorm
+ * (a.trigger: then the neighbour's copies on the SM no longer delay these loads).
  *
- * Residual: each block rebuilds the whole row x (the layernorm needs it) as
- * round(r + (sum of partials + bias)), the order in which the per-layer GEMV rounds a
- * matmul's output with its bias and the residual once; block (0, 0) also stores x,
- * which the next kernel reads as its r (the host alternates two buffers, so a kernel
+ * Residual: the ranks of a cluster split the row x (the layernorm needs it whole): rank r
+ * builds its ceil(C / ranks) columns as round(r + (sum of partials + bias)), the order in
+ * which the per-layer GEMV rounds a matmul's output with its bias and the residual once,
+ * and writes them into every rank's shared memory; the blocks of cluster 0 also store
+ * them, which the next kernel reads as its r (the host alternates two buffers, so a kernel
  * never overwrites what a still-running one reads). Values are rounded to the storage
  * type where the per-layer kernels store them (qkv, attention output, fc, layernorm
  * outputs, residual), so both paths compute the same math in different sum orders.
+ *
+ * Measured (H200, gpt2, bench_decode; GPT2_ENGINE_LAYER_TRACE for the phases,
+ * docs/performance_notes.md): 0.249 ms per token against 0.334 for the per-layer
+ * kernels. What took it from 0.320: launch bounds that let an attn-half and an mlp-half
+ * block share an SM (128 registers each: 0.311), the vectors copied before the wait
+ * instead of read from DRAM after it (0.274), the split residual (0.265), the trigger
+ * after the layernorm (0.249).
  *
  * Shapes: C % 64 == 0, D = C / H in {32, 64, 128}; layer_decode_smem
  * gives each kernel's dynamic shared memory (weights tiles + scratch). Matmul tiles are
@@ -75,20 +84,68 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src)
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* all but the newest committed group complete (the vectors, committed first) */
+__device__ __forceinline__ void cp_async_wait_but_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 template <typename T> __device__ __forceinline__ float rnd(float v) { return to_f32(from_f32<T>(v)); }
 
 /* dst (rows, ld) <- src rows [0, rows) at row stride src_ld, columns [0, cols), cols and
- * ld multiples of 8 (16-byte chunks); the columns in [cols, ld) are left as they are. */
+ * ld multiples of 8 (16-byte chunks), cols <= 8 LD_THREADS; the columns in [cols, ld) are
+ * left as they are. Thread t copies chunk t % cpr of rows t / cpr, + rpi, ...: no division
+ * per chunk (the copies are issued while the previous kernel runs, beside it on the SM). */
 template <typename T>
 __device__ __forceinline__ void tile_load(T *dst, int ld, const T *src, size_t src_ld, int rows,
                                           int cols)
 {
-    const int cpr = cols / 8, n = rows * cpr;
-    for (int i = threadIdx.x; i < n; i += LD_THREADS) {
-        const int r = i / cpr, c = i - r * cpr;
-        cp_async16(dst + (size_t)r * ld + c * 8, src + (size_t)r * src_ld + c * 8);
-    }
+    const int cpr = cols / 8, rpi = LD_THREADS / cpr, r0 = threadIdx.x / cpr;
+    if (r0 >= rpi) return;
+    const int c = threadIdx.x - r0 * cpr;
+    T *d = dst + (size_t)r0 * ld + c * 8;
+    const T *g = src + (size_t)r0 * src_ld + c * 8;
+    for (int r = r0; r < rows; r += rpi, d += (size_t)rpi * ld, g += (size_t)rpi * src_ld)
+        cp_async16(d, g);
+}
+
+/* dst[0, n) <- src[0, n), n a multiple of 8; nothing when src is NULL */
+template <typename T> __device__ __forceinline__ void vec_load(T *dst, const void *src, int n)
+{
+    if (!src) return;
+    for (int i = threadIdx.x; i < n / 8; i += LD_THREADS)
+        cp_async16(dst + i * 8, reinterpret_cast<const T *>(src) + i * 8);
+}
+
+/* The vectors a launch copies first, in shared memory as T: the bias of the partials it
+ * sums, its layernorm's weight and bias, the slice of its first matmul's bias (n1). */
+template <typename T> struct Vecs {
+    T *v;
+    int C;
+    __device__ const T *part_bias() const { return v; }
+    __device__ const T *ln_w() const { return v + C; }
+    __device__ const T *ln_b() const { return v + 2 * C; }
+    __device__ const T *b1() const { return v + 3 * C; }
+};
+template <typename T>
+__device__ __forceinline__ Vecs<T> vecs_load(const LayerDecodeArgs &a, T *at, int b1_col, int n1)
+{
+    const Vecs<T> s{at, a.C};
+    vec_load<T>(s.v, a.part_bias, a.C);
+    vec_load<T>(s.v + a.C, a.ln_w, a.C);
+    vec_load<T>(s.v + 2 * a.C, a.ln_b, a.C);
+    if (a.b1) vec_load<T>(s.v + 3 * a.C, reinterpret_cast<const T *>(a.b1) + b1_col, n1);
+    cp_async_commit();
+    return s;
+}
+
+/* The PDL trigger (a.trigger, kernels.h): the next launch may start (and issue its copies)
+ * once every block of this one has passed the point named */
+__device__ __forceinline__ void trigger_at(const LayerDecodeArgs &a, int point)
+{
+    if (a.trigger == point) pdl_launch_dependents();
+}
+__device__ __forceinline__ void wait_previous(const LayerDecodeArgs &a)
+{
+    pdl_wait();
+    trigger_at(a, LAYER_TRIGGER_WAIT);
 }
 
 /* out[c] = sum_i x[i] w[i][c] for c < cols (a multiple of 8), w (K, ld) in shared memory,
@@ -164,96 +221,6 @@ __device__ __forceinline__ float block_max(float v, float *scratch)
     return m;
 }
 
-/* v[k] = round(r + (sum_p partials[p] + bias)) of columns c0 + k * LD_THREADS (k < LD_CPT,
- * those < C): the loads of LD_PB partial rows are issued together (one L2 round trip per
- * LD_PB rows, not one per row), summed in row order */
-template <typename T>
-__device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, int c0, float (&v)[LD_CPT])
-{
-    const int C = a.C;
-    const T *r = reinterpret_cast<const T *>(a.res_in);
-    const T *bias = reinterpret_cast<const T *>(a.part_bias);
-    float s[LD_CPT];
-#pragma unroll
-    for (int k = 0; k < LD_CPT; k++) {
-        const int c = c0 + k * LD_THREADS;
-        v[k] = c < C ? to_f32(r[c]) : 0.0f;
-        s[k] = 0.0f;
-    }
-    if (a.P == 0) return;
-    for (int p0 = 0; p0 < a.P; p0 += LD_PB) {
-        float x[LD_PB][LD_CPT];
-#pragma unroll
-        for (int i = 0; i < LD_PB; i++)
-#pragma unroll
-            for (int k = 0; k < LD_CPT; k++) {
-                const int c = c0 + k * LD_THREADS;
-                x[i][k] = p0 + i < a.P && c < C ? __ldcg(a.part_in + (size_t)(p0 + i) * C + c) : 0.0f;
-            }
-#pragma unroll
-        for (int i = 0; i < LD_PB; i++)
-#pragma unroll
-            for (int k = 0; k < LD_CPT; k++) s[k] += x[i][k];
-    }
-#pragma unroll
-    for (int k = 0; k < LD_CPT; k++) {
-        const int c = c0 + k * LD_THREADS;
-        if (c < C) v[k] = rnd<T>((bias ? s[k] + to_f32(bias[c]) : s[k]) + v[k]);
-    }
-}
-
-/* xs = LN(x), x = round(r + (sum_p partials[p] + bias)) (x = r when P = 0), rounded to
- * T like the unfused layernorm's output; x is also stored to res_out when given. */
-template <typename T>
-__device__ void residual_layernorm(const LayerDecodeArgs &a, float *xs, float *scratch,
-                                   bool store)
-{
-    const int C = a.C;
-    T *res_out = reinterpret_cast<T *>(a.res_out);
-    float s1 = 0.0f;
-    for (int c0 = threadIdx.x; c0 < C; c0 += LD_THREADS * LD_CPT) {
-        float v[LD_CPT];
-        residual_cols<T>(a, c0, v);
-        for (int k = 0; k < LD_CPT; k++) {
-            const int c = c0 + k * LD_THREADS;
-            if (c >= C) break;
-            xs[c] = v[k];
-            if (store) res_out[c] = from_f32<T>(v[k]);
-            s1 += v[k];
-        }
-    }
-    const float mean = block_sum(s1, scratch) / (float)C;
-    float s2 = 0.0f;
-    for (int c = threadIdx.x; c < C; c += LD_THREADS) {
-        const float d = xs[c] - mean;
-        s2 += d * d;
-    }
-    const float rstd = rsqrtf(block_sum(s2, scratch) / (float)C + a.eps);
-    const T *g = reinterpret_cast<const T *>(a.ln_w), *b = reinterpret_cast<const T *>(a.ln_b);
-    for (int c = threadIdx.x; c < C; c += LD_THREADS)
-        xs[c] = rnd<T>((xs[c] - mean) * rstd * to_f32(g[c]) + to_f32(b[c]));
-    __syncthreads();
-}
-
-/* The middle both halves share, after their copies were issued: wait for the previous
- * kernel (PDL), build x and its layernorm in xs (store: this block writes x to res_out),
- * wait for the copies, mo = xs @ w1s (C, n1), then the cluster barrier that was arrived
- * at before the wait (every rank has started: its shared memory may be written). */
-template <typename T>
-__device__ __forceinline__ void wait_then_first_matmul(const LayerDecodeArgs &a, bool store,
-                                                       const T *w1s, int n1, float *xs,
-                                                       float *scratch, float *red, float *mo)
-{
-    cp_async_commit();
-    cluster_arrive();                                        /* barrier 1 */
-    pdl_wait();
-    residual_layernorm<T>(a, xs, scratch, store);
-    cp_async_wait_all();
-    __syncthreads();
-    smem_matmul<T>(w1s, n1, xs, a.C, n1, red, mo);
-    cluster_wait();
-}
-
 /* value v at offset i of the same shared array in every block of the cluster */
 __device__ __forceinline__ void cluster_broadcast(float *arr, int i, float v, int ranks)
 {
@@ -261,9 +228,154 @@ __device__ __forceinline__ void cluster_broadcast(float *arr, int i, float v, in
     for (int r = 0; r < ranks; r++) st_cluster_f32(cluster_map(addr, (uint32_t)r), v);
 }
 
+/* GPT2_ENGINE_LAYER_TRACE (a.trace != NULL): thread 0 of each block stores globaltimer at
+ * these marks (kernels.h has the layout; decode_layer_cuda.c prints the summary): entry,
+ * past the PDL wait, vectors in shared memory, x built, its layernorm, weight tiles in
+ * shared memory, the first matmul and barrier 1, barrier 2, (attn half) scores and their
+ * max, P V broadcast, barrier 3 (mlp half: its second matmul), exit. The residual kernel
+ * has entry, waited, exit. */
+enum LayerTraceMark {
+    TM_ENTRY, TM_WAITED, TM_VEC, TM_RES, TM_LN, TM_COPIES, TM_MM1, TM_B2, TM_SCORES, TM_PV,
+    TM_B3, TM_EXIT
+};
+struct LayerTrace {
+    unsigned long long *p = nullptr;
+    __device__ explicit LayerTrace(const LayerDecodeArgs &a)
+    {
+        const int b = blockIdx.y * gridDim.x + blockIdx.x;
+        if (!a.trace || threadIdx.x != 0 || b >= LAYER_TRACE_BLOCKS) return;
+        const unsigned long long t = globaltimer();
+        const unsigned s = __ldcg(a.trace_step) % LAYER_TRACE_STEPS;
+        p = a.trace + (((size_t)s * a.trace_kernels + a.trace_kernel) * LAYER_TRACE_BLOCKS + b) *
+                          LAYER_TRACE_MARKS;
+        p[TM_ENTRY] = t;
+    }
+    __device__ __forceinline__ void mark(int m) const
+    {
+        if (p) p[m] = globaltimer();
+    }
+};
+
+/* v[k] = round(r + (sum_p partials[p] + bias)) of columns c0 + k * LD_THREADS (k < LD_CPT,
+ * those < C): the loads of LD_PB partial rows are issued together (one L2 round trip per
+ * LD_PB rows, not one per row), summed in row order */
+template <typename T, int CPT = LD_CPT>
+__device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, const T *bias, int c0,
+                                              float (&v)[CPT], int end)
+{
+    const int C = end;                           /* columns < end (a.C, or a rank's slice) */
+    const int ld = a.C;
+    const T *r = reinterpret_cast<const T *>(a.res_in);
+    float s[CPT];
+#pragma unroll
+    for (int k = 0; k < CPT; k++) {
+        const int c = c0 + k * LD_THREADS;
+        v[k] = c < C ? to_f32(r[c]) : 0.0f;
+        s[k] = 0.0f;
+    }
+    if (a.P == 0) return;
+    for (int p0 = 0; p0 < a.P; p0 += LD_PB) {
+        float x[LD_PB][CPT];
+#pragma unroll
+        for (int i = 0; i < LD_PB; i++)
+#pragma unroll
+            for (int k = 0; k < CPT; k++) {
+                const int c = c0 + k * LD_THREADS;
+                x[i][k] = p0 + i < a.P && c < C ? __ldcg(a.part_in + (size_t)(p0 + i) * ld + c) : 0.0f;
+            }
+#pragma unroll
+        for (int i = 0; i < LD_PB; i++)
+#pragma unroll
+            for (int k = 0; k < CPT; k++) s[k] += x[i][k];
+    }
+#pragma unroll
+    for (int k = 0; k < CPT; k++) {
+        const int c = c0 + k * LD_THREADS;
+        if (c < C) v[k] = rnd<T>((bias ? s[k] + to_f32(bias[c]) : s[k]) + v[k]);
+    }
+}
+
+/* xs = LN(x), x = round(r + (sum_p partials[p] + bias)) (x = r when P = 0), rounded to
+ * T like the unfused layernorm's output. The vectors vec are in shared memory (their
+ * copies complete); every rank of the cluster has started. With partials (P > 0) rank r
+ * of the ranks builds columns [r q, (r + 1) q), q = ceil(C / ranks), and writes them into
+ * every rank's xs, then the cluster barrier: a block reads 1 / ranks of the partials, not
+ * all of them (measured: 0.281 -> 0.265 ms per gpt2 token). Without partials (layer 0)
+ * each block reads x whole. store: this block writes its columns of x to res_out. */
+template <typename T>
+__device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec, float *xs,
+                                   float *scratch, bool store, int rank, int ranks,
+                                   const LayerTrace &tr)
+{
+    const int C = a.C;
+    T *res_out = reinterpret_cast<T *>(a.res_out);
+    float s1 = 0.0f;
+    if (a.P > 0) {
+        const int q = (C + ranks - 1) / ranks, lo = rank * q, hi = min(C, lo + q);
+        for (int c = lo + threadIdx.x; c < hi; c += LD_THREADS) {   /* one pass up to q = 256 */
+            float v[1];
+            residual_cols<T, 1>(a, vec.part_bias(), c, v, hi);
+            cluster_broadcast(xs, c, v[0], ranks);
+            if (store) res_out[c] = from_f32<T>(v[0]);
+        }
+        cluster_arrive();                                    /* x everywhere */
+        cluster_wait();
+    } else {
+        const T *r = reinterpret_cast<const T *>(a.res_in);
+        for (int c = threadIdx.x; c < C; c += LD_THREADS) {
+            xs[c] = to_f32(r[c]);
+            if (store && rank == 0) res_out[c] = r[c];
+        }
+        __syncthreads();
+    }
+    for (int c = threadIdx.x; c < C; c += LD_THREADS) s1 += xs[c];
+    tr.mark(TM_RES);
+    const float mean = block_sum(s1, scratch) / (float)C;
+    float s2 = 0.0f;
+    for (int c = threadIdx.x; c < C; c += LD_THREADS) {
+        const float d = xs[c] - mean;
+        s2 += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(s2, scratch) / (float)C + a.eps);
+    const T *g = vec.ln_w(), *b = vec.ln_b();
+    for (int c = threadIdx.x; c < C; c += LD_THREADS)
+        xs[c] = rnd<T>((xs[c] - mean) * rstd * to_f32(g[c]) + to_f32(b[c]));
+    __syncthreads();
+}
+
+/* The middle both halves share, after their copies were issued (the vectors vec first, in
+ * their own group): wait for the previous kernel (PDL), then for the vectors and for the
+ * cluster barrier that was arrived at before the wait (every rank has started: its shared
+ * memory may be written), build x and its layernorm in xs (store: this block writes its
+ * columns of x to res_out), wait for the tile copies, mo = xs @ w1s (C, n1). */
+template <typename T>
+__device__ __forceinline__ void wait_then_first_matmul(const LayerDecodeArgs &a, const Vecs<T> &vec,
+                                                       bool store, int rank, int ranks,
+                                                       const T *w1s, int n1, float *xs,
+                                                       float *scratch, float *red, float *mo,
+                                                       const LayerTrace &tr)
+{
+    cp_async_commit();
+    cluster_arrive();                                        /* barrier 1 */
+    wait_previous(a);
+    tr.mark(TM_WAITED);
+    cp_async_wait_but_one();
+    __syncthreads();                                         /* every thread's vectors */
+    tr.mark(TM_VEC);
+    cluster_wait();                                          /* every rank started */
+    residual_layernorm<T>(a, vec, xs, scratch, store, rank, ranks, tr);
+    tr.mark(TM_LN);
+    trigger_at(a, LAYER_TRIGGER_LN);
+    cp_async_wait_all();
+    __syncthreads();
+    tr.mark(TM_COPIES);
+    smem_matmul<T>(w1s, n1, xs, a.C, n1, red, mo);
+    tr.mark(TM_MM1);
+}
+
 /* Shared-memory layout of the attn half (floats after the two weight tiles). */
 struct AttnSmem {
-    int w1, w2, kv, xs, red, mo, qkv, ex, sc, oh, total;   /* offsets in bytes; total = size */
+    int w1, w2, vec, kv, xs, red, mo, qkv, ex, sc, oh, total;   /* offsets in bytes; total = size */
 };
 __host__ __device__ inline AttnSmem attn_smem(int C, int D, int key_cap, int kv_stage)
 {
@@ -271,7 +383,8 @@ __host__ __device__ inline AttnSmem attn_smem(int C, int D, int key_cap, int kv_
     const int n1 = 3 * D / AH_RANKS, n2 = LAYER_DECODE_PROJ_COLS(C);
     s.w1 = 0;
     s.w2 = s.w1 + C * n1 * 2;
-    s.kv = s.w2 + D * n2 * 2;                    /* K then V rows, (kv_stage, D + 8) each */
+    s.vec = s.w2 + D * n2 * 2;                   /* Vecs: 3 C + n1 */
+    s.kv = s.vec + (3 * C + n1) * 2;             /* K then V rows, (kv_stage, D + 8) each */
     s.xs = s.kv + 2 * kv_stage * (D + 8) * 2;
     s.red = s.xs + C * 4;
     s.mo = s.red + LD_RED * 4;
@@ -284,7 +397,7 @@ __host__ __device__ inline AttnSmem attn_smem(int C, int D, int key_cap, int kv_
 }
 
 struct MlpSmem {
-    int w1, w2, xs, red, mo, hb, total;
+    int w1, w2, vec, xs, red, mo, hb, total;
 };
 __host__ __device__ inline MlpSmem mlp_smem(int C)
 {
@@ -292,7 +405,8 @@ __host__ __device__ inline MlpSmem mlp_smem(int C)
     const int rows2 = MH_RANKS * MH_COLS;
     s.w1 = 0;
     s.w2 = s.w1 + C * MH_COLS * 2;
-    s.xs = s.w2 + rows2 * (C / MH_RANKS) * 2;
+    s.vec = s.w2 + rows2 * (C / MH_RANKS) * 2;   /* Vecs: 3 C + MH_COLS */
+    s.xs = s.vec + (3 * C + MH_COLS) * 2;
     s.red = s.xs + C * 4;
     s.mo = s.red + LD_RED * 4;
     s.hb = s.mo + C * 4;
@@ -301,7 +415,7 @@ __host__ __device__ inline MlpSmem mlp_smem(int C)
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const LayerDecodeArgs a)
+__global__ void __launch_bounds__(LD_THREADS, 2) decode_attn_half_kernel(const LayerDecodeArgs a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ float scratch[LD_WARPS];
@@ -319,10 +433,12 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
     const int col1 = sec * C + h * D + off;                  /* first c_attn column */
     const int n2 = LAYER_DECODE_PROJ_COLS(C), col2 = rank * n2;
     const int ncol2 = max(0, min(C - col2, n2));
-    pdl_launch_dependents();
+    const LayerTrace tr(a);
+    trigger_at(a, LAYER_TRIGGER_ENTRY);
 
-    /* 1. what depends on no earlier kernel: the weight tiles, and the cached keys and
-     * values of this rank (every key but this step's, written by earlier steps) */
+    /* 1. what depends on no earlier kernel: the vectors, the weight tiles, and the cached
+     * keys and values of this rank (every key but this step's, written by earlier steps) */
+    const Vecs<T> vec = vecs_load<T>(a, reinterpret_cast<T *>(smem + L_.vec), col1, n1);
     tile_load<T>(w1s, n1, reinterpret_cast<const T *>(a.w1) + col1, (size_t)3 * C, C, n1);
     if (ncol2 > 0)
         tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)h * D * C + col2,
@@ -340,9 +456,9 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
     }
     /* 2. the residual and LN1; 3. this rank's qkv columns, k / v to the cache, broadcast
      * to the cluster */
-    wait_then_first_matmul<T>(a, h == 0 && rank == 0, w1s, n1, xs, scratch, red, mo);
+    wait_then_first_matmul<T>(a, vec, h == 0, rank, AH_RANKS, w1s, n1, xs, scratch, red, mo, tr);
     if (t < n1) {
-        const float v = rnd<T>(mo[t] + to_f32(reinterpret_cast<const T *>(a.b1)[col1 + t]));
+        const float v = rnd<T>(mo[t] + to_f32(vec.b1()[t]));
         const int32_t slot = a.slot_mapping[0];
         if (sec > 0 && slot >= 0) {
             T *cache = reinterpret_cast<T *>(sec == 1 ? a.k_cache : a.v_cache);
@@ -353,6 +469,7 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
     }
     cluster_arrive();                                        /* barrier 2: q, k, v everywhere */
     cluster_wait();
+    tr.mark(TM_B2);
 
     /* 4. attention over keys [kb, kb + nk): scores (log2 units), softmax, P V; cached keys
      * from the staged rows (or, past kv_stage, the cache itself), this step's from qkv */
@@ -384,6 +501,7 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
         mx = fmaxf(mx, s);
     }
     mx = block_max(mx, scratch);
+    tr.mark(TM_SCORES);
     float l = 0.0f;
     for (int j = t; j < nk; j += LD_THREADS) {
         const float p = exp2f(sc[j] - mx);
@@ -419,8 +537,10 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
     }
     if (t == 0) cluster_broadcast(ex_me, D, mx, AH_RANKS);
     if (t == 1) cluster_broadcast(ex_me, D + 1, l, AH_RANKS);
+    tr.mark(TM_PV);
     cluster_arrive();                                        /* barrier 3: every rank's state */
     cluster_wait();
+    tr.mark(TM_B3);
 
     /* 5. merge the ranks (log-sum-exp), round like a stored attention output */
     if (t < D) {
@@ -445,10 +565,11 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_attn_half_kernel(const L
         smem_matmul<T>(w2s, n2, oh, D, ncol2, red, mo);
         for (int c = t; c < ncol2; c += LD_THREADS) a.part_out[(size_t)h * C + col2 + c] = mo[c];
     }
+    tr.mark(TM_EXIT);
 }
 
 template <typename T>
-__global__ void __launch_bounds__(LD_THREADS, 1) decode_mlp_half_kernel(const LayerDecodeArgs a)
+__global__ void __launch_bounds__(LD_THREADS, 2) decode_mlp_half_kernel(const LayerDecodeArgs a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ float scratch[LD_WARPS];
@@ -459,35 +580,51 @@ __global__ void __launch_bounds__(LD_THREADS, 1) decode_mlp_half_kernel(const La
     float *mo = reinterpret_cast<float *>(smem + L_.mo), *hb = reinterpret_cast<float *>(smem + L_.hb);
     constexpr int rows2 = MH_RANKS * MH_COLS;
     const int col1 = (c * MH_RANKS + rank) * MH_COLS, n2 = C / MH_RANKS, col2 = rank * n2;
-    pdl_launch_dependents();
+    const LayerTrace tr(a);
+    trigger_at(a, LAYER_TRIGGER_ENTRY);
+    const Vecs<T> vec = vecs_load<T>(a, reinterpret_cast<T *>(smem + L_.vec), col1, MH_COLS);
     tile_load<T>(w1s, MH_COLS, reinterpret_cast<const T *>(a.w1) + col1, (size_t)4 * C, C, MH_COLS);
     tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)c * rows2 * C + col2,
                  (size_t)C, rows2, n2);
-    wait_then_first_matmul<T>(a, c == 0 && rank == 0, w1s, MH_COLS, xs, scratch, red, mo);
+    wait_then_first_matmul<T>(a, vec, c == 0, rank, MH_RANKS, w1s, MH_COLS, xs, scratch, red, mo, tr);
     if (t < MH_COLS) {
-        const float v = mo[t] + to_f32(reinterpret_cast<const T *>(a.b1)[col1 + t]);
+        const float v = mo[t] + to_f32(vec.b1()[t]);
         cluster_broadcast(hb, rank * MH_COLS + t, rnd<T>(act_apply(v, a.act)), MH_RANKS);
     }
     cluster_arrive();
     cluster_wait();
+    tr.mark(TM_B2);
     smem_matmul<T>(w2s, n2, hb, rows2, n2, red, mo);
+    tr.mark(TM_B3);
     for (int j = t; j < n2; j += LD_THREADS) a.part_out[(size_t)c * C + col2 + j] = mo[j];
+    tr.mark(TM_EXIT);
 }
 
 /* out = round(r + (sum_p partials[p] + bias)): the last layer's residual for ln_f */
 template <typename T>
 __global__ void __launch_bounds__(LD_THREADS) decode_residual_kernel(const LayerDecodeArgs a)
 {
-    pdl_launch_dependents();
+    extern __shared__ __align__(16) unsigned char smem[];
+    T *bias = reinterpret_cast<T *>(smem);                  /* (C) */
+    const LayerTrace tr(a);
+    if (a.trigger == LAYER_TRIGGER_ENTRY) pdl_launch_dependents();
+    vec_load<T>(bias, a.part_bias, a.C);
+    cp_async_commit();
     pdl_wait();
+    if (a.trigger != LAYER_TRIGGER_ENTRY) pdl_launch_dependents();
+    tr.mark(TM_WAITED);
+    cp_async_wait_all();
+    __syncthreads();
     T *out = reinterpret_cast<T *>(a.res_out);
     for (int c0 = threadIdx.x; c0 < a.C; c0 += LD_THREADS * LD_CPT) {
         float v[LD_CPT];
-        residual_cols<T>(a, c0, v);
+        residual_cols<T>(a, bias, c0, v, a.C);
 #pragma unroll
         for (int k = 0; k < LD_CPT; k++)
             if (c0 + k * LD_THREADS < a.C) out[c0 + k * LD_THREADS] = from_f32<T>(v[k]);
     }
+    tr.mark(TM_EXIT);
+    if (tr.p) atomicAdd(a.trace_step, 1u);                   /* the step's last stamping launch */
 }
 
 template <typename T>
@@ -507,7 +644,8 @@ cudaError_t launch_half(const LayerDecodeArgs &a, int which, cudaStream_t stream
         return launch_kernel(decode_mlp_half_kernel<T>, dim3(LAYER_DECODE_MLP_CLUSTERS(a.C), MH_RANKS), dim3(LD_THREADS),
                              layer_decode_smem(LAYER_DECODE_MLP, a.C, a.D, a.key_cap, 0), stream, pdl,
                              MH_RANKS, a);
-    return launch_kernel(decode_residual_kernel<T>, dim3(1), dim3(LD_THREADS), 0, stream, pdl, 1, a);
+    return launch_kernel(decode_residual_kernel<T>, dim3(1), dim3(LD_THREADS),
+                         layer_decode_smem(LAYER_DECODE_RESIDUAL, a.C, a.D, 0, 0), stream, pdl, 1, a);
 }
 
 /* The dynamic shared memory limit of a kernel and, with carveout >= 0, its preferred
@@ -536,7 +674,7 @@ extern "C" size_t layer_decode_smem(int which, int C, int D, int key_cap, int kv
 {
     if (which == LAYER_DECODE_ATTN) return (size_t)attn_smem(C, D, key_cap, kv_stage).total;
     if (which == LAYER_DECODE_MLP) return (size_t)mlp_smem(C).total;
-    return 0;
+    return (size_t)C * 2;                        /* the residual: its bias vector */
 }
 
 extern "C" cudaError_t layer_decode_prepare(int dtype, int C, int D, int key_cap, int kv_stage,

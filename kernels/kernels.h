@@ -116,23 +116,28 @@ cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t strea
  *                      x @ w1 (C, 3C) + b1, K/V written to the caches at slot_mapping[0];
  *                      attention of the one query over seq_lens[0] keys of block_tables
  *                      row 0; part_out (H, C) = each head's output @ its D rows of w2 (C, C)
- *   LAYER_DECODE_MLP   grid (C / 64, MH_RANKS): res_out = x as above; LN; h = act(x @ w1
- *                      (C, 4C) + b1); part_out (C / 64, C) = each 256 columns of h @ the
- *                      matching rows of w2 (4C, C)
+ *   LAYER_DECODE_MLP   grid (LAYER_DECODE_MLP_CLUSTERS(C), MH_RANKS): res_out = x as above;
+ *                      LN; h = act(x @ w1 (C, 4C) + b1); part_out (clusters, C) = each
+ *                      MH_RANKS x MH_COLS columns of h @ the matching rows of w2 (4C, C)
  *   LAYER_DECODE_RESIDUAL  res_out = x as above (the last layer's, for ln_f)
  * part_out holds fp32 partial sums without bias; the next launch adds them (part_in, P
  * rows, part_bias). Shapes: C % 64 == 0, D = C / H in {32, 64, 128}; key_cap >=
  * ceil(seq_lens[0] / AH_RANKS) (keys per rank: sizes the scores); the first kv_stage cached
  * keys of a rank are copied into shared memory before the wait, the rest read from the
- * cache after it. layer_decode_prepare
+ * cache after it. Every launch copies the vectors it needs (biases, layernorm weights)
+ * and its weight tiles into shared memory before it waits for the previous launch;
+ * trigger says when the next launch may start (LAYER_TRIGGER_*). layer_decode_prepare
  * sets the kernels' shared-memory limits and (carveout >= 0: percent) their preferred
  * shared-memory carveout once; gemv_nk_prefer_carveout the latter for the M = 1 lm_head. */
 #define AH_RANKS 6    /* blocks per head (attn half cluster) */
 #define MH_RANKS 8    /* blocks per 256 fc columns (mlp half cluster) */
-#define MH_COLS 32    /* fc columns per mlp-half block */
+#define MH_COLS 32    /* fc columns per mlp-half block (64 measured slower: 0.295 vs 0.274 ms) */
 #define LAYER_DECODE_PROJ_COLS(C) ((((C) + AH_RANKS - 1) / AH_RANKS + 7) / 8 * 8)
 /* mlp-half clusters = rows of its part_out: the 4C fc columns, MH_RANKS x MH_COLS each */
 #define LAYER_DECODE_MLP_CLUSTERS(C) (4 * (C) / (MH_RANKS * MH_COLS))
+/* when a launch lets the next one start (PDL trigger): at entry, past its wait for the
+ * previous launch, or once its layernorm is done (its loads from L2 are over) */
+enum { LAYER_TRIGGER_ENTRY = 0, LAYER_TRIGGER_WAIT = 1, LAYER_TRIGGER_LN = 2 };
 enum { LAYER_DECODE_ATTN = 0, LAYER_DECODE_MLP = 1, LAYER_DECODE_RESIDUAL = 2 };
 typedef struct LayerDecodeArgs {
     const void *res_in;               /* (C) */
@@ -147,8 +152,20 @@ typedef struct LayerDecodeArgs {
     const int32_t *slot_mapping, *seq_lens, *block_tables;   /* row 0 (attn half) */
     int C, H, D, block_size, key_cap, act;
     int kv_stage;                     /* cached keys per rank staged in shared memory (attn half) */
+    int trigger;                      /* LAYER_TRIGGER_* (the residual launch: ENTRY or after its wait) */
     float eps, scale;                 /* layernorm epsilon, 1 / sqrt(D) */
+    /* GPT2_ENGINE_LAYER_TRACE (trace != NULL): thread 0 of block b (< LAYER_TRACE_BLOCKS) of
+     * launch trace_kernel stores globaltimer at its marks (decode_layer.cu: LayerTraceMark)
+     * to trace[((s * trace_kernels + trace_kernel) * LAYER_TRACE_BLOCKS + b) *
+     * LAYER_TRACE_MARKS + mark], s = *trace_step % LAYER_TRACE_STEPS; the residual launch
+     * advances *trace_step */
+    unsigned long long *trace;
+    unsigned *trace_step;
+    int trace_kernel, trace_kernels;
 } LayerDecodeArgs;
+#define LAYER_TRACE_STEPS 32
+#define LAYER_TRACE_BLOCKS 256
+#define LAYER_TRACE_MARKS 12
 size_t layer_decode_smem(int which, int C, int D, int key_cap, int kv_stage);
 cudaError_t layer_decode_prepare(int dtype, int C, int D, int key_cap, int kv_stage, int carveout);
 cudaError_t layer_decode_cuda(const LayerDecodeArgs *a, int which, int dtype,

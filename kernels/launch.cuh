@@ -34,6 +34,14 @@ __device__ __forceinline__ void pdl_wait()
 #endif
 }
 
+/* nanoseconds, the same clock on every SM (traces and watchdogs) */
+__device__ __forceinline__ unsigned long long globaltimer()
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
 /* Which block of a launch finishes a group of n blocks (the split-KV merges: the
  * last split to finish merges every split's partial). Each block publishes its
  * writes, then draws a ticket; the one drawing n-1 gets true, after an acquire fence

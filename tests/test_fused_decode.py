@@ -66,8 +66,13 @@ def test_cpu_has_no_fused_decode(small_model):
 
 
 # "layers-unstaged": the layers with 3 cached keys per attention block staged in shared
-# memory (GPT2_ENGINE_LAYER_KV_STAGE=3), so that the rest take the path that reads the cache
-MODES = ["layers", "layers-unstaged", "persistent"]
+# memory (GPT2_ENGINE_LAYER_KV_STAGE=3), so that the rest take the path that reads the cache;
+# "layers-entry" / "layers-wait": their PDL trigger at entry / after the wait instead of
+# after the layernorm (GPT2_ENGINE_LAYER_TRIGGER)
+MODES = ["layers", "layers-unstaged", "layers-entry", "layers-wait", "persistent"]
+MODE_ENV = {"layers-unstaged": ("GPT2_ENGINE_LAYER_KV_STAGE", "3"),
+            "layers-entry": ("GPT2_ENGINE_LAYER_TRIGGER", "entry"),
+            "layers-wait": ("GPT2_ENGINE_LAYER_TRIGGER", "wait")}
 
 
 def skip_unless_hopper(llm):
@@ -78,10 +83,10 @@ def skip_unless_hopper(llm):
 
 def set_mode(monkeypatch, mode):
     monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", mode.split("-")[0])
-    if mode == "layers-unstaged":
-        monkeypatch.setenv("GPT2_ENGINE_LAYER_KV_STAGE", "3")
-    else:
-        monkeypatch.delenv("GPT2_ENGINE_LAYER_KV_STAGE", raising=False)
+    for name, value in MODE_ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    if mode in MODE_ENV:
+        monkeypatch.setenv(*MODE_ENV[mode])
 
 
 def run_alone_and_mixed(path, bs, ps, n, monkeypatch, mode, teacher=None):
@@ -226,6 +231,12 @@ def test_fused_modes_and_reasons(models, tmp_path, monkeypatch):
         with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
             assert llm.fused_decode is False
             assert said in llm.fused_decode_reason
+    monkeypatch.delenv("GPT2_ENGINE_FUSED_DECODE")
+    monkeypatch.setenv("GPT2_ENGINE_LAYER_TRIGGER", "soon")
+    with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
+        assert llm.fused_decode is False
+        assert "GPT2_ENGINE_LAYER_TRIGGER" in llm.fused_decode_reason
+    monkeypatch.delenv("GPT2_ENGINE_LAYER_TRIGGER")
     # layers of more than 16 MB of weights (n_embd 1024: 24 MB) run the per-layer kernels
     # unless forced
     wide = make_model(tmp_path / "wide", dtype="float16", std=0.02, n_embd=1024, n_layer=1,
@@ -247,3 +258,39 @@ def test_fused_modes_and_reasons(models, tmp_path, monkeypatch):
                  gpu_memory_utilization=0.3) as llm:
             assert llm.fused_decode is False
             assert "float32" in llm.fused_decode_reason
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_layer_trace(models, tmp_path, monkeypatch):
+    """GPT2_ENGINE_LAYER_TRACE=PATH: when the engine closes, a row per launch of a step
+    (attn and mlp half of each layer, the last residual) with its blocks' times at each
+    mark, in order (entry <= waited <= exit) and non-decreasing from launch to launch;
+    the tokens are those of an untraced run."""
+    monkeypatch.setenv("GPT2_ENGINE_FUSED_DECODE", "layers")
+    cfg, bs = SHAPES["d64"]
+    path = models("d64", "float16").path
+    trace = tmp_path / "trace.txt"
+    got = {}
+    for traced in (False, True):
+        if traced:
+            monkeypatch.setenv("GPT2_ENGINE_LAYER_TRACE", str(trace))
+        with LLM(model=path, device="cuda", block_size=bs, gpu_memory_utilization=0.3) as llm:
+            skip_unless_hopper(llm)
+            assert llm.fused_decode, llm.fused_decode_reason
+            got[traced] = llm.generate([[5, 6, 7]], greedy(40), use_tqdm=False)[0].outputs[0].token_ids
+    assert got[True] == got[False]
+    lines = trace.read_text().splitlines()
+    assert lines[0].startswith("layer decode trace") and "32 steps" in lines[0], lines[0]
+    rows = [ln.split() for ln in lines[2:]]
+    names = [" ".join(r[:2]) for r in rows[:-1]] + [rows[-1][0]]
+    n_layer = cfg["n_layer"]
+    assert names == [f"{h} {l}" for l in range(n_layer) for h in ("attn", "mlp")] + ["residual"]
+    prev_exit = 0.0
+    for r in rows:
+        v = [float(x) for x in r[-15:]]
+        entry_lo, entry_hi, wait_lo, wait_hi, exit_lo, exit_hi = v[0], v[1], v[2], v[3], v[13], v[14]
+        assert 0.0 <= entry_lo <= entry_hi and entry_lo <= wait_lo <= wait_hi, r
+        assert wait_lo <= exit_lo <= exit_hi and exit_hi > 0.0, r
+        assert wait_lo >= prev_exit - 0.5, (r, prev_exit)   # PDL: wait for the launch before
+        prev_exit = exit_hi

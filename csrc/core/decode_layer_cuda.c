@@ -7,7 +7,10 @@
  * T = 1 steps when it fits and a layer holds at most 16 MB of weights (measured faster at
  * gpt2's 14 MB, slower at gpt2-xl's 61 MB) (GPT2_ENGINE_FUSED_DECODE=0 turns it off, =1 picks the older
  * one-kernel step of decode_fused_cuda.c instead, =layers forces it for any size);
- * decode_fused_cuda.c dispatches. */
+ * decode_fused_cuda.c dispatches. GPT2_ENGINE_LAYER_TRACE=1 (or =PATH) stamps each block's
+ * phases (decode_layer.cu: LayerTrace) over the last LAYER_TRACE_STEPS steps and prints,
+ * when the engine closes, when each launch's blocks reached each phase (to stderr, or
+ * appended to PATH). */
 #include "backend_cuda.h"
 #include "config.h"
 #include "kernels.h"
@@ -16,17 +19,89 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* measured (H200, gpt2, bench_decode, the same run): the next launch may start at entry
+ * 0.261, after the wait 0.252, after the layernorm 0.249 ms per token */
+#define LAYER_TRIGGER_DEFAULT LAYER_TRIGGER_LN
+
 typedef struct LayerDecode {
     int mode;                   /* FUSED_MODE_LAYERS: first member (decode_fused_cuda.c) */
     int n_layer, C, H, D, V, block_size, key_cap, kv_stage, act;
+    int trigger;                /* LAYER_TRIGGER_*: GPT2_ENGINE_LAYER_TRIGGER */
     float eps, scale;
     const void *wte, *wpe, *lnf_w, *lnf_b;
     FusedDecodeLayer *layers;   /* host (n_layer): device pointers */
     void *res[2];               /* device (C) each: the residual, alternating */
     float *part_attn;           /* device (H, C) */
-    float *part_mlp;            /* device (LAYER_DECODE_MLP_CLUSTERS(C), C) */
+    float *part_mlp;            /* device (mlp_clusters, C) */
     int mlp_clusters;           /* LAYER_DECODE_MLP_CLUSTERS(C): part_mlp's rows */
+    unsigned long long *trace;  /* device (LAYER_TRACE_STEPS, 2 n_layer + 1, ...), or NULL */
+    unsigned *trace_step;       /* device: steps stamped */
+    char trace_to[256];         /* GPT2_ENGINE_LAYER_TRACE: "1" (stderr) or a file */
 } LayerDecode;
+
+static size_t trace_words(const LayerDecode *f)
+{
+    return (size_t)LAYER_TRACE_STEPS * (2 * f->n_layer + 1) * LAYER_TRACE_BLOCKS *
+           LAYER_TRACE_MARKS;
+}
+
+/* One launch's view of a traced step: the earliest and latest block at each mark, in us
+ * from the step's first stamp (mean over the steps traced). */
+typedef struct TraceRow {
+    double lo[LAYER_TRACE_MARKS], hi[LAYER_TRACE_MARKS];
+} TraceRow;
+
+static void print_trace(const LayerDecode *f)
+{
+    unsigned steps = 0;
+    const int K = 2 * f->n_layer + 1;
+    const size_t words = trace_words(f);
+    unsigned long long *h = malloc(words * sizeof *h);
+    TraceRow *rows = calloc((size_t)K, sizeof *rows);
+    if (!h || !rows || cudaMemcpy(&steps, f->trace_step, sizeof steps, cudaMemcpyDeviceToHost) ||
+        cudaMemcpy(h, f->trace, words * sizeof *h, cudaMemcpyDeviceToHost) || steps == 0) {
+        free(h), free(rows);
+        return;
+    }
+    const int ns = (int)GPT2_MIN(steps, (unsigned)LAYER_TRACE_STEPS);
+    const size_t per_kernel = (size_t)LAYER_TRACE_BLOCKS * LAYER_TRACE_MARKS;
+    for (int s = 0; s < ns; s++) {
+        const unsigned long long *st = h + (size_t)s * K * per_kernel;
+        unsigned long long t0 = ~0ull;
+        for (size_t i = 0; i < (size_t)K * per_kernel; i++)
+            if (st[i] && st[i] < t0) t0 = st[i];
+        for (int k = 0; k < K; k++)
+            for (int m = 0; m < LAYER_TRACE_MARKS; m++) {
+                unsigned long long lo = ~0ull, hi = 0;
+                for (int b = 0; b < LAYER_TRACE_BLOCKS; b++) {
+                    const unsigned long long v = st[k * per_kernel + b * LAYER_TRACE_MARKS + m];
+                    if (!v) continue;
+                    lo = GPT2_MIN(lo, v), hi = GPT2_MAX(hi, v);
+                }
+                if (hi) {
+                    rows[k].lo[m] += (double)(lo - t0) / 1e3 / ns;
+                    rows[k].hi[m] += (double)(hi - t0) / 1e3 / ns;
+                }
+            }
+    }
+    FILE *fp = strcmp(f->trace_to, "1") != 0 ? fopen(f->trace_to, "a") : NULL;
+    FILE *o = fp ? fp : stderr;
+    fprintf(o, "layer decode trace (C=%d, %d layers, mean of %d steps): us from the step's "
+            "first stamp, earliest..latest block (one time: the latest)\n%-9s %13s %13s %7s "
+            "%7s %7s %7s %7s %7s %7s %7s %7s %13s\n", f->C, f->n_layer, ns, "launch", "entry",
+            "waited", "vec", "x", "ln", "copies", "mm1", "b2", "scores", "pv", "b3/mm2", "exit");
+    for (int k = 0; k < K; k++) {
+        const TraceRow *r = &rows[k];
+        char name[16];
+        if (k == K - 1) snprintf(name, sizeof name, "residual");
+        else snprintf(name, sizeof name, "%s %d", k % 2 ? "mlp" : "attn", k / 2);
+        fprintf(o, "%-9s %6.2f %6.2f %6.2f %6.2f", name, r->lo[0], r->hi[0], r->lo[1], r->hi[1]);
+        for (int m = 2; m < LAYER_TRACE_MARKS - 1; m++) fprintf(o, " %7.2f", r->hi[m]);
+        fprintf(o, " %6.2f %6.2f\n", r->lo[LAYER_TRACE_MARKS - 1], r->hi[LAYER_TRACE_MARKS - 1]);
+    }
+    if (fp) fclose(fp);
+    free(h), free(rows);
+}
 
 /* Cached keys per rank that the attn half stages in shared memory: as many as leave room
  * for an mlp-half block on the same SM (the device's shared memory per SM less what it
@@ -106,6 +181,9 @@ void cuda_layer_decode_destroy(Backend *b, void *state)
         cudaFree(f->res[1]);
         cudaFree(f->part_attn);
         cudaFree(f->part_mlp);
+        if (f->trace) print_trace(f);
+        cudaFree(f->trace);
+        cudaFree(f->trace_step);
     }
     cudaGetLastError();
     free(f->layers);
@@ -120,8 +198,15 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     char buf[160];
     const int C = m->n_embd, H = m->n_head, D = H ? C / H : 0;
     const int key_cap = (GPT2_MAX(m->max_model_len, 1) + AH_RANKS - 1) / AH_RANKS;
+    const char *trig = getenv("GPT2_ENGINE_LAYER_TRIGGER");
+    const int trigger = !trig || !*trig               ? LAYER_TRIGGER_DEFAULT
+                        : strcmp(trig, "entry") == 0 ? LAYER_TRIGGER_ENTRY
+                        : strcmp(trig, "wait") == 0  ? LAYER_TRIGGER_WAIT
+                        : strcmp(trig, "ln") == 0    ? LAYER_TRIGGER_LN
+                                                     : -1;
     const int kv_stage = D > 0 ? kv_stage_keys(C, D, key_cap) : 0;
-    const char *no = unfit(b, m, key_cap, kv_stage, forced, buf, sizeof buf);
+    const char *no = trigger < 0 ? "GPT2_ENGINE_LAYER_TRIGGER is none of entry, wait, ln"
+                                 : unfit(b, m, key_cap, kv_stage, forced, buf, sizeof buf);
     if (no) {
         snprintf(why, why_len, "off: %s", no);
         return GPT2_OK;
@@ -136,6 +221,7 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     f->n_layer = m->n_layer, f->C = C, f->H = H, f->D = D, f->V = m->vocab_size;
     f->block_size = m->block_size, f->key_cap = key_cap, f->kv_stage = kv_stage;
     f->act = fused_act_code(m->activation);
+    f->trigger = trigger;
     f->eps = m->eps, f->scale = m->scale;
     f->wte = m->wte, f->wpe = m->wpe, f->lnf_w = m->ln_f_w, f->lnf_b = m->ln_f_b;
     for (int l = 0; l < m->n_layer; l++) {
@@ -154,9 +240,20 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     if (cv && *cv) carveout = atoi(cv);
     CUDA_CHECK(layer_decode_prepare((int)b->dtype, C, D, key_cap, kv_stage, carveout));
     if (carveout >= 0) CUDA_CHECK(gemv_nk_prefer_carveout((int)b->dtype, carveout));
+    const char *tr = getenv("GPT2_ENGINE_LAYER_TRACE");
+    if (tr && *tr && strcmp(tr, "0") != 0) {
+        const size_t bytes = trace_words(f) * sizeof *f->trace;
+        CUDA_CHECK(cudaMalloc((void **)&f->trace, bytes));
+        CUDA_CHECK(cudaMemset(f->trace, 0, bytes));
+        CUDA_CHECK(cudaMalloc((void **)&f->trace_step, sizeof *f->trace_step));
+        CUDA_CHECK(cudaMemset(f->trace_step, 0, sizeof *f->trace_step));
+        snprintf(f->trace_to, sizeof f->trace_to, "%s", tr);
+    }
     snprintf(why, why_len, "on: two kernels per layer (%d x %d and %d x %d blocks, clusters "
-             "of %d and %d; %d cached keys per block staged)", H, AH_RANKS, f->mlp_clusters, MH_RANKS,
-             AH_RANKS, MH_RANKS, kv_stage);
+             "of %d and %d; %d cached keys per block staged; PDL trigger %s)", H, AH_RANKS,
+             f->mlp_clusters, MH_RANKS, AH_RANKS, MH_RANKS, kv_stage,
+             trigger == LAYER_TRIGGER_ENTRY ? "at entry"
+             : trigger == LAYER_TRIGGER_WAIT ? "after the wait" : "after the layernorm");
     *state = f;
     return GPT2_OK;
 fail:
@@ -184,17 +281,22 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
             .v_cache = w->v_cache, .slot_mapping = s->slot_mapping, .seq_lens = s->seq_lens,
             .block_tables = s->block_tables, .C = C, .H = f->H, .D = f->D,
             .block_size = f->block_size, .key_cap = f->key_cap, .act = f->act,
-            .kv_stage = f->kv_stage, .eps = f->eps, .scale = f->scale,
+            .kv_stage = f->kv_stage, .trigger = f->trigger,
+            .eps = f->eps, .scale = f->scale, .trace = f->trace, .trace_step = f->trace_step, .trace_kernel = 2 * l,
+            .trace_kernels = 2 * f->n_layer + 1,
         };
         CUDA_CHECK(layer_decode_cuda(&a, LAYER_DECODE_ATTN, dt, im->stream, pdl));
         a.res_in = f->res[0], a.part_in = f->part_attn, a.part_bias = w->proj_b, a.P = f->H;
         a.res_out = f->res[1], a.ln_w = w->ln2_w, a.ln_b = w->ln2_b, a.w1 = w->fc_w;
-        a.b1 = w->fc_b, a.w2 = w->fc2_w, a.part_out = f->part_mlp;
+        a.b1 = w->fc_b, a.w2 = w->fc2_w, a.part_out = f->part_mlp, a.trace_kernel = 2 * l + 1;
         CUDA_CHECK(layer_decode_cuda(&a, LAYER_DECODE_MLP, dt, im->stream, pdl));
     }
     const LayerDecodeArgs r = {.res_in = f->res[1], .part_in = f->part_mlp,
                                .part_bias = f->layers[f->n_layer - 1].fc2_b, .P = f->mlp_clusters,
-                               .res_out = f->res[0], .C = C};
+                               .res_out = f->res[0], .C = C, .trigger = f->trigger,
+                               .trace = f->trace,
+                               .trace_step = f->trace_step, .trace_kernel = 2 * f->n_layer,
+                               .trace_kernels = 2 * f->n_layer + 1};
     CUDA_CHECK(layer_decode_cuda(&r, LAYER_DECODE_RESIDUAL, dt, im->stream, pdl));
     GemvArgs lm = {.out = s->logits, .in = f->res[0], .w = f->wte, .ln_w = f->lnf_w,
                    .ln_b = f->lnf_b, .eps = f->eps, .M = 1, .K = C, .N = f->V,
