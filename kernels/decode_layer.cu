@@ -443,6 +443,9 @@ __global__ void __launch_bounds__(LD_THREADS, 2) decode_attn_half_kernel(const L
     if (ncol2 > 0)
         tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)h * D * C + col2,
                      (size_t)C, D, ncol2);
+    /* the step's inputs (written before the step, not by the previous kernel): read here,
+     * not on the path after the wait */
+    const int32_t slot = a.slot_mapping[0];
     const int Lk = a.seq_lens[0], P = (Lk + AH_RANKS - 1) / AH_RANKS;
     const int kb = min(Lk, rank * P), ke = min(Lk, kb + P), nk = min(ke - kb, a.key_cap);
     const int n_old = min(nk, max(0, Lk - 1 - kb));          /* cached keys [kb, kb + n_old) */
@@ -459,7 +462,6 @@ __global__ void __launch_bounds__(LD_THREADS, 2) decode_attn_half_kernel(const L
     wait_then_first_matmul<T>(a, vec, h == 0, rank, AH_RANKS, w1s, n1, xs, scratch, red, mo, tr);
     if (t < n1) {
         const float v = rnd<T>(mo[t] + to_f32(vec.b1()[t]));
-        const int32_t slot = a.slot_mapping[0];
         if (sec > 0 && slot >= 0) {
             T *cache = reinterpret_cast<T *>(sec == 1 ? a.k_cache : a.v_cache);
             const size_t blk = (size_t)(slot / bs), o = (size_t)(slot % bs);
