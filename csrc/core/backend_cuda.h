@@ -119,6 +119,11 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
                                 char *why, size_t why_len, Error *err);
 Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Error *err);
 void cuda_layer_decode_destroy(Backend *b, void *state);
+/* decode_layer_trace_cuda.c: the trace buffer's size for n_layer layers (words), and its
+ * summary, printed to stderr (to = "1") or appended to the file to */
+size_t layer_trace_words(int n_layer);
+void layer_trace_print(const unsigned long long *trace, const unsigned *trace_step, int n_layer,
+                       int C, const char *to);
 /* sample_cuda.c (the events are created by backend_cuda_create) */
 Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, int R, int V,
                    const SamplingRow *rows, const TokenAdjust *adj, int n_adj, int max_logprobs,

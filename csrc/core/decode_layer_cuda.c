@@ -8,9 +8,8 @@
  * gpt2's 14 MB, slower at gpt2-xl's 61 MB) (GPT2_ENGINE_FUSED_DECODE=0 turns it off, =1 picks the older
  * one-kernel step of decode_fused_cuda.c instead, =layers forces it for any size);
  * decode_fused_cuda.c dispatches. GPT2_ENGINE_LAYER_TRACE=1 (or =PATH) stamps each block's
- * phases (decode_layer.cu: LayerTrace) over the last LAYER_TRACE_STEPS steps and prints,
- * when the engine closes, when each launch's blocks reached each phase (to stderr, or
- * appended to PATH). */
+ * phases over the last LAYER_TRACE_STEPS steps; decode_layer_trace_cuda.c prints them when
+ * the engine closes. */
 #include "backend_cuda.h"
 #include "config.h"
 #include "kernels.h"
@@ -38,70 +37,6 @@ typedef struct LayerDecode {
     unsigned *trace_step;       /* device: steps stamped */
     char trace_to[256];         /* GPT2_ENGINE_LAYER_TRACE: "1" (stderr) or a file */
 } LayerDecode;
-
-static size_t trace_words(const LayerDecode *f)
-{
-    return (size_t)LAYER_TRACE_STEPS * (2 * f->n_layer + 1) * LAYER_TRACE_BLOCKS *
-           LAYER_TRACE_MARKS;
-}
-
-/* One launch's view of a traced step: the earliest and latest block at each mark, in us
- * from the step's first stamp (mean over the steps traced). */
-typedef struct TraceRow {
-    double lo[LAYER_TRACE_MARKS], hi[LAYER_TRACE_MARKS];
-} TraceRow;
-
-static void print_trace(const LayerDecode *f)
-{
-    unsigned steps = 0;
-    const int K = 2 * f->n_layer + 1;
-    const size_t words = trace_words(f);
-    unsigned long long *h = malloc(words * sizeof *h);
-    TraceRow *rows = calloc((size_t)K, sizeof *rows);
-    if (!h || !rows || cudaMemcpy(&steps, f->trace_step, sizeof steps, cudaMemcpyDeviceToHost) ||
-        cudaMemcpy(h, f->trace, words * sizeof *h, cudaMemcpyDeviceToHost) || steps == 0) {
-        free(h), free(rows);
-        return;
-    }
-    const int ns = (int)GPT2_MIN(steps, (unsigned)LAYER_TRACE_STEPS);
-    const size_t per_kernel = (size_t)LAYER_TRACE_BLOCKS * LAYER_TRACE_MARKS;
-    for (int s = 0; s < ns; s++) {
-        const unsigned long long *st = h + (size_t)s * K * per_kernel;
-        unsigned long long t0 = ~0ull;
-        for (size_t i = 0; i < (size_t)K * per_kernel; i++)
-            if (st[i] && st[i] < t0) t0 = st[i];
-        for (int k = 0; k < K; k++)
-            for (int m = 0; m < LAYER_TRACE_MARKS; m++) {
-                unsigned long long lo = ~0ull, hi = 0;
-                for (int b = 0; b < LAYER_TRACE_BLOCKS; b++) {
-                    const unsigned long long v = st[k * per_kernel + b * LAYER_TRACE_MARKS + m];
-                    if (!v) continue;
-                    lo = GPT2_MIN(lo, v), hi = GPT2_MAX(hi, v);
-                }
-                if (hi) {
-                    rows[k].lo[m] += (double)(lo - t0) / 1e3 / ns;
-                    rows[k].hi[m] += (double)(hi - t0) / 1e3 / ns;
-                }
-            }
-    }
-    FILE *fp = strcmp(f->trace_to, "1") != 0 ? fopen(f->trace_to, "a") : NULL;
-    FILE *o = fp ? fp : stderr;
-    fprintf(o, "layer decode trace (C=%d, %d layers, mean of %d steps): us from the step's "
-            "first stamp, earliest..latest block (one time: the latest)\n%-9s %13s %13s %7s "
-            "%7s %7s %7s %7s %7s %7s %7s %7s %13s\n", f->C, f->n_layer, ns, "launch", "entry",
-            "waited", "vec", "x", "ln", "copies", "mm1", "b2", "scores", "pv", "b3/mm2", "exit");
-    for (int k = 0; k < K; k++) {
-        const TraceRow *r = &rows[k];
-        char name[16];
-        if (k == K - 1) snprintf(name, sizeof name, "residual");
-        else snprintf(name, sizeof name, "%s %d", k % 2 ? "mlp" : "attn", k / 2);
-        fprintf(o, "%-9s %6.2f %6.2f %6.2f %6.2f", name, r->lo[0], r->hi[0], r->lo[1], r->hi[1]);
-        for (int m = 2; m < LAYER_TRACE_MARKS - 1; m++) fprintf(o, " %7.2f", r->hi[m]);
-        fprintf(o, " %6.2f %6.2f\n", r->lo[LAYER_TRACE_MARKS - 1], r->hi[LAYER_TRACE_MARKS - 1]);
-    }
-    if (fp) fclose(fp);
-    free(h), free(rows);
-}
 
 /* Cached keys per rank that the attn half stages in shared memory: as many as leave room
  * for an mlp-half block on the same SM (the device's shared memory per SM less what it
@@ -181,7 +116,7 @@ void cuda_layer_decode_destroy(Backend *b, void *state)
         cudaFree(f->res[1]);
         cudaFree(f->part_attn);
         cudaFree(f->part_mlp);
-        if (f->trace) print_trace(f);
+        if (f->trace) layer_trace_print(f->trace, f->trace_step, f->n_layer, f->C, f->trace_to);
         cudaFree(f->trace);
         cudaFree(f->trace_step);
     }
@@ -242,7 +177,7 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     if (carveout >= 0) CUDA_CHECK(gemv_nk_prefer_carveout((int)b->dtype, carveout));
     const char *tr = getenv("GPT2_ENGINE_LAYER_TRACE");
     if (tr && *tr && strcmp(tr, "0") != 0) {
-        const size_t bytes = trace_words(f) * sizeof *f->trace;
+        const size_t bytes = layer_trace_words(f->n_layer) * sizeof *f->trace;
         CUDA_CHECK(cudaMalloc((void **)&f->trace, bytes));
         CUDA_CHECK(cudaMemset(f->trace, 0, bytes));
         CUDA_CHECK(cudaMalloc((void **)&f->trace_step, sizeof *f->trace_step));
@@ -281,8 +216,8 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
             .v_cache = w->v_cache, .slot_mapping = s->slot_mapping, .seq_lens = s->seq_lens,
             .block_tables = s->block_tables, .C = C, .H = f->H, .D = f->D,
             .block_size = f->block_size, .key_cap = f->key_cap, .act = f->act,
-            .kv_stage = f->kv_stage, .trigger = f->trigger,
-            .eps = f->eps, .scale = f->scale, .trace = f->trace, .trace_step = f->trace_step, .trace_kernel = 2 * l,
+            .kv_stage = f->kv_stage, .trigger = f->trigger, .eps = f->eps, .scale = f->scale,
+            .trace = f->trace, .trace_step = f->trace_step, .trace_kernel = 2 * l,
             .trace_kernels = 2 * f->n_layer + 1,
         };
         CUDA_CHECK(layer_decode_cuda(&a, LAYER_DECODE_ATTN, dt, im->stream, pdl));
@@ -294,8 +229,8 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
     const LayerDecodeArgs r = {.res_in = f->res[1], .part_in = f->part_mlp,
                                .part_bias = f->layers[f->n_layer - 1].fc2_b, .P = f->mlp_clusters,
                                .res_out = f->res[0], .C = C, .trigger = f->trigger,
-                               .trace = f->trace,
-                               .trace_step = f->trace_step, .trace_kernel = 2 * f->n_layer,
+                               .trace = f->trace, .trace_step = f->trace_step,
+                               .trace_kernel = 2 * f->n_layer,
                                .trace_kernels = 2 * f->n_layer + 1};
     CUDA_CHECK(layer_decode_cuda(&r, LAYER_DECODE_RESIDUAL, dt, im->stream, pdl));
     GemvArgs lm = {.out = s->logits, .in = f->res[0], .w = f->wte, .ln_w = f->lnf_w,
