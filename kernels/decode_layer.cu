@@ -300,6 +300,7 @@ __global__ void __launch_bounds__(LD_THREADS) decode_residual_kernel(const Layer
     extern __shared__ __align__(16) unsigned char smem[];
     T *bias = reinterpret_cast<T *>(smem);                  /* (C) */
     const LayerTrace tr(a);
+    /* no layernorm here: LAYER_TRIGGER_WAIT and _LN both trigger after the wait */
     if (a.trigger == LAYER_TRIGGER_ENTRY) pdl_launch_dependents();
     vec_load<T>(bias, a.part_bias, a.C);
     cp_async_commit();

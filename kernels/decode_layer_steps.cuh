@@ -203,21 +203,21 @@ struct LayerTrace {
     }
 };
 
-/* v[k] = round(r + (sum_p partials[p] + bias)) of columns c0 + k * LD_THREADS (k < LD_CPT,
- * those < C): the loads of LD_PB partial rows are issued together (one L2 round trip per
- * LD_PB rows, not one per row), summed in row order */
+/* v[k] = round(r + (sum_p partials[p] + bias)) of columns c0 + k * LD_THREADS (k < CPT,
+ * those < end; partial rows are a.C long; bias may be NULL): the loads of LD_PB partial
+ * rows are issued together (one L2 round trip per LD_PB rows, not one per row), summed in
+ * row order */
 template <typename T, int CPT = LD_CPT>
 __device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, const T *bias, int c0,
                                               float (&v)[CPT], int end)
 {
-    const int C = end;                           /* columns < end (a.C, or a rank's slice) */
     const int ld = a.C;
     const T *r = reinterpret_cast<const T *>(a.res_in);
     float s[CPT];
 #pragma unroll
     for (int k = 0; k < CPT; k++) {
         const int c = c0 + k * LD_THREADS;
-        v[k] = c < C ? to_f32(r[c]) : 0.0f;
+        v[k] = c < end ? to_f32(r[c]) : 0.0f;
         s[k] = 0.0f;
     }
     if (a.P == 0) return;
@@ -228,7 +228,7 @@ __device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, const T 
 #pragma unroll
             for (int k = 0; k < CPT; k++) {
                 const int c = c0 + k * LD_THREADS;
-                x[i][k] = p0 + i < a.P && c < C
+                x[i][k] = p0 + i < a.P && c < end
                               ? __ldcg(a.part_in + (size_t)(p0 + i) * ld + c) : 0.0f;
             }
 #pragma unroll
@@ -239,7 +239,7 @@ __device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, const T 
 #pragma unroll
     for (int k = 0; k < CPT; k++) {
         const int c = c0 + k * LD_THREADS;
-        if (c < C) v[k] = rnd<T>((bias ? s[k] + to_f32(bias[c]) : s[k]) + v[k]);
+        if (c < end) v[k] = rnd<T>((bias ? s[k] + to_f32(bias[c]) : s[k]) + v[k]);
     }
 }
 
