@@ -11,6 +11,8 @@
 #define LD_THREADS 256
 #define LD_WARPS (LD_THREADS / 32)
 #define LD_RED 2048   /* floats of matmul reduction scratch: (256 / NG) * NG * 8 at most */
+static_assert(2 * LD_WARPS * (AH_RANKS > MH_RANKS ? AH_RANKS : MH_RANKS) <= LD_RED,
+              "the layernorm's sums fit in the matmul scratch");
 #define LD_CPT 4      /* residual columns per thread and pass (one pass up to C = 1024) */
 #define LD_PB 16      /* partial rows loaded together */
 
@@ -243,31 +245,66 @@ __device__ __forceinline__ void residual_cols(const LayerDecodeArgs &a, const T 
     }
 }
 
+/* xs = round((xs - mean) rstd ln_w + ln_b); ends with __syncthreads */
+template <typename T>
+__device__ __forceinline__ void layernorm_apply(const Vecs<T> &vec, float *xs, int C, float mean,
+                                                float rstd)
+{
+    const T *g = vec.ln_w(), *b = vec.ln_b();
+    for (int c = threadIdx.x; c < C; c += LD_THREADS)
+        xs[c] = rnd<T>((xs[c] - mean) * rstd * to_f32(g[c]) + to_f32(b[c]));
+    __syncthreads();
+}
+
 /* xs = LN(x), x = round(r + (sum_p partials[p] + bias)) (x = r when P = 0), rounded to
  * T like the unfused layernorm's output. The vectors vec are in shared memory (their
  * copies complete); every rank of the cluster has started. With partials (P > 0) rank r
  * of the ranks builds columns [r q, (r + 1) q), q = ceil(C / ranks), and writes them into
  * every rank's xs, then the cluster barrier: a block reads 1 / ranks of the partials, not
  * all of them (measured: 0.281 -> 0.265 ms per gpt2 token). Without partials (layer 0)
- * each block reads x whole. store: this block writes its columns of x to res_out. */
+ * each block reads x whole. store: this block writes its columns of x to res_out.
+ * a.ln_cluster (with partials): the statistics come with x instead of from two block
+ * reductions after the barrier: every warp also sends the sum and the sum of squares of
+ * the columns it built, and after the barrier each warp adds up all of them (the same
+ * order in every warp and rank); var = E[x^2] - mean^2 in fp32. sums: 2 LD_WARPS ranks
+ * floats of shared memory at the same offset in every rank, free until the layernorm (the
+ * matmul scratch red). */
 template <typename T>
 __device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec, float *xs,
-                                   float *scratch, bool store, int rank, int ranks,
+                                   float *scratch, float *sums, bool store, int rank, int ranks,
                                    const LayerTrace &tr)
 {
-    const int C = a.C;
+    const int C = a.C, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     T *res_out = reinterpret_cast<T *>(a.res_out);
     float s1 = 0.0f;
     if (a.P > 0) {
         const int q = (C + ranks - 1) / ranks, lo = rank * q, hi = min(C, lo + q);
+        float l1 = 0.0f, l2 = 0.0f;                          /* this thread's columns */
         for (int c = lo + threadIdx.x; c < hi; c += LD_THREADS) {   /* one pass up to q = 256 */
             float v[1];
             residual_cols<T, 1>(a, vec.part_bias(), c, v, hi);
             cluster_broadcast(xs, c, v[0], ranks);
             if (store) res_out[c] = from_f32<T>(v[0]);
+            l1 += v[0];
+            l2 += v[0] * v[0];
+        }
+        if (a.ln_cluster) {
+            l1 = warp_sum(l1);
+            l2 = warp_sum(l2);
+            if (lane < 2)
+                cluster_broadcast(sums, 2 * (rank * LD_WARPS + warp) + lane, lane ? l2 : l1, ranks);
         }
         cluster_arrive();                                    /* x everywhere */
         cluster_wait();
+        if (a.ln_cluster) {
+            float t1 = 0.0f, t2 = 0.0f;
+            for (int i = lane; i < ranks * LD_WARPS; i += 32) t1 += sums[2 * i], t2 += sums[2 * i + 1];
+            const float mean = warp_sum(t1) / (float)C;
+            const float var = fmaxf(warp_sum(t2) / (float)C - mean * mean, 0.0f);
+            tr.mark(TM_RES);
+            layernorm_apply<T>(vec, xs, C, mean, rsqrtf(var + a.eps));
+            return;
+        }
     } else {
         const T *r = reinterpret_cast<const T *>(a.res_in);
         for (int c = threadIdx.x; c < C; c += LD_THREADS) {
@@ -284,11 +321,7 @@ __device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec,
         const float d = xs[c] - mean;
         s2 += d * d;
     }
-    const float rstd = rsqrtf(block_sum(s2, scratch) / (float)C + a.eps);
-    const T *g = vec.ln_w(), *b = vec.ln_b();
-    for (int c = threadIdx.x; c < C; c += LD_THREADS)
-        xs[c] = rnd<T>((xs[c] - mean) * rstd * to_f32(g[c]) + to_f32(b[c]));
-    __syncthreads();
+    layernorm_apply<T>(vec, xs, C, mean, rsqrtf(block_sum(s2, scratch) / (float)C + a.eps));
 }
 
 /* The middle both halves share, after their copies were issued (the vectors vec first, in
@@ -311,7 +344,7 @@ __device__ __forceinline__ void wait_then_first_matmul(const LayerDecodeArgs &a,
     __syncthreads();                                         /* every thread's vectors */
     tr.mark(TM_VEC);
     cluster_wait();                                          /* every rank started */
-    residual_layernorm<T>(a, vec, xs, scratch, store, rank, ranks, tr);
+    residual_layernorm<T>(a, vec, xs, scratch, red, store, rank, ranks, tr);
     tr.mark(TM_LN);
     trigger_at(a, LAYER_TRIGGER_LN);
     cp_async_wait_all();

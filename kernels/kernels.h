@@ -153,6 +153,7 @@ typedef struct LayerDecodeArgs {
     int C, H, D, block_size, key_cap, act;
     int kv_stage;                     /* cached keys per rank staged in shared memory (attn half) */
     int trigger;                      /* LAYER_TRIGGER_* (the residual launch: ENTRY or after its wait) */
+    int ln_cluster;                   /* the layernorm's statistics sent with x (decode_layer_steps.cuh) */
     float eps, scale;                 /* layernorm epsilon, 1 / sqrt(D) */
     /* GPT2_ENGINE_LAYER_TRACE (trace != NULL): thread 0 of block b (< LAYER_TRACE_BLOCKS) of
      * launch trace_kernel stores globaltimer at its marks (decode_layer.cu: LayerTraceMark)

@@ -68,11 +68,15 @@ def test_cpu_has_no_fused_decode(small_model):
 # "layers-unstaged": the layers with 3 cached keys per attention block staged in shared
 # memory (GPT2_ENGINE_LAYER_KV_STAGE=3), so that the rest take the path that reads the cache;
 # "layers-entry" / "layers-wait": their PDL trigger at entry / after the wait instead of
-# after the layernorm (GPT2_ENGINE_LAYER_TRIGGER)
-MODES = ["layers", "layers-unstaged", "layers-entry", "layers-wait", "persistent"]
+# after the layernorm (GPT2_ENGINE_LAYER_TRIGGER); "layers-lnblock": the layernorm's
+# statistics from two block reductions after x is built, not sent with x
+# (GPT2_ENGINE_LAYER_LN=block)
+MODES = ["layers", "layers-unstaged", "layers-entry", "layers-wait", "layers-lnblock",
+         "persistent"]
 MODE_ENV = {"layers-unstaged": ("GPT2_ENGINE_LAYER_KV_STAGE", "3"),
             "layers-entry": ("GPT2_ENGINE_LAYER_TRIGGER", "entry"),
-            "layers-wait": ("GPT2_ENGINE_LAYER_TRIGGER", "wait")}
+            "layers-wait": ("GPT2_ENGINE_LAYER_TRIGGER", "wait"),
+            "layers-lnblock": ("GPT2_ENGINE_LAYER_LN", "block")}
 
 
 def skip_unless_hopper(llm):
@@ -232,11 +236,12 @@ def test_fused_modes_and_reasons(models, tmp_path, monkeypatch):
             assert llm.fused_decode is False
             assert said in llm.fused_decode_reason
     monkeypatch.delenv("GPT2_ENGINE_FUSED_DECODE")
-    monkeypatch.setenv("GPT2_ENGINE_LAYER_TRIGGER", "soon")
-    with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
-        assert llm.fused_decode is False
-        assert "GPT2_ENGINE_LAYER_TRIGGER" in llm.fused_decode_reason
-    monkeypatch.delenv("GPT2_ENGINE_LAYER_TRIGGER")
+    for knob in ("GPT2_ENGINE_LAYER_TRIGGER", "GPT2_ENGINE_LAYER_LN"):
+        monkeypatch.setenv(knob, "soon")
+        with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
+            assert llm.fused_decode is False
+            assert knob in llm.fused_decode_reason
+        monkeypatch.delenv(knob)
     # layers of more than 16 MB of weights (n_embd 1024: 24 MB) run the per-layer kernels
     # unless forced
     wide = make_model(tmp_path / "wide", dtype="float16", std=0.02, n_embd=1024, n_layer=1,

@@ -21,11 +21,15 @@
 /* measured (H200, gpt2, bench_decode, the same run): the next launch may start at entry
  * 0.261, after the wait 0.252, after the layernorm 0.249 ms per token */
 #define LAYER_TRIGGER_DEFAULT LAYER_TRIGGER_LN
+/* the layernorm's statistics: sent with x through the cluster (1) or two block reductions
+ * after it (0) */
+#define LAYER_LN_CLUSTER_DEFAULT 1
 
 typedef struct LayerDecode {
     int mode;                   /* FUSED_MODE_LAYERS: first member (decode_fused_cuda.c) */
     int n_layer, C, H, D, V, block_size, key_cap, kv_stage, act;
     int trigger;                /* LAYER_TRIGGER_*: GPT2_ENGINE_LAYER_TRIGGER */
+    int ln_cluster;             /* layernorm statistics sent with x: GPT2_ENGINE_LAYER_LN */
     float eps, scale;
     const void *wte, *wpe, *lnf_w, *lnf_b;
     FusedDecodeLayer *layers;   /* host (n_layer): device pointers */
@@ -139,9 +143,15 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
                         : strcmp(trig, "wait") == 0  ? LAYER_TRIGGER_WAIT
                         : strcmp(trig, "ln") == 0    ? LAYER_TRIGGER_LN
                                                      : -1;
+    const char *lnv = getenv("GPT2_ENGINE_LAYER_LN");
+    const int ln_cluster = !lnv || !*lnv               ? LAYER_LN_CLUSTER_DEFAULT
+                           : strcmp(lnv, "cluster") == 0 ? 1
+                           : strcmp(lnv, "block") == 0   ? 0
+                                                         : -1;
     const int kv_stage = D > 0 ? kv_stage_keys(C, D, key_cap) : 0;
-    const char *no = trigger < 0 ? "GPT2_ENGINE_LAYER_TRIGGER is none of entry, wait, ln"
-                                 : unfit(b, m, key_cap, kv_stage, forced, buf, sizeof buf);
+    const char *no = trigger < 0      ? "GPT2_ENGINE_LAYER_TRIGGER is none of entry, wait, ln"
+                     : ln_cluster < 0 ? "GPT2_ENGINE_LAYER_LN is none of cluster, block"
+                                      : unfit(b, m, key_cap, kv_stage, forced, buf, sizeof buf);
     if (no) {
         snprintf(why, why_len, "off: %s", no);
         return GPT2_OK;
@@ -157,6 +167,7 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     f->block_size = m->block_size, f->key_cap = key_cap, f->kv_stage = kv_stage;
     f->act = fused_act_code(m->activation);
     f->trigger = trigger;
+    f->ln_cluster = ln_cluster;
     f->eps = m->eps, f->scale = m->scale;
     f->wte = m->wte, f->wpe = m->wpe, f->lnf_w = m->ln_f_w, f->lnf_b = m->ln_f_b;
     for (int l = 0; l < m->n_layer; l++) {
@@ -216,7 +227,8 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
             .v_cache = w->v_cache, .slot_mapping = s->slot_mapping, .seq_lens = s->seq_lens,
             .block_tables = s->block_tables, .C = C, .H = f->H, .D = f->D,
             .block_size = f->block_size, .key_cap = f->key_cap, .act = f->act,
-            .kv_stage = f->kv_stage, .trigger = f->trigger, .eps = f->eps, .scale = f->scale,
+            .kv_stage = f->kv_stage, .trigger = f->trigger, .ln_cluster = f->ln_cluster,
+            .eps = f->eps, .scale = f->scale,
             .trace = f->trace, .trace_step = f->trace_step, .trace_kernel = 2 * l,
             .trace_kernels = 2 * f->n_layer + 1,
         };
