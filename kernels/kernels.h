@@ -62,7 +62,12 @@ cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld
 /* x(n) = gelu_erf(x) in place: the activation cuBLASLt has no epilogue for */
 cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
 
-/* The sampling contract of sampling.h, one 1024-thread block per row.
+/* The sampling contract of sampling.h, one 1024-thread block per row; with
+ * split.splits = S > 1 (1..32) a plain greedy row (temperature 0, no adjustments, no
+ * target) is read by S blocks of a (R, S) grid, each an id range, merged by the last to
+ * finish: split.parts holds R * S 16-byte records, split.tickets R ints, zero before the
+ * first launch and left zero after each (few rows: one block per row reads ~100 KB of a
+ * 50k vocabulary in ~15 us).
  *   logits (R, V) with row stride ld elements of dtype (0 fp32, 1 fp16, 2 bf16: the
  *   lm_head's output, read as it is), work (R, V) fp32 scratch; rows (R), adj (n_adj) and
  *   uniforms (R) (= sampling_uniform01(seed, step), computed on the host) on the device;
@@ -70,11 +75,16 @@ cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
  *   (R, max_logprobs) or NULL when max_logprobs == 0.
  * A row whose every token is masked gets token -1 (the host reports the error).
  * Inputs must have been validated as sample_cpu does. */
+typedef struct SampleSplit {
+    int splits;
+    void *parts;
+    int *tickets;
+} SampleSplit;
 cudaError_t sample_cuda(const void *logits, int dtype, int ld, float *work, int R, int V,
                         const SamplingRow *rows,
                         const TokenAdjust *adj, const float *uniforms, int max_logprobs,
                         int32_t *tokens, float *logprobs, int32_t *ranks, int32_t *topk_ids,
-                        float *topk_logprobs, cudaStream_t stream);
+                        float *topk_logprobs, SampleSplit split, cudaStream_t stream);
 
 /* gemv.cu — the matmul of small decode batches, fp16/bf16 only:
  *     out(M, N) = act(norm(in)(M, K) @ w + bias [+ out if accumulate])

@@ -22,12 +22,24 @@
  *     restricted to entries after the previous pick in (value desc, id asc) order.
  * The uniform u = sampling_uniform01(seed, step) is computed on the host with the
  * shared inline function of sampling.h and passed in, so no RNG is duplicated.
+ * With splits > 1 (grid (R, splits): few rows) a plain greedy row's one pass is split
+ * over the splits blocks of its row, in id order; each stores its (max, lowest id, exp-sum)
+ * in split->parts and the last to finish (split->tickets, launch.cuh's last_block_of)
+ * merges them in split order and writes the outputs. Other rows run in block 0 of theirs.
  */
 #include <limits.h>
 
 #include "common.cuh"
+#include "launch.cuh"
 
 #define SAMPLE_THREADS 1024
+
+/* A plain greedy row's share (split) of the one pass, for the block that merges them */
+struct GreedyPart {
+    float v;        /* the share's max (-inf: none) */
+    int id;         /* its lowest id */
+    double s;       /* sum of exp(x - v) over the share */
+};
 
 __device__ __forceinline__ float nan_to_neginf(float v) { return isnan(v) ? -INFINITY : v; }
 
@@ -218,14 +230,15 @@ template <typename L>
 __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *rows,
               const TokenAdjust *adj, const float *uniforms, int max_logprobs, int32_t *tokens,
-              float *logprobs, int32_t *ranks, int32_t *topk_ids, float *topk_logprobs)
+              float *logprobs, int32_t *ranks, int32_t *topk_ids, float *topk_logprobs,
+              SampleSplit split)
 {
     __shared__ float sf[32];
     __shared__ double sd[33];
     __shared__ int si[32];
     __shared__ ValId sv[32];
     __shared__ int s_pick[2];
-    const int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x, splits = gridDim.y;
     const SamplingRow row = rows[r];
     const RawRow<L> raw = {logits + (size_t)r * ld};
     float *x = work + (size_t)r * V;
@@ -238,13 +251,19 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
      * sums in double, both ways. */
     const bool plain_greedy = row.target_token < 0 && row.temperature == 0.0f &&
                               row.adj_count == 0;
+    if (!plain_greedy && blockIdx.y > 0) return;          /* the row runs in block 0 */
     int token = -1;
     float m = -INFINITY;
     double lse = -INFINITY;
     if (plain_greedy) {
+        /* this block's ids [lo, hi): whole 16-byte chunks (8 ids) per split */
+        const int per = ((V + splits - 1) / splits + 7) / 8 * 8;
+        const int lo = min(V, (int)blockIdx.y * per), hi = min(V, lo + per);
+        const RawRow<L> share = {raw.p + lo};
         ValId b = {-INFINITY, INT_MAX};
         double s = 0.0;
-        for_each_logit(raw, V, [&](int i, float x) {
+        for_each_logit(share, hi - lo, [&](int i, float x) {
+            i += lo;
             const float v = nan_to_neginf(x);
             if (v == -INFINITY) return;
             if (v > b.v) {
@@ -259,12 +278,37 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
         const float mine = b.v;
         b = block_argmax(b, sv);
         m = b.v;
-        token = b.v == -INFINITY ? -1 : b.id;
         if (m > -INFINITY) {
             s = mine > -INFINITY ? s * (double)expf(mine - m) : 0.0;
             s = block_reduce(s, sd, 0.0, OpSumD());
-            lse = (double)m + log(s);
         }
+        if (splits > 1) {
+            GreedyPart *parts = reinterpret_cast<GreedyPart *>(split.parts) + (size_t)r * splits;
+            if (tid == 0) parts[blockIdx.y] = GreedyPart{m, b.id, m > -INFINITY ? s : 0.0};
+            if (!last_block_of(split.tickets + r, splits)) return;
+            if (tid < 32) {                    /* warp 0 merges the shares, lane k share k */
+                GreedyPart q = {-INFINITY, INT_MAX, 0.0};
+                if (tid < splits) {
+                    const GreedyPart *g = parts + tid;
+                    q = GreedyPart{__ldcg(&g->v), __ldcg(&g->id), __ldcg(&g->s)};
+                }
+                ValId c = {q.v, q.id};
+                for (int o = 16; o > 0; o >>= 1) {
+                    const float ov = __shfl_xor_sync(0xffffffffu, c.v, o);
+                    const int oi = __shfl_xor_sync(0xffffffffu, c.id, o);
+                    if (valid_before(ov, oi, c.v, c.id)) c = ValId{ov, oi};
+                }
+                double t = q.v > -INFINITY ? q.s * (double)expf(q.v - c.v) : 0.0;
+                for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+                if (tid == 0) sv[0] = c, sd[0] = t;
+            }
+            __syncthreads();
+            b = sv[0];
+            s = sd[0];
+            m = b.v;
+        }
+        token = m == -INFINITY ? -1 : b.id;
+        if (m > -INFINITY) lse = (double)m + log(s);
     } else {
         /* 1. raw statistics: max (NaN ignored by fmaxf) */
         for_each_logit(raw, V, [&](int, float x) { m = fmaxf(m, x); });
@@ -355,29 +399,32 @@ template <typename L>
 static void sample_launch(const void *logits, int ld, float *work, int R, int V,
                           const SamplingRow *rows, const TokenAdjust *adj, const float *uniforms,
                           int max_logprobs, int32_t *tokens, float *logprobs, int32_t *ranks,
-                          int32_t *topk_ids, float *topk_logprobs, cudaStream_t stream)
+                          int32_t *topk_ids, float *topk_logprobs, SampleSplit split,
+                          cudaStream_t stream)
 {
-    sample_kernel<L><<<R, SAMPLE_THREADS, 0, stream>>>(
+    sample_kernel<L><<<dim3(R, split.splits), SAMPLE_THREADS, 0, stream>>>(
         (const L *)logits, ld, work, V, rows, adj, uniforms, max_logprobs, tokens, logprobs,
-        ranks, topk_ids, topk_logprobs);
+        ranks, topk_ids, topk_logprobs, split);
 }
 
 extern "C" cudaError_t sample_cuda(const void *logits, int dtype, int ld, float *work, int R,
                                    int V, const SamplingRow *rows, const TokenAdjust *adj,
                                    const float *uniforms, int max_logprobs, int32_t *tokens,
                                    float *logprobs, int32_t *ranks, int32_t *topk_ids,
-                                   float *topk_logprobs, cudaStream_t stream)
+                                   float *topk_logprobs, SampleSplit split, cudaStream_t stream)
 {
     if (R <= 0 || V <= 0) return cudaSuccess;
     if (ld < V) return cudaErrorInvalidValue;
+    if (split.splits < 1 || split.splits > 32 || (split.splits > 1 && (!split.parts || !split.tickets)))
+        return cudaErrorInvalidValue;
     switch (dtype) {
     case 0: sample_launch<float>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,
-                                 tokens, logprobs, ranks, topk_ids, topk_logprobs, stream); break;
+                                 tokens, logprobs, ranks, topk_ids, topk_logprobs, split, stream); break;
     case 1: sample_launch<__half>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,
-                                  tokens, logprobs, ranks, topk_ids, topk_logprobs, stream); break;
+                                  tokens, logprobs, ranks, topk_ids, topk_logprobs, split, stream); break;
     case 2: sample_launch<__nv_bfloat16>(logits, ld, work, R, V, rows, adj, uniforms,
                                          max_logprobs, tokens, logprobs, ranks, topk_ids,
-                                         topk_logprobs, stream); break;
+                                         topk_logprobs, split, stream); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();

@@ -460,6 +460,39 @@ def test_sample_cuda_half_logits_match_cpu(name, V, ld, dtype, rng):
 
 
 @gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("R,V", [(1, 50257), (1, 8193), (2, 50264), (5, 16385), (32, 50257),
+                                 (33, 50257)])
+def test_sample_cuda_split_greedy_rows(R, V, dtype, rng):
+    """Few rows: a plain greedy row is read by up to 16 blocks, an id range each, merged by
+    the last to finish (sample_cuda.c: sample_split). Beside other rows in the batch: the
+    same tokens, logprobs, ranks and top logprobs as the CPU, with the row maximum tied in
+    two ranges (lowest id wins), ranges entirely -inf or NaN, and the max in the last id."""
+    ML = 6
+    logits = (rng.standard_normal((R, V)) * 3).astype(np.float32)
+    per = ((V + 15) // 16 + 7) // 8 * 8           # a range at 16 splits (fewer: wider)
+    for r in range(R):
+        kind = r % 4
+        if kind == 0:                              # tie across ranges
+            logits[r, [per + 3, V - 5]] = 40.0
+        elif kind == 1:                            # the first half masked, the max last
+            logits[r, :V // 2] = -np.inf
+            logits[r, V // 3] = np.nan
+            logits[r, V - 1] = 30.0
+    logits = rnd(logits, dtype) if dtype != "float32" else logits
+    rows = [row(seed=r, step=r, num_logprobs=ML * (r % 2),
+                **SAMPLE_CONFIGS["greedy" if r % 4 != 3 else "top_k"]) for r in range(R)]
+    cuda = _C._backend_op_sample("cuda", dtype, logits, rows, [], ML)
+    cpu = run_sample("cpu", logits, rows, [], ML)
+    assert_same_samples(cuda, cpu, ML, rows)
+    for r in range(R):
+        if r % 4 == 0:
+            assert cuda[0][r] == per + 3
+        elif r % 4 == 1:
+            assert cuda[0][r] == V - 1
+
+
+@gpu
 def test_sample_cuda_seeded_is_batch_independent(rng):
     V = 1000
     logits = (rng.standard_normal((8, V)) * 2).astype(np.float32)

@@ -368,6 +368,10 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
         const char *env = getenv("GPT2_ENGINE_PDL");
         im->pdl = major >= 9 && !(env && strcmp(env, "0") == 0);
     }
+    {
+        const char *env = getenv("GPT2_ENGINE_SAMPLE_SPLITS");
+        im->sample_splits_max = env && *env ? GPT2_MAX(1, GPT2_MIN(atoi(env), 32)) : 16;
+    }
     *out = b;
     return GPT2_OK;
 fail:

@@ -16,11 +16,38 @@
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/* Split plain greedy rows (kernels.h: SampleSplit) for batches of up to SAMPLE_SPLIT_ROWS
+ * rows: as many blocks per row as put the rows on the SMs, at most im->sample_splits_max,
+ * each with >= 8192 ids (one 16-byte load per thread of the block). */
+#define SAMPLE_SPLIT_ROWS 32
+#define SAMPLE_SPLIT_PART_BYTES 16
+
+static Status sample_split(CudaImpl *im, int R, int V, SampleSplit *sp, Error *err)
+{
+    int s = (V + 8191) / 8192;
+    if (R > SAMPLE_SPLIT_ROWS || R < 1) s = 1;
+    s = GPT2_MIN(s, GPT2_MIN(im->num_sms / GPT2_MAX(R, 1), im->sample_splits_max));
+    *sp = (SampleSplit){GPT2_MAX(s, 1), NULL, NULL};
+    if (sp->splits == 1) return GPT2_OK;
+    if (!im->sample_split) {        /* once: tickets (zero, reset by each launch) | parts */
+        const size_t bytes = SAMPLE_SPLIT_ROWS * (sizeof(int) + 32 * SAMPLE_SPLIT_PART_BYTES);
+        CUDA_CHECK(cudaMalloc(&im->sample_split, bytes));
+        CUDA_CHECK(cudaMemsetAsync(im->sample_split, 0, bytes, im->stream));
+    }
+    sp->tickets = im->sample_split;
+    sp->parts = (char *)im->sample_split + SAMPLE_SPLIT_ROWS * sizeof(int);
+    return GPT2_OK;
+fail:
+    return err ? err->code : GPT2_ERR_DEVICE;
+}
+
 void cuda_sample_buffers_free(CudaImpl *im)
 {
     if (im->sample_in) cudaFree(im->sample_in);
     if (im->sample_out) cudaFree(im->sample_out);
     if (im->sample_work) cudaFree(im->sample_work);
+    if (im->sample_split) cudaFree(im->sample_split);
+    im->sample_split = NULL;
     for (int i = 0; i < 2; i++) {
         if (im->host_stage[i]) cudaFreeHost(im->host_stage[i]);
         im->host_stage[i] = NULL;
@@ -90,6 +117,8 @@ Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, in
         reserve_shared(im, (void **)&im->sample_work, &im->sample_work_bytes,
                        (size_t)(R ? R : 1) * V * sizeof(float), err) != GPT2_OK)
         return err ? err->code : GPT2_ERR_DEVICE;
+    SampleSplit split;
+    if (sample_split(im, R, V, &split, err) != GPT2_OK) return err ? err->code : GPT2_ERR_DEVICE;
     if (R > 0) {
         char *h = im->host_stage[t];
         memcpy(h, rows, (size_t)R * sizeof(SamplingRow));
@@ -105,7 +134,8 @@ Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, in
                                max_logprobs, (int32_t *)dout, (float *)(dout + ol.lp),
                                (int32_t *)(dout + ol.rk),
                                max_logprobs ? (int32_t *)(dout + ol.ti) : NULL,
-                               max_logprobs ? (float *)(dout + ol.tl) : NULL, im->stream));
+                               max_logprobs ? (float *)(dout + ol.tl) : NULL, split,
+                               im->stream));
         CUDA_CHECK(cudaMemcpyAsync(h, dout, ol.bytes, cudaMemcpyDeviceToHost, im->stream));
     }
     CUDA_CHECK(cudaEventRecord(im->sample_done[t], im->stream));
