@@ -24,7 +24,7 @@
  * shared inline function of sampling.h and passed in, so no RNG is duplicated.
  * With splits > 1 (grid (R, splits): few rows) a plain greedy row's one pass is split
  * over the splits blocks of its row, in id order; each stores its (max, lowest id, exp-sum)
- * in split->parts and the last to finish (split->tickets, launch.cuh's last_block_of)
+ * in split.parts and the last to finish (split.tickets, launch.cuh's last_block_of)
  * merges them in split order and writes the outputs. Other rows run in block 0 of theirs.
  */
 #include <limits.h>
@@ -34,12 +34,14 @@
 
 #define SAMPLE_THREADS 1024
 
-/* A plain greedy row's share (split) of the one pass, for the block that merges them */
+/* A plain greedy row's share (split) of the one pass, for the block that merges them
+ * (16 bytes: sample_cuda.c's SAMPLE_SPLIT_PART_BYTES) */
 struct GreedyPart {
     float v;        /* the share's max (-inf: none) */
     int id;         /* its lowest id */
     double s;       /* sum of exp(x - v) over the share */
 };
+static_assert(sizeof(GreedyPart) == 16, "sample_cuda.c sizes the parts at 16 bytes");
 
 __device__ __forceinline__ float nan_to_neginf(float v) { return isnan(v) ? -INFINITY : v; }
 
@@ -415,7 +417,8 @@ extern "C" cudaError_t sample_cuda(const void *logits, int dtype, int ld, float 
 {
     if (R <= 0 || V <= 0) return cudaSuccess;
     if (ld < V) return cudaErrorInvalidValue;
-    if (split.splits < 1 || split.splits > 32 || (split.splits > 1 && (!split.parts || !split.tickets)))
+    if (split.splits < 1 || split.splits > SAMPLE_MAX_SPLITS ||
+        (split.splits > 1 && (!split.parts || !split.tickets)))
         return cudaErrorInvalidValue;
     switch (dtype) {
     case 0: sample_launch<float>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,

@@ -370,7 +370,7 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
     }
     {
         const char *env = getenv("GPT2_ENGINE_SAMPLE_SPLITS");
-        im->sample_splits_max = env && *env ? GPT2_MAX(1, GPT2_MIN(atoi(env), 32)) : 16;
+        im->sample_splits_max = env && *env ? GPT2_MAX(1, GPT2_MIN(atoi(env), SAMPLE_MAX_SPLITS)) : 16;
     }
     *out = b;
     return GPT2_OK;

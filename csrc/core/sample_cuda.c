@@ -18,19 +18,21 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Split plain greedy rows (kernels.h: SampleSplit) for batches of up to SAMPLE_SPLIT_ROWS
  * rows: as many blocks per row as put the rows on the SMs, at most im->sample_splits_max,
- * each with >= 8192 ids (one 16-byte load per thread of the block). */
+ * each with >= SAMPLE_SPLIT_IDS ids (one 16-byte load per thread of the 1024-thread block). */
 #define SAMPLE_SPLIT_ROWS 32
-#define SAMPLE_SPLIT_PART_BYTES 16
+#define SAMPLE_SPLIT_IDS 8192
+#define SAMPLE_SPLIT_PART_BYTES 16   /* sampling.cu's GreedyPart */
 
 static Status sample_split(CudaImpl *im, int R, int V, SampleSplit *sp, Error *err)
 {
-    int s = (V + 8191) / 8192;
+    int s = (V + SAMPLE_SPLIT_IDS - 1) / SAMPLE_SPLIT_IDS;
     if (R > SAMPLE_SPLIT_ROWS || R < 1) s = 1;
     s = GPT2_MIN(s, GPT2_MIN(im->num_sms / GPT2_MAX(R, 1), im->sample_splits_max));
     *sp = (SampleSplit){GPT2_MAX(s, 1), NULL, NULL};
     if (sp->splits == 1) return GPT2_OK;
     if (!im->sample_split) {        /* once: tickets (zero, reset by each launch) | parts */
-        const size_t bytes = SAMPLE_SPLIT_ROWS * (sizeof(int) + 32 * SAMPLE_SPLIT_PART_BYTES);
+        const size_t bytes =
+            SAMPLE_SPLIT_ROWS * (sizeof(int) + SAMPLE_MAX_SPLITS * SAMPLE_SPLIT_PART_BYTES);
         CUDA_CHECK(cudaMalloc(&im->sample_split, bytes));
         CUDA_CHECK(cudaMemsetAsync(im->sample_split, 0, bytes, im->stream));
     }
