@@ -63,9 +63,9 @@ cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld
 cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
 
 /* The sampling contract of sampling.h, one 1024-thread block per row; with
- * split.splits = S > 1 (up to SAMPLE_MAX_SPLITS) a plain greedy row (temperature 0, no adjustments, no
- * target) is read by S blocks of a (R, S) grid, each an id range, merged by the last to
- * finish: split.parts holds R * S 16-byte records, split.tickets R ints, zero before the
+ * split.splits = S > 1 (up to SAMPLE_MAX_SPLITS) a plain greedy row (temperature 0, no
+ * adjustments, no target) is read by S blocks of a (R, S) grid, each an id range, merged
+ * by the last to finish: split.parts holds R * S 16-byte records, split.tickets R ints, zero before the
  * first launch and left zero after each (few rows: one block per row reads ~100 KB of a
  * 50k vocabulary in ~15 us).
  *   logits (R, V) with row stride ld elements of dtype (0 fp32, 1 fp16, 2 bf16: the

@@ -479,7 +479,7 @@ def test_sample_cuda_split_greedy_rows(R, V, dtype, rng):
             logits[r, :V // 2] = -np.inf
             logits[r, V // 3] = np.nan
             logits[r, V - 1] = 30.0
-    logits = rnd(logits, dtype) if dtype != "float32" else logits
+    logits = rnd(logits, dtype)
     rows = [row(seed=r, step=r, num_logprobs=ML * (r % 2),
                 **SAMPLE_CONFIGS["greedy" if r % 4 != 3 else "top_k"]) for r in range(R)]
     cuda = _C._backend_op_sample("cuda", dtype, logits, rows, [], ML)

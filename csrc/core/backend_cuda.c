@@ -9,6 +9,10 @@
 
 #include "kernels.h"
 
+/* blocks that read one plain greedy row of a small batch at most (GPT2_ENGINE_SAMPLE_SPLITS;
+ * sample_cuda.c sizes the split) */
+#define SAMPLE_SPLITS_DEFAULT 16
+
 /* ---- memory ---- */
 
 static Status cuda_alloc(Backend *b, void **ptr, size_t bytes, Error *err)
@@ -370,7 +374,8 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
     }
     {
         const char *env = getenv("GPT2_ENGINE_SAMPLE_SPLITS");
-        im->sample_splits_max = env && *env ? GPT2_MAX(1, GPT2_MIN(atoi(env), SAMPLE_MAX_SPLITS)) : 16;
+        im->sample_splits_max = env && *env ? GPT2_MAX(1, GPT2_MIN(atoi(env), SAMPLE_MAX_SPLITS))
+                                            : SAMPLE_SPLITS_DEFAULT;
     }
     *out = b;
     return GPT2_OK;

@@ -67,7 +67,7 @@ typedef struct CudaImpl {
     void *sample_out; size_t sample_out_bytes;  /* device: tokens, logprobs, ranks, top-k */
     float *sample_work; size_t sample_work_bytes; /* device: (R, V) adjusted logits / p */
     void *sample_split;               /* device: split greedy rows' tickets and parts (sample_cuda.c) */
-    int sample_splits_max;            /* blocks per split row at most: GPT2_ENGINE_SAMPLE_SPLITS (16) */
+    int sample_splits_max;            /* blocks per split row at most: GPT2_ENGINE_SAMPLE_SPLITS */
     /* two launches may be outstanding (sample_launch / sample_wait): per ticket,
      * pinned host staging for both copies, its completion event and its shape */
     void *host_stage[2]; size_t host_stage_bytes[2];
