@@ -7,7 +7,15 @@ against the wall time per step, for the gpt2 shape in fp16.
 
 --prompt-len 128 --steps 128 --batch 256 profiles bench_throughput's workload (its
 prefill included; the wall time is then per generated token of one sequence).
+
+--timeline also prints one decode step as the GPU ran it: every kernel and copy of the
+step in order, with its start, its end and the gap after the one before (negative
+where launches overlap under PDL), the median over the profiled steps. A step runs from
+one embedding kernel to the next.
 """
+import json
+import statistics
+import tempfile
 import argparse
 import os
 import sys
@@ -25,6 +33,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--eager", action="store_true")
+    ap.add_argument("--timeline", action="store_true")
     args = ap.parse_args()
     common.require_cuda()
     import torch
@@ -53,7 +62,47 @@ def main():
     print(f"{'kernel':70s} {'calls':>6s} {'us/step':>9s}")
     for e in events[:25]:
         print(f"{e.key[:70]:70s} {e.count:6d} {dt(e) / args.steps:9.1f}")
+    if args.timeline:
+        print_timeline(prof)
     llm.close()
+
+
+def short(name):
+    """a kernel's name without its template arguments and parameters"""
+    name = name.replace("(anonymous namespace)::", "").replace("void ", "")
+    return name.split("(")[0].split("<")[0][:40]
+
+
+def print_timeline(prof):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        trace = json.load(open(f.name))
+    ops = sorted((e for e in trace["traceEvents"]
+                  if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
+                 key=lambda e: e["ts"])
+    starts = [i for i, e in enumerate(ops) if "embed" in e["name"]]
+    steps = [ops[a:b] for a, b in zip(starts, starts[1:])]
+    if len(steps) < 3:
+        print("timeline: fewer than 3 steps found")
+        return
+    n = statistics.mode(len(s) for s in steps)
+    steps = [s for s in steps[1:-1] if len(s) == n and
+             [short(e["name"]) for e in s] == [short(e["name"]) for e in steps[1]]]
+    if not steps:
+        print("timeline: no two steps ran the same operations")
+        return
+    med = lambda xs: statistics.median(xs)
+    period = med([b[0]["ts"] - a[0]["ts"] for a, b in zip(steps, steps[1:])] or [0.0])
+    print(f"\ntimeline: {len(steps)} steps of {n} operations, period {period:.1f} us "
+          f"(median; us from the step's embedding kernel)")
+    print(f"{'#':>3s} {'operation':40s} {'start':>8s} {'end':>8s} {'dur':>7s} {'gap':>7s}")
+    for i in range(n):
+        st = med([s[i]["ts"] - s[0]["ts"] for s in steps])
+        en = med([s[i]["ts"] + s[i]["dur"] - s[0]["ts"] for s in steps])
+        gap = med([s[i]["ts"] - (s[i - 1]["ts"] + s[i - 1]["dur"]) for s in steps]) if i else 0.0
+        print(f"{i:3d} {short(steps[0][i]['name']):40s} {st:8.1f} {en:8.1f} {en - st:7.1f} {gap:7.1f}")
+    print(f"    {'(the next step)':40s} {period:8.1f} {'':8s} {'':7s} "
+          f"{period - med([s[-1]['ts'] + s[-1]['dur'] - s[0]['ts'] for s in steps]):7.1f}")
 
 
 if __name__ == "__main__":

@@ -65,14 +65,18 @@ cudaError_t gelu_erf_cuda(void *x, size_t n, int dtype, cudaStream_t stream);
 /* The sampling contract of sampling.h, one 1024-thread block per row; with
  * split.splits = S > 1 (up to SAMPLE_MAX_SPLITS) a plain greedy row (temperature 0, no
  * adjustments, no target) is read by S blocks of a (R, S) grid, each an id range, merged
- * by the last to finish: split.parts holds R * S 16-byte records, split.tickets R ints, zero before the
- * first launch and left zero after each (few rows: one block per row reads ~100 KB of a
- * 50k vocabulary in ~15 us).
+ * by the last to finish: split.parts holds R * S 16-byte records, split.tickets R ints,
+ * zero before the first launch and left zero after each (few rows: one block per row reads
+ * ~100 KB of a 50k vocabulary in ~15 us).
  *   logits (R, V) with row stride ld elements of dtype (0 fp32, 1 fp16, 2 bf16: the
- *   lm_head's output, read as it is), work (R, V) fp32 scratch; rows (R), adj (n_adj) and
- *   uniforms (R) (= sampling_uniform01(seed, step), computed on the host) on the device;
- *   outputs on the device: tokens/logprobs/ranks (R), topk_ids/topk_logprobs
- *   (R, max_logprobs) or NULL when max_logprobs == 0.
+ *   lm_head's output, read as it is), work (R, V) fp32 scratch;
+ *   in: rows (R) | adj (n_adj) | uniforms (R) (= sampling_uniform01(seed, step), computed
+ *   on the host) at byte offsets 0, o_adj, o_u of in.dev (device memory) or, with in.dev
+ *   NULL, of in.bytes: passed with the launch itself, so small batches need no copy;
+ *   out: tokens/logprobs/ranks (R), topk_ids/topk_logprobs (R, max_logprobs) or NULL when
+ *   max_logprobs == 0, anywhere the device can write (device memory, or mapped pinned host
+ *   memory: no copy back); tokens_dev, when not NULL, receives the tokens too (the next
+ *   step's inputs stay on the device).
  * A row whose every token is masked gets token -1 (the host reports the error).
  * Inputs must have been validated as sample_cpu does. */
 #define SAMPLE_MAX_SPLITS 32
@@ -81,11 +85,23 @@ typedef struct SampleSplit {
     void *parts;
     int *tickets;
 } SampleSplit;
+#define SAMPLE_INLINE_BYTES 2048
+typedef struct SampleInputs {
+    const void *dev;
+    int o_adj, o_u;
+    unsigned char bytes[SAMPLE_INLINE_BYTES];   /* 8-byte aligned (after 16 bytes) */
+} SampleInputs;
+typedef struct SampleOutputs {
+    int32_t *tokens;
+    float *logprobs;
+    int32_t *ranks;
+    int32_t *topk_ids;
+    float *topk_logprobs;
+    int32_t *tokens_dev;
+} SampleOutputs;
 cudaError_t sample_cuda(const void *logits, int dtype, int ld, float *work, int R, int V,
-                        const SamplingRow *rows,
-                        const TokenAdjust *adj, const float *uniforms, int max_logprobs,
-                        int32_t *tokens, float *logprobs, int32_t *ranks, int32_t *topk_ids,
-                        float *topk_logprobs, SampleSplit split, cudaStream_t stream);
+                        const SampleInputs *in, int max_logprobs, SampleOutputs out,
+                        SampleSplit split, cudaStream_t stream);
 
 /* gemv.cu — the matmul of small decode batches, fp16/bf16 only:
  *     out(M, N) = act(norm(in)(M, K) @ w + bias [+ out if accumulate])

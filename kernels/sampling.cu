@@ -230,10 +230,8 @@ __device__ __forceinline__ void for_each_logit(const RawRow<L> &raw, int V, F f)
 
 template <typename L>
 __global__ void __launch_bounds__(SAMPLE_THREADS)
-sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *rows,
-              const TokenAdjust *adj, const float *uniforms, int max_logprobs, int32_t *tokens,
-              float *logprobs, int32_t *ranks, int32_t *topk_ids, float *topk_logprobs,
-              SampleSplit split)
+sample_kernel(const L *logits, int ld, float *work, int V, const __grid_constant__ SampleInputs in,
+              int max_logprobs, const SampleOutputs out, SampleSplit split)
 {
     __shared__ float sf[32];
     __shared__ double sd[33];
@@ -241,7 +239,14 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
     __shared__ ValId sv[32];
     __shared__ int s_pick[2];
     const int r = blockIdx.x, tid = threadIdx.x, nt = blockDim.x, splits = gridDim.y;
-    const SamplingRow row = rows[r];
+    /* the inputs: in device memory, or in the launch's own parameter space */
+    const char *base = in.dev ? static_cast<const char *>(in.dev)
+                              : reinterpret_cast<const char *>(in.bytes);
+    const SamplingRow row = reinterpret_cast<const SamplingRow *>(base)[r];
+    const TokenAdjust *adj = reinterpret_cast<const TokenAdjust *>(base + in.o_adj);
+    const float *uniforms = reinterpret_cast<const float *>(base + in.o_u);
+    int32_t *tokens = out.tokens, *ranks = out.ranks, *topk_ids = out.topk_ids;
+    float *logprobs = out.logprobs, *topk_logprobs = out.topk_logprobs;
     const RawRow<L> raw = {logits + (size_t)r * ld};
     float *x = work + (size_t)r * V;
 
@@ -348,7 +353,12 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
         }
     }
     if (token < 0) {                       /* every token masked: the host reports it */
-        if (tid == 0) { tokens[r] = -1; logprobs[r] = -INFINITY; ranks[r] = 0; }
+        if (tid == 0) {
+            tokens[r] = -1;
+            if (out.tokens_dev) out.tokens_dev[r] = -1;
+            logprobs[r] = -INFINITY;
+            ranks[r] = 0;
+        }
         for (int j = tid; j < max_logprobs; j += nt) {
             topk_ids[(size_t)r * max_logprobs + j] = -1;
             topk_logprobs[(size_t)r * max_logprobs + j] = -INFINITY;
@@ -365,6 +375,7 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
     }
     if (tid == 0) {
         tokens[r] = token;
+        if (out.tokens_dev) out.tokens_dev[r] = token;
         logprobs[r] = m > -INFINITY ? (float)((double)tv - lse) : -INFINITY;
         ranks[r] = 1 + c;
     }
@@ -399,35 +410,26 @@ sample_kernel(const L *logits, int ld, float *work, int V, const SamplingRow *ro
 
 template <typename L>
 static void sample_launch(const void *logits, int ld, float *work, int R, int V,
-                          const SamplingRow *rows, const TokenAdjust *adj, const float *uniforms,
-                          int max_logprobs, int32_t *tokens, float *logprobs, int32_t *ranks,
-                          int32_t *topk_ids, float *topk_logprobs, SampleSplit split,
-                          cudaStream_t stream)
+                          const SampleInputs *in, int max_logprobs, SampleOutputs out,
+                          SampleSplit split, cudaStream_t stream)
 {
     sample_kernel<L><<<dim3(R, split.splits), SAMPLE_THREADS, 0, stream>>>(
-        (const L *)logits, ld, work, V, rows, adj, uniforms, max_logprobs, tokens, logprobs,
-        ranks, topk_ids, topk_logprobs, split);
+        (const L *)logits, ld, work, V, *in, max_logprobs, out, split);
 }
 
 extern "C" cudaError_t sample_cuda(const void *logits, int dtype, int ld, float *work, int R,
-                                   int V, const SamplingRow *rows, const TokenAdjust *adj,
-                                   const float *uniforms, int max_logprobs, int32_t *tokens,
-                                   float *logprobs, int32_t *ranks, int32_t *topk_ids,
-                                   float *topk_logprobs, SampleSplit split, cudaStream_t stream)
+                                   int V, const SampleInputs *in, int max_logprobs,
+                                   SampleOutputs out, SampleSplit split, cudaStream_t stream)
 {
     if (R <= 0 || V <= 0) return cudaSuccess;
-    if (ld < V) return cudaErrorInvalidValue;
+    if (ld < V || !in) return cudaErrorInvalidValue;
     if (split.splits < 1 || split.splits > SAMPLE_MAX_SPLITS ||
         (split.splits > 1 && (!split.parts || !split.tickets)))
         return cudaErrorInvalidValue;
     switch (dtype) {
-    case 0: sample_launch<float>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,
-                                 tokens, logprobs, ranks, topk_ids, topk_logprobs, split, stream); break;
-    case 1: sample_launch<__half>(logits, ld, work, R, V, rows, adj, uniforms, max_logprobs,
-                                  tokens, logprobs, ranks, topk_ids, topk_logprobs, split, stream); break;
-    case 2: sample_launch<__nv_bfloat16>(logits, ld, work, R, V, rows, adj, uniforms,
-                                         max_logprobs, tokens, logprobs, ranks, topk_ids,
-                                         topk_logprobs, split, stream); break;
+    case 0: sample_launch<float>(logits, ld, work, R, V, in, max_logprobs, out, split, stream); break;
+    case 1: sample_launch<__half>(logits, ld, work, R, V, in, max_logprobs, out, split, stream); break;
+    case 2: sample_launch<__nv_bfloat16>(logits, ld, work, R, V, in, max_logprobs, out, split, stream); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();

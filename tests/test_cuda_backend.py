@@ -492,6 +492,48 @@ def test_sample_cuda_split_greedy_rows(R, V, dtype, rng):
             assert cuda[0][r] == V - 1
 
 
+SAMPLE_IO = [("param", "mapped"), ("param", "copy"), ("copy", "mapped"), ("copy", "copy")]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("R,n_adj", [(1, 0), (3, 40), (30, 0), (31, 0), (40, 90)])
+@pytest.mark.parametrize("io", SAMPLE_IO, ids=lambda v: "-".join(v))
+def test_sample_cuda_io_paths(io, R, n_adj, dtype, rng, monkeypatch):
+    """The sampler's inputs go with the launch itself while they fit (SAMPLE_INLINE_BYTES:
+    R = 30 rows without adjustments do, 31 do not; R = 3 with 40 adjustments do) or by a
+    copy (GPT2_ENGINE_SAMPLE_IN=copy); its outputs straight into mapped pinned memory or
+    by a copy (GPT2_ENGINE_SAMPLE_OUT=copy). Every way: the CPU's results, for greedy,
+    sampled, target and logprob rows with adjustments."""
+    monkeypatch.setenv("GPT2_ENGINE_SAMPLE_IN", io[0])
+    monkeypatch.setenv("GPT2_ENGINE_SAMPLE_OUT", io[1])
+    V, ML = 3001, 4
+    logits = rnd((rng.standard_normal((R, V)) * 2).astype(np.float32), dtype)
+    adj = [(int(rng.integers(V)), int(rng.integers(0, 3)), int(rng.integers(0, 2)),
+            float(rng.choice([0.0, 1.5, -np.inf]))) for _ in range(n_adj)]
+    names = ["greedy", "combined", "top_p", "plain"]
+    rows = []
+    for r in range(R):
+        start, count = (r * n_adj // R, (r + 1) * n_adj // R - r * n_adj // R)
+        rows.append(row(seed=int(rng.integers(2**63)), step=r, target=5 if r % 7 == 6 else -1,
+                        num_logprobs=ML * (r % 2), presence=0.2 * (r % 3), adj_start=start,
+                        adj_count=count, **SAMPLE_CONFIGS[names[r % 4]]))
+    cuda = _C._backend_op_sample("cuda", dtype, logits, rows, adj, ML)
+    cpu = run_sample("cpu", logits, rows, adj, ML)
+    assert_same_samples(cuda, cpu, ML, rows)
+
+
+@gpu
+@pytest.mark.parametrize("var", ["GPT2_ENGINE_SAMPLE_IN", "GPT2_ENGINE_SAMPLE_OUT"])
+def test_sample_io_bad_value_raises(var, monkeypatch):
+    monkeypatch.setenv(var, "sideways")
+    with pytest.raises(ValueError, match=var):
+        run_sample("cuda", np.zeros((1, 7), np.float32), [row(temperature=0.0)], [], 0)
+    monkeypatch.delenv(var)
+    assert run_sample("cuda", np.eye(1, 7, 3, dtype=np.float32), [row(temperature=0.0)], [],
+                      0)[0][0] == 3
+
+
 @gpu
 def test_sample_cuda_seeded_is_batch_independent(rng):
     V = 1000

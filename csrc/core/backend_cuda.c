@@ -13,6 +13,17 @@
  * sample_cuda.c sizes the split) */
 #define SAMPLE_SPLITS_DEFAULT 16
 
+/* *on = 1 when the variable is unset, empty or `yes`, 0 when it is `no`; else an error */
+static Status env_two_way(const char *name, const char *yes, const char *no, int *on, Error *err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v || strcmp(v, yes) == 0) *on = 1;
+    else if (strcmp(v, no) == 0) *on = 0;
+    else
+        return error_set(err, GPT2_ERR_VALUE, "%s=%.40s is none of %s, %s", name, v, yes, no);
+    return GPT2_OK;
+}
+
 /* ---- memory ---- */
 
 static Status cuda_alloc(Backend *b, void **ptr, size_t bytes, Error *err)
@@ -377,6 +388,11 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
         im->sample_splits_max = env && *env ? GPT2_MAX(1, GPT2_MIN(atoi(env), SAMPLE_MAX_SPLITS))
                                             : SAMPLE_SPLITS_DEFAULT;
     }
+    /* measured (H200, gpt2 batch 1, bench_decode, the same run): 0.235 ms per token;
+     * inputs copied 0.237, outputs copied 0.243, both 0.244 */
+    if (env_two_way("GPT2_ENGINE_SAMPLE_IN", "param", "copy", &im->sample_in_param, err) ||
+        env_two_way("GPT2_ENGINE_SAMPLE_OUT", "mapped", "copy", &im->sample_out_mapped, err))
+        goto fail;
     *out = b;
     return GPT2_OK;
 fail:

@@ -68,9 +68,13 @@ typedef struct CudaImpl {
     float *sample_work; size_t sample_work_bytes; /* device: (R, V) adjusted logits / p */
     void *sample_split;               /* device: split greedy rows' tickets and parts (sample_cuda.c) */
     int sample_splits_max;            /* blocks per split row at most: GPT2_ENGINE_SAMPLE_SPLITS */
+    int sample_in_param;              /* small inputs with the launch: GPT2_ENGINE_SAMPLE_IN */
+    int sample_out_mapped;            /* outputs straight to host_stage: GPT2_ENGINE_SAMPLE_OUT */
     /* two launches may be outstanding (sample_launch / sample_wait): per ticket,
-     * pinned host staging for both copies, its completion event and its shape */
+     * pinned (mapped) host staging for the inputs and outputs, its device address, its
+     * completion event and its shape */
     void *host_stage[2]; size_t host_stage_bytes[2];
+    void *host_stage_dev[2];
     cudaEvent_t sample_done[2];
     int sample_rows[2], sample_lp[2], sample_pending[2];
     int sample_next;                  /* ticket of the next launch */

@@ -1,8 +1,11 @@
 /* sample_cuda.c — host side of the CUDA backend's sampling ops (sampling.h):
- * validates the rows exactly as sample_cpu does, stages rows, adjustments and the
- * per-row uniforms (sampling_uniform01, the shared inline RNG) into one pinned
- * buffer, does one h2d copy, runs kernels/sampling.cu and one d2h copy of every
- * output (sample_launch); sample_wait unpacks into the caller's SamplerOutput.
+ * validates the rows exactly as sample_cpu does, packs rows, adjustments and the
+ * per-row uniforms (sampling_uniform01, the shared inline RNG) into the launch's own
+ * parameters (up to SAMPLE_INLINE_BYTES; else into pinned staging and one h2d copy),
+ * runs kernels/sampling.cu, which writes every output straight into mapped pinned
+ * staging (GPT2_ENGINE_SAMPLE_IN=copy / _OUT=copy: the copies instead); sample_launch
+ * does that, sample_wait unpacks into the caller's SamplerOutput. So a small batch's
+ * sampling is one launch, with no copy-engine work before or after it.
  * `sample` is the two back to back. Two tickets, each with its own pinned
  * staging and event, let a step's sampling be queued while the previous one's
  * output is still unread. Buffers grow on demand and are reused, so a steady
@@ -52,7 +55,7 @@ void cuda_sample_buffers_free(CudaImpl *im)
     im->sample_split = NULL;
     for (int i = 0; i < 2; i++) {
         if (im->host_stage[i]) cudaFreeHost(im->host_stage[i]);
-        im->host_stage[i] = NULL;
+        im->host_stage[i] = im->host_stage_dev[i] = NULL;
         im->host_stage_bytes[i] = 0;
         im->sample_pending[i] = 0;
     }
@@ -109,12 +112,15 @@ Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, in
     CUDA_CHECK(cuda_use_device(b));
     if (im->host_stage_bytes[t] < stage) {      /* this ticket's last use was waited for */
         if (im->host_stage[t]) cudaFreeHost(im->host_stage[t]);
-        im->host_stage[t] = NULL;
+        im->host_stage[t] = im->host_stage_dev[t] = NULL;
         im->host_stage_bytes[t] = 0;
-        CUDA_CHECK(cudaHostAlloc(&im->host_stage[t], stage, cudaHostAllocDefault));
+        CUDA_CHECK(cudaHostAlloc(&im->host_stage[t], stage, cudaHostAllocMapped));
         im->host_stage_bytes[t] = stage;
+        CUDA_CHECK(cudaHostGetDevicePointer(&im->host_stage_dev[t], im->host_stage[t], 0));
     }
-    if (reserve_shared(im, &im->sample_in, &im->sample_in_bytes, in_bytes, err) != GPT2_OK ||
+    const int in_param = im->sample_in_param && in_bytes <= SAMPLE_INLINE_BYTES;
+    if ((!in_param &&
+         reserve_shared(im, &im->sample_in, &im->sample_in_bytes, in_bytes, err) != GPT2_OK) ||
         reserve_shared(im, &im->sample_out, &im->sample_out_bytes, ol.bytes, err) != GPT2_OK ||
         reserve_shared(im, (void **)&im->sample_work, &im->sample_work_bytes,
                        (size_t)(R ? R : 1) * V * sizeof(float), err) != GPT2_OK)
@@ -122,23 +128,32 @@ Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, in
     SampleSplit split;
     if (sample_split(im, R, V, &split, err) != GPT2_OK) return err ? err->code : GPT2_ERR_DEVICE;
     if (R > 0) {
-        char *h = im->host_stage[t];
+        /* inputs: with the launch (in.bytes) when they fit, else staged and copied up */
+        SampleInputs in;
+        in.dev = in_param ? NULL : im->sample_in;
+        in.o_adj = (int)o_adj, in.o_u = (int)o_u;
+        char *h = in_param ? (char *)in.bytes : im->host_stage[t];
         memcpy(h, rows, (size_t)R * sizeof(SamplingRow));
         if (n_adj) memcpy(h + o_adj, adj, (size_t)n_adj * sizeof(TokenAdjust));
         float *u = (float *)(h + o_u);
         for (int r = 0; r < R; r++) u[r] = sampling_uniform01(rows[r].seed, rows[r].step);
-        CUDA_CHECK(cudaMemcpyAsync(im->sample_in, h, in_bytes, cudaMemcpyHostToDevice,
-                                   im->stream));
-        char *din = im->sample_in, *dout = im->sample_out;
-        CUDA_CHECK(sample_cuda(logits, (int)logits_dtype, ld, im->sample_work, R, V,
-                               (const SamplingRow *)din,
-                               (const TokenAdjust *)(din + o_adj), (const float *)(din + o_u),
-                               max_logprobs, (int32_t *)dout, (float *)(dout + ol.lp),
-                               (int32_t *)(dout + ol.rk),
-                               max_logprobs ? (int32_t *)(dout + ol.ti) : NULL,
-                               max_logprobs ? (float *)(dout + ol.tl) : NULL, split,
-                               im->stream));
-        CUDA_CHECK(cudaMemcpyAsync(h, dout, ol.bytes, cudaMemcpyDeviceToHost, im->stream));
+        if (!in_param)
+            CUDA_CHECK(cudaMemcpyAsync(im->sample_in, h, in_bytes, cudaMemcpyHostToDevice,
+                                       im->stream));
+        /* outputs: written into this ticket's mapped staging (the tokens also into
+         * sample_out, for feed_tokens), or into sample_out and copied down */
+        const int mapped = im->sample_out_mapped;
+        char *dout = mapped ? im->host_stage_dev[t] : im->sample_out;
+        const SampleOutputs out = {
+            (int32_t *)dout, (float *)(dout + ol.lp), (int32_t *)(dout + ol.rk),
+            max_logprobs ? (int32_t *)(dout + ol.ti) : NULL,
+            max_logprobs ? (float *)(dout + ol.tl) : NULL,
+            mapped ? (int32_t *)im->sample_out : NULL};
+        CUDA_CHECK(sample_cuda(logits, (int)logits_dtype, ld, im->sample_work, R, V, &in,
+                               max_logprobs, out, split, im->stream));
+        if (!mapped)
+            CUDA_CHECK(cudaMemcpyAsync(im->host_stage[t], dout, ol.bytes,
+                                       cudaMemcpyDeviceToHost, im->stream));
     }
     CUDA_CHECK(cudaEventRecord(im->sample_done[t], im->stream));
     im->sample_rows[t] = R;
