@@ -11,7 +11,7 @@ prefill included; the wall time is then per generated token of one sequence).
 --timeline also prints one decode step as the GPU ran it: every kernel and copy of the
 step in order, with its start, its end and the gap after the one before (negative
 where launches overlap under PDL), the median over the profiled steps. A step runs from
-one embedding kernel to the next.
+the operation after one sampler kernel to the next sampler kernel, its copies included.
 """
 import json
 import statistics
@@ -80,8 +80,8 @@ def print_timeline(prof):
     ops = sorted((e for e in trace["traceEvents"]
                   if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
                  key=lambda e: e["ts"])
-    starts = [i for i, e in enumerate(ops) if "embed" in e["name"]]
-    steps = [ops[a:b] for a, b in zip(starts, starts[1:])]
+    ends = [i for i, e in enumerate(ops) if "sample_kernel" in e["name"]]
+    steps = [ops[a + 1:b + 1] for a, b in zip(ends, ends[1:])]
     if len(steps) < 3:
         print("timeline: fewer than 3 steps found")
         return
@@ -94,7 +94,7 @@ def print_timeline(prof):
     med = lambda xs: statistics.median(xs)
     period = med([b[0]["ts"] - a[0]["ts"] for a, b in zip(steps, steps[1:])] or [0.0])
     print(f"\ntimeline: {len(steps)} steps of {n} operations, period {period:.1f} us "
-          f"(median; us from the step's embedding kernel)")
+          f"(median; us from the step's first operation)")
     print(f"{'#':>3s} {'operation':40s} {'start':>8s} {'end':>8s} {'dur':>7s} {'gap':>7s}")
     for i in range(n):
         st = med([s[i]["ts"] - s[0]["ts"] for s in steps])

@@ -126,6 +126,8 @@ __global__ void __launch_bounds__(LD_THREADS, 2) decode_attn_half_kernel(const L
     const int ncol2 = max(0, min(C - col2, n2));
     const LayerTrace tr(a);
     trigger_at(a, LAYER_TRIGGER_ENTRY);
+    /* the first layer's token and position (step inputs): loads issued now, used after the wait */
+    const int2 emb = a.res_in ? make_int2(0, 0) : make_int2(a.input_ids[0], a.positions[0]);
 
     /* 1. what depends on no earlier kernel: the vectors, the weight tiles, and the cached
      * keys and values of this rank (every key but this step's, written by earlier steps) */
@@ -150,7 +152,8 @@ __global__ void __launch_bounds__(LD_THREADS, 2) decode_attn_half_kernel(const L
     }
     /* 2. the residual and LN1; 3. this rank's qkv columns, k / v to the cache, broadcast
      * to the cluster */
-    wait_then_first_matmul<T>(a, vec, h == 0, rank, AH_RANKS, w1s, n1, xs, scratch, red, mo, tr);
+    wait_then_first_matmul<T>(a, vec, h == 0, rank, AH_RANKS, w1s, n1, xs, scratch, red, mo, emb,
+                              tr);
     if (t < n1) {
         const float v = rnd<T>(mo[t] + to_f32(vec.b1()[t]));
         if (sec > 0 && slot >= 0) {
@@ -279,7 +282,8 @@ __global__ void __launch_bounds__(LD_THREADS, 2) decode_mlp_half_kernel(const La
     tile_load<T>(w1s, MH_COLS, reinterpret_cast<const T *>(a.w1) + col1, (size_t)4 * C, C, MH_COLS);
     tile_load<T>(w2s, n2, reinterpret_cast<const T *>(a.w2) + (size_t)c * rows2 * C + col2,
                  (size_t)C, rows2, n2);
-    wait_then_first_matmul<T>(a, vec, c == 0, rank, MH_RANKS, w1s, MH_COLS, xs, scratch, red, mo, tr);
+    wait_then_first_matmul<T>(a, vec, c == 0, rank, MH_RANKS, w1s, MH_COLS, xs, scratch, red, mo,
+                              make_int2(0, 0), tr);
     if (t < MH_COLS) {
         const float v = mo[t] + to_f32(vec.b1()[t]);
         cluster_broadcast(hb, rank * MH_COLS + t, rnd<T>(act_apply(v, a.act)), MH_RANKS);

@@ -272,7 +272,7 @@ __device__ __forceinline__ void layernorm_apply(const Vecs<T> &vec, float *xs, i
 template <typename T>
 __device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec, float *xs,
                                    float *scratch, float *sums, bool store, int rank, int ranks,
-                                   const LayerTrace &tr)
+                                   int2 emb, const LayerTrace &tr)
 {
     const int C = a.C, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     T *res_out = reinterpret_cast<T *>(a.res_out);
@@ -305,11 +305,20 @@ __device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec,
             layernorm_apply<T>(vec, xs, C, mean, rsqrtf(var + a.eps));
             return;
         }
-    } else {
+    } else if (a.res_in) {
         const T *r = reinterpret_cast<const T *>(a.res_in);
         for (int c = threadIdx.x; c < C; c += LD_THREADS) {
             xs[c] = to_f32(r[c]);
             if (store && rank == 0) res_out[c] = r[c];
+        }
+        __syncthreads();
+    } else {                     /* the embedding of token emb.x at position emb.y (embed.cu) */
+        const T *e = reinterpret_cast<const T *>(a.wte) + (size_t)emb.x * C;
+        const T *p = reinterpret_cast<const T *>(a.wpe) + (size_t)emb.y * C;
+        for (int c = threadIdx.x; c < C; c += LD_THREADS) {
+            const T v = from_f32<T>(to_f32(e[c]) + to_f32(p[c]));
+            xs[c] = to_f32(v);
+            if (store && rank == 0) res_out[c] = v;
         }
         __syncthreads();
     }
@@ -328,13 +337,14 @@ __device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec,
  * their own group): wait for the previous kernel (PDL), then for the vectors and for the
  * cluster barrier that was arrived at before the wait (every rank has started: its shared
  * memory may be written), build x and its layernorm in xs (store: this block writes its
- * columns of x to res_out), wait for the tile copies, mo = xs @ w1s (C, n1). */
+ * columns of x to res_out; emb: the token and position of an embedding x, read before the
+ * wait), wait for the tile copies, mo = xs @ w1s (C, n1). */
 template <typename T>
 __device__ __forceinline__ void wait_then_first_matmul(const LayerDecodeArgs &a, const Vecs<T> &vec,
                                                        bool store, int rank, int ranks,
                                                        const T *w1s, int n1, float *xs,
                                                        float *scratch, float *red, float *mo,
-                                                       const LayerTrace &tr)
+                                                       int2 emb, const LayerTrace &tr)
 {
     cp_async_commit();
     cluster_arrive();                                        /* barrier 1 */
@@ -344,7 +354,7 @@ __device__ __forceinline__ void wait_then_first_matmul(const LayerDecodeArgs &a,
     __syncthreads();                                         /* every thread's vectors */
     tr.mark(TM_VEC);
     cluster_wait();                                          /* every rank started */
-    residual_layernorm<T>(a, vec, xs, scratch, red, store, rank, ranks, tr);
+    residual_layernorm<T>(a, vec, xs, scratch, red, store, rank, ranks, emb, tr);
     tr.mark(TM_LN);
     trigger_at(a, LAYER_TRIGGER_LN);
     cp_async_wait_all();

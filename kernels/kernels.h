@@ -55,6 +55,18 @@ cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t *rows, int
 cudaError_t feed_tokens_cuda(int32_t *ids, const int32_t *idx, const int32_t *rows,
                              const int32_t *tokens, int n, cudaStream_t stream);
 
+/* dst[0, n) = in->v[0, n), then for i < n_feeds dst[ids_off + idx[i]] = max(tokens[rows[i]],
+ * 0) with idx = in->v + feed_idx_off, rows = in->v + feed_row_off: a small step's ints and
+ * its feed in one launch, the ints in its parameters (no copy; n <= UPLOAD_INLINE_INTS) */
+#define UPLOAD_INLINE_INTS 512
+#define UPLOAD_THREADS 256
+typedef struct UploadInts {
+    int32_t v[UPLOAD_INLINE_INTS];
+} UploadInts;
+cudaError_t upload_ints_cuda(int32_t *dst, const UploadInts *in, int n, int ids_off,
+                             int feed_idx_off, int feed_row_off, int n_feeds,
+                             const int32_t *tokens, cudaStream_t stream);
+
 /* out(n) fp32 = in(n) converted from dtype (in may equal out only for fp32) */
 cudaError_t to_float_cuda(float *out, const void *in, int rows, int cols, int ld, int dtype,
                           cudaStream_t stream, int pdl);
@@ -167,7 +179,11 @@ cudaError_t gemv_cuda(const GemvArgs *a, int w_nk, int dtype, cudaStream_t strea
 enum { LAYER_TRIGGER_ENTRY = 0, LAYER_TRIGGER_WAIT = 1, LAYER_TRIGGER_LN = 2 };
 enum { LAYER_DECODE_ATTN = 0, LAYER_DECODE_MLP = 1, LAYER_DECODE_RESIDUAL = 2 };
 typedef struct LayerDecodeArgs {
-    const void *res_in;               /* (C) */
+    const void *res_in;               /* (C), or NULL: x is the embedding (below) */
+    /* with res_in NULL (the first layer's attn half, P == 0): x = round(wte[input_ids[0]] +
+     * wpe[positions[0]]), so the step needs no embedding kernel */
+    const void *wte, *wpe;
+    const int32_t *input_ids, *positions;
     const float *part_in;             /* (P, C) fp32, or NULL with P == 0 */
     const void *part_bias;            /* (C), added to the partials' sum, or NULL */
     int P;

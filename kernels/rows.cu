@@ -1,6 +1,7 @@
 /* rows.cu — small row and element-wise kernels of the device backend:
  * gather_rows (select the rows whose logits are needed), feed_tokens (the
- * previous step's sampled tokens into this step's inputs), to_float (logits to
+ * previous step's sampled tokens into this step's inputs), upload_ints (a small step's
+ * ints passed with the launch, then that feed), to_float (logits to
  * fp32 for the sampler) and gelu_erf (the activation cuBLASLt has no epilogue
  * for; applied in place after the GEMM). */
 #include "common.cuh"
@@ -48,6 +49,30 @@ extern "C" cudaError_t feed_tokens_cuda(int32_t *ids, const int32_t *idx, const 
 {
     if (n <= 0) return cudaSuccess;
     feed_tokens_kernel<<<(n + 255) / 256, 256, 0, stream>>>(ids, idx, rows, tokens, n);
+    return cudaGetLastError();
+}
+
+/* dst[0, n) = in.v[0, n) (the ints came with the launch), then the feed of
+ * feed_tokens_kernel with its lists in in.v: one block, so the barrier orders each fed
+ * id after the placeholder it replaces */
+__global__ void __launch_bounds__(UPLOAD_THREADS)
+upload_ints_kernel(int32_t *dst, const __grid_constant__ UploadInts in, int n, int ids_off,
+                   int feed_idx_off, int feed_row_off, int n_feeds, const int32_t *tokens)
+{
+    for (int i = threadIdx.x; i < n; i += UPLOAD_THREADS) dst[i] = in.v[i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < n_feeds; i += UPLOAD_THREADS)
+        dst[ids_off + in.v[feed_idx_off + i]] = max(tokens[in.v[feed_row_off + i]], 0);
+}
+
+extern "C" cudaError_t upload_ints_cuda(int32_t *dst, const UploadInts *in, int n, int ids_off,
+                                        int feed_idx_off, int feed_row_off, int n_feeds,
+                                        const int32_t *tokens, cudaStream_t stream)
+{
+    if (n <= 0) return cudaSuccess;
+    if (n > UPLOAD_INLINE_INTS || (n_feeds > 0 && !tokens)) return cudaErrorInvalidValue;
+    upload_ints_kernel<<<1, UPLOAD_THREADS, 0, stream>>>(dst, *in, n, ids_off, feed_idx_off,
+                                                         feed_row_off, n_feeds, tokens);
     return cudaGetLastError();
 }
 

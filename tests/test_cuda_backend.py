@@ -524,7 +524,8 @@ def test_sample_cuda_io_paths(io, R, n_adj, dtype, rng, monkeypatch):
 
 
 @gpu
-@pytest.mark.parametrize("var", ["GPT2_ENGINE_SAMPLE_IN", "GPT2_ENGINE_SAMPLE_OUT"])
+@pytest.mark.parametrize("var", ["GPT2_ENGINE_SAMPLE_IN", "GPT2_ENGINE_SAMPLE_OUT",
+                                 "GPT2_ENGINE_UPLOAD"])
 def test_sample_io_bad_value_raises(var, monkeypatch):
     monkeypatch.setenv(var, "sideways")
     with pytest.raises(ValueError, match=var):

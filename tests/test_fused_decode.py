@@ -70,13 +70,16 @@ def test_cpu_has_no_fused_decode(small_model):
 # "layers-entry" / "layers-wait": their PDL trigger at entry / after the wait instead of
 # after the layernorm (GPT2_ENGINE_LAYER_TRIGGER); "layers-lnblock": the layernorm's
 # statistics from two block reductions after x is built, not sent with x
-# (GPT2_ENGINE_LAYER_LN=block)
+# (GPT2_ENGINE_LAYER_LN=block); "layers-embedkernel": an embedding kernel before the first
+# layer, whose output it reads (GPT2_ENGINE_LAYER_EMBED=kernel), instead of the first attn
+# half building x from wte and wpe
 MODES = ["layers", "layers-unstaged", "layers-entry", "layers-wait", "layers-lnblock",
-         "persistent"]
+         "layers-embedkernel", "persistent"]
 MODE_ENV = {"layers-unstaged": ("GPT2_ENGINE_LAYER_KV_STAGE", "3"),
             "layers-entry": ("GPT2_ENGINE_LAYER_TRIGGER", "entry"),
             "layers-wait": ("GPT2_ENGINE_LAYER_TRIGGER", "wait"),
-            "layers-lnblock": ("GPT2_ENGINE_LAYER_LN", "block")}
+            "layers-lnblock": ("GPT2_ENGINE_LAYER_LN", "block"),
+            "layers-embedkernel": ("GPT2_ENGINE_LAYER_EMBED", "kernel")}
 
 
 def skip_unless_hopper(llm):
@@ -236,7 +239,7 @@ def test_fused_modes_and_reasons(models, tmp_path, monkeypatch):
             assert llm.fused_decode is False
             assert said in llm.fused_decode_reason
     monkeypatch.delenv("GPT2_ENGINE_FUSED_DECODE")
-    for knob in ("GPT2_ENGINE_LAYER_TRIGGER", "GPT2_ENGINE_LAYER_LN"):
+    for knob in ("GPT2_ENGINE_LAYER_TRIGGER", "GPT2_ENGINE_LAYER_LN", "GPT2_ENGINE_LAYER_EMBED"):
         monkeypatch.setenv(knob, "soon")
         with LLM(model=path, device="cuda", gpu_memory_utilization=0.3) as llm:
             assert llm.fused_decode is False

@@ -141,10 +141,12 @@ def test_pdl_on_off_identical(model_f16, backend, eager, monkeypatch):
 
 
 @pytest.mark.parametrize("eager", [False, True])
-def test_sample_io_copy_or_direct_identical(model_f16, eager, monkeypatch):
-    """The sampler's inputs with its launch and outputs into mapped pinned memory (the
-    default) or both by copies: the same tokens and logprobs, through async scheduling's
-    device-side token feed, for batch 1 and a batch too big for the launch's parameters."""
+def test_step_io_copy_or_direct_identical(model_f16, eager, monkeypatch):
+    """A small step's ints with the launch that also feeds the previous tokens
+    (GPT2_ENGINE_UPLOAD=param), the sampler's inputs with its launch and its outputs into
+    mapped pinned memory (the defaults), or all three by copies: the same tokens and
+    logprobs, through async scheduling's device-side token feed, for batch 1 and a batch too
+    big for the launches' parameters (and the prompts' prefill steps)."""
     ps = prompts(n=40, seed=8)
     sps = [SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, logprobs=2),
            SamplingParams(temperature=0.8, top_p=0.9, seed=5, max_tokens=24, ignore_eos=True)]
@@ -152,6 +154,7 @@ def test_sample_io_copy_or_direct_identical(model_f16, eager, monkeypatch):
     for io in ("direct", "copy"):
         monkeypatch.setenv("GPT2_ENGINE_SAMPLE_IN", "param" if io == "direct" else "copy")
         monkeypatch.setenv("GPT2_ENGINE_SAMPLE_OUT", "mapped" if io == "direct" else "copy")
+        monkeypatch.setenv("GPT2_ENGINE_UPLOAD", "param" if io == "direct" else "copy")
         with LLM(model=model_f16.path, device="cuda", enforce_eager=eager,
                  gpu_memory_utilization=0.3) as llm:
             got[io] = [[(o.outputs[0].token_ids, o.outputs[0].cumulative_logprob)

@@ -116,15 +116,18 @@ typedef struct BackendOps {
      * engine's async scheduling): sample_launch queues it and returns a ticket at
      * once (rows and adj may be reused on return); sample_wait(ticket) blocks until
      * that launch is done and fills out. At most two launches are outstanding.
-     * feed_tokens queues ids[idx[i]] = token of row rows[i] of the latest
-     * sample_launch (ids, idx, rows: device int32; a token < 0 becomes 0), so a
-     * step can take the previous step's tokens before the host has seen them. ---- */
+     * upload_ints queues dst[0, n) = src[0, n) (device / host int32 staging that stays
+     * unchanged until the upload is done: fence it), then ids[idx[i]] = token of row
+     * rows[i] of the latest sample_launch for i < n_feeds, with ids = dst + ids_off, idx =
+     * dst + feed_idx_off, rows = dst + feed_row_off (the step's feed lists, uploaded
+     * with it; a token < 0 becomes 0), so a step can take the previous step's tokens
+     * before the host has seen them. ---- */
     Status (*sample_launch)(Backend *b, const void *logits, DType logits_dtype, int ld, int R,
                             int V, const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
                             int max_logprobs, int *ticket, Error *err);
     Status (*sample_wait)(Backend *b, int ticket, SamplerOutput *out, Error *err);
-    Status (*feed_tokens)(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows,
-                          int n, Error *err);
+    Status (*upload_ints)(Backend *b, int32_t *dst, const int32_t *src, int n, int ids_off,
+                          int feed_idx_off, int feed_row_off, int n_feeds, Error *err);
     /* host fences on the stream: fence_record(i) marks the work queued so far and
      * fence_wait(i) blocks until it is done; i in [0, BACKEND_FENCES) */
     Status (*fence_record)(Backend *b, int i, Error *err);

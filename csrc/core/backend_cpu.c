@@ -192,7 +192,7 @@ static Status cpu_sample(Backend *b, const void *logits, DType logits_dtype, int
 /* sample_launch / sample_wait: the CPU has nothing to overlap, so it samples at
  * launch into the ticket's own arrays (an error found then, such as a fully
  * masked row, is kept for sample_wait, as the GPU reports it there); wait copies
- * them out. feed_tokens reads the latest launch's tokens. */
+ * them out. upload_ints's feed reads the latest launch's tokens. */
 typedef struct CpuSampleSlot {
     int pending, R, max_lp, cap_rows, cap_top;
     int32_t *tokens, *ranks, *top_ids;
@@ -282,17 +282,20 @@ static Status cpu_sample_wait(Backend *b, int ticket, SamplerOutput *out, Error 
     return GPT2_OK;
 }
 
-static Status cpu_feed_tokens(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows,
-                              int n, Error *err)
+static Status cpu_upload_ints(Backend *b, int32_t *dst, const int32_t *src, int n, int ids_off,
+                              int feed_idx_off, int feed_row_off, int n_feeds, Error *err)
 {
     CpuImpl *im = b->impl;
-    if (n <= 0) return GPT2_OK;
+    if (n > 0) memcpy(dst, src, (size_t)n * sizeof *dst);
+    if (n_feeds <= 0) return GPT2_OK;
+    int32_t *ids = dst + ids_off;
+    const int32_t *idx = dst + feed_idx_off, *rows = dst + feed_row_off;
     if (im->latest < 0)
-        return error_set(err, GPT2_ERR_INTERNAL, "feed_tokens: nothing was sampled yet");
+        return error_set(err, GPT2_ERR_INTERNAL, "upload_ints: nothing was sampled yet to feed");
     const CpuSampleSlot *sl = &im->slot[im->latest];
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n_feeds; i++) {
         if (rows[i] < 0 || rows[i] >= sl->R)
-            return error_set(err, GPT2_ERR_INTERNAL, "feed_tokens: row %d of %d", rows[i], sl->R);
+            return error_set(err, GPT2_ERR_INTERNAL, "upload_ints: fed row %d of %d", rows[i], sl->R);
         ids[idx[i]] = sl->tokens[rows[i]] > 0 ? sl->tokens[rows[i]] : 0;
     }
     return GPT2_OK;
@@ -340,7 +343,7 @@ static const BackendOps cpu_ops = {
     .sample = cpu_sample,
     .sample_launch = cpu_sample_launch,
     .sample_wait = cpu_sample_wait,
-    .feed_tokens = cpu_feed_tokens,
+    .upload_ints = cpu_upload_ints,
     .fence_record = cpu_fence,
     .fence_wait = cpu_fence,
     .graph_capture_begin = NULL,

@@ -323,7 +323,7 @@ static const BackendOps cuda_ops = {
     .sample = cuda_sample,
     .sample_launch = cuda_sample_launch,
     .sample_wait = cuda_sample_wait,
-    .feed_tokens = cuda_feed_tokens,
+    .upload_ints = cuda_upload_ints,
     .fence_record = cuda_fence_record,
     .fence_wait = cuda_fence_wait,
     .fused_decode_create = cuda_fused_decode_create,
@@ -391,7 +391,8 @@ Status backend_cuda_create(Backend **out, DType dtype, int device, Error *err)
     /* measured (H200, gpt2 batch 1, bench_decode, the same run): 0.235 ms per token;
      * inputs copied 0.237, outputs copied 0.243, both 0.244 */
     if (env_two_way("GPT2_ENGINE_SAMPLE_IN", "param", "copy", &im->sample_in_param, err) ||
-        env_two_way("GPT2_ENGINE_SAMPLE_OUT", "mapped", "copy", &im->sample_out_mapped, err))
+        env_two_way("GPT2_ENGINE_SAMPLE_OUT", "mapped", "copy", &im->sample_out_mapped, err) ||
+        env_two_way("GPT2_ENGINE_UPLOAD", "param", "copy", &im->upload_param, err))
         goto fail;
     *out = b;
     return GPT2_OK;

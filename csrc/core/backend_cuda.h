@@ -70,6 +70,7 @@ typedef struct CudaImpl {
     int sample_splits_max;            /* blocks per split row at most: GPT2_ENGINE_SAMPLE_SPLITS */
     int sample_in_param;              /* small inputs with the launch: GPT2_ENGINE_SAMPLE_IN */
     int sample_out_mapped;            /* outputs straight to host_stage: GPT2_ENGINE_SAMPLE_OUT */
+    int upload_param;                 /* small steps' ints with the launch: GPT2_ENGINE_UPLOAD */
     /* two launches may be outstanding (sample_launch / sample_wait): per ticket,
      * pinned (mapped) host staging for the inputs and outputs, its device address, its
      * completion event and its shape */
@@ -138,8 +139,8 @@ Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, in
                           int V, const SamplingRow *rows, const TokenAdjust *adj, int n_adj,
                           int max_logprobs, int *ticket, Error *err);
 Status cuda_sample_wait(Backend *b, int ticket, SamplerOutput *out, Error *err);
-Status cuda_feed_tokens(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows, int n,
-                        Error *err);
+Status cuda_upload_ints(Backend *b, int32_t *dst, const int32_t *src, int n, int ids_off,
+                        int feed_idx_off, int feed_row_off, int n_feeds, Error *err);
 void cuda_sample_buffers_free(CudaImpl *im);
 /* Grows a device buffer to at least `bytes` (contents are not kept). */
 Status cuda_buffer_reserve(void **buf, size_t *cap, size_t bytes, Error *err);

@@ -1,9 +1,10 @@
 /* decode_layer_cuda.c — the CUDA backend's batch-1 step in two kernels per layer
  * (kernels/decode_layer.cu): checks that the model and GPU fit them, allocates the
  * residual and partial-sum buffers once, and launches a step:
- *   embed -> [attn half, mlp half] x n_layer -> last residual -> ln_f + lm_head GEMV
- * (gemv.cu), every launch after the embedding with programmatic dependent launch, so
- * each kernel's weight copies overlap the kernel before it. It is the default for
+ *   [attn half, mlp half] x n_layer -> last residual -> ln_f + lm_head GEMV (gemv.cu),
+ * the first attn half building x from the embeddings itself (GPT2_ENGINE_LAYER_EMBED=kernel:
+ * an embedding kernel first), every launch but the first with programmatic dependent
+ * launch, so each kernel's weight copies overlap the kernel before it. It is the default for
  * T = 1 steps when it fits and a layer holds at most 16 MB of weights (measured faster at
  * gpt2's 14 MB, slower at gpt2-xl's 61 MB) (GPT2_ENGINE_FUSED_DECODE=0 turns it off, =1 picks the older
  * one-kernel step of decode_fused_cuda.c instead, =layers forces it for any size);
@@ -24,12 +25,16 @@
 /* the layernorm's statistics: sent with x through the cluster (1) or two block reductions
  * after it (0) */
 #define LAYER_LN_CLUSTER_DEFAULT 1
+/* the first layer's attn half builds x from wte and wpe itself (1) or reads the embedding
+ * kernel's output (0) */
+#define LAYER_EMBED_FUSED_DEFAULT 1
 
 typedef struct LayerDecode {
     int mode;                   /* FUSED_MODE_LAYERS: first member (decode_fused_cuda.c) */
     int n_layer, C, H, D, V, block_size, key_cap, kv_stage, act;
     int trigger;                /* LAYER_TRIGGER_*: GPT2_ENGINE_LAYER_TRIGGER */
     int ln_cluster;             /* layernorm statistics sent with x: GPT2_ENGINE_LAYER_LN */
+    int embed_fused;            /* no embedding kernel: GPT2_ENGINE_LAYER_EMBED */
     float eps, scale;
     const void *wte, *wpe, *lnf_w, *lnf_b;
     FusedDecodeLayer *layers;   /* host (n_layer): device pointers */
@@ -148,10 +153,16 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
                            : strcmp(lnv, "cluster") == 0 ? 1
                            : strcmp(lnv, "block") == 0   ? 0
                                                          : -1;
+    const char *emv = getenv("GPT2_ENGINE_LAYER_EMBED");
+    const int embed_fused = !emv || !*emv               ? LAYER_EMBED_FUSED_DEFAULT
+                            : strcmp(emv, "fused") == 0  ? 1
+                            : strcmp(emv, "kernel") == 0 ? 0
+                                                         : -1;
     const int kv_stage = D > 0 ? kv_stage_keys(C, D, key_cap) : 0;
-    const char *no = trigger < 0      ? "GPT2_ENGINE_LAYER_TRIGGER is none of entry, wait, ln"
-                     : ln_cluster < 0 ? "GPT2_ENGINE_LAYER_LN is none of cluster, block"
-                                      : unfit(b, m, key_cap, kv_stage, forced, buf, sizeof buf);
+    const char *no = trigger < 0       ? "GPT2_ENGINE_LAYER_TRIGGER is none of entry, wait, ln"
+                     : ln_cluster < 0  ? "GPT2_ENGINE_LAYER_LN is none of cluster, block"
+                     : embed_fused < 0 ? "GPT2_ENGINE_LAYER_EMBED is none of fused, kernel"
+                                       : unfit(b, m, key_cap, kv_stage, forced, buf, sizeof buf);
     if (no) {
         snprintf(why, why_len, "off: %s", no);
         return GPT2_OK;
@@ -168,6 +179,7 @@ Status cuda_layer_decode_create(Backend *b, const FusedDecodeModel *m, int force
     f->act = fused_act_code(m->activation);
     f->trigger = trigger;
     f->ln_cluster = ln_cluster;
+    f->embed_fused = embed_fused;
     f->eps = m->eps, f->scale = m->scale;
     f->wte = m->wte, f->wpe = m->wpe, f->lnf_w = m->ln_f_w, f->lnf_b = m->ln_f_b;
     for (int l = 0; l < m->n_layer; l++) {
@@ -215,12 +227,14 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
     CUDA_CHECK(cuda_use_device(b));
     /* K1 reads res[1] and writes res[0], K2 the reverse: a kernel never overwrites
      * what the one before it (still finishing under PDL) reads */
-    CUDA_CHECK(embed_cuda(f->res[1], s->input_ids, s->positions, f->wte, f->wpe, 1, C, dt,
-                          im->stream));
+    if (!f->embed_fused)
+        CUDA_CHECK(embed_cuda(f->res[1], s->input_ids, s->positions, f->wte, f->wpe, 1, C, dt,
+                              im->stream));
     for (int l = 0; l < f->n_layer; l++) {
         const FusedDecodeLayer *w = &f->layers[l];
         LayerDecodeArgs a = {
-            .res_in = f->res[1], .part_in = l ? f->part_mlp : NULL,
+            .res_in = l || !f->embed_fused ? f->res[1] : NULL, .wte = f->wte, .wpe = f->wpe,
+            .input_ids = s->input_ids, .positions = s->positions, .part_in = l ? f->part_mlp : NULL,
             .part_bias = l ? f->layers[l - 1].fc2_b : NULL, .P = l ? f->mlp_clusters : 0,
             .res_out = f->res[0], .ln_w = w->ln1_w, .ln_b = w->ln1_b, .w1 = w->qkv_w,
             .b1 = w->qkv_b, .w2 = w->proj_w, .part_out = f->part_attn, .k_cache = w->k_cache,
@@ -232,7 +246,10 @@ Status cuda_layer_decode(Backend *b, void *state, const FusedDecodeStep *s, Erro
             .trace = f->trace, .trace_step = f->trace_step, .trace_kernel = 2 * l,
             .trace_kernels = 2 * f->n_layer + 1,
         };
-        CUDA_CHECK(layer_decode_cuda(&a, LAYER_DECODE_ATTN, dt, im->stream, pdl));
+        /* the first launch reads the step's inputs before its wait: it must not start
+         * before the work that wrote them (no PDL without the embedding kernel before it) */
+        CUDA_CHECK(layer_decode_cuda(&a, LAYER_DECODE_ATTN, dt, im->stream,
+                                     l || !f->embed_fused ? pdl : 0));
         a.res_in = f->res[0], a.part_in = f->part_attn, a.part_bias = w->proj_b, a.P = f->H;
         a.res_out = f->res[1], a.ln_w = w->ln2_w, a.ln_b = w->ln2_b, a.w1 = w->fc_w;
         a.b1 = w->fc_b, a.w2 = w->fc2_w, a.part_out = f->part_mlp, a.trace_kernel = 2 * l + 1;

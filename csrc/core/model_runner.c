@@ -331,15 +331,15 @@ Status runner_launch(ModelRunner *r, Error *err)
         return error_set(err, GPT2_ERR_INTERNAL, "runner_launch without runner_prepare");
     r->has_staged = 0;
     int g = r->staged_graph;
-    CHECK(b->ops->copy_h2d(b, r->dev_ints, r->host_ints, r->staged_ints * sizeof(int32_t), err));
+    /* the ints, then the previous step's tokens straight from the device (the feed) */
+    CHECK(b->ops->upload_ints(b, r->dev_ints, r->host_ints, (int)r->staged_ints,
+                              (int)((const int32_t *)r->staged.input_ids - r->dev_ints),
+                              (int)r->staged_feed_idx, (int)r->staged_feed_row, r->staged_feeds,
+                              err));
     CHECK(b->ops->fence_record(b, r->host_buf, err));
     r->host_fenced[r->host_buf] = 1;
     r->host_buf ^= 1;
     r->host_ints = r->host_bufs[r->host_buf];
-    if (r->staged_feeds > 0)         /* the previous step's tokens, straight from the device */
-        CHECK(b->ops->feed_tokens(b, (int32_t *)r->staged.input_ids,
-                                  r->dev_ints + r->staged_feed_idx,
-                                  r->dev_ints + r->staged_feed_row, r->staged_feeds, err));
     if (g >= 0 && g < r->num_graphs) {
         CHECK(b->ops->graph_launch(b, g, err));
         r->num_graph_replays++;

@@ -9,8 +9,8 @@
  * `sample` is the two back to back. Two tickets, each with its own pinned
  * staging and event, let a step's sampling be queued while the previous one's
  * output is still unread. Buffers grow on demand and are reused, so a steady
- * state allocates nothing. feed_tokens reads the device tokens of the latest
- * launch. */
+ * state allocates nothing. upload_ints (a step's ints, with the launch when they are
+ * few, and its feed) reads the device tokens of the latest launch. */
 #include "backend_cuda.h"
 #include "kernels.h"
 
@@ -141,7 +141,7 @@ Status cuda_sample_launch(Backend *b, const void *logits, DType logits_dtype, in
             CUDA_CHECK(cudaMemcpyAsync(im->sample_in, h, in_bytes, cudaMemcpyHostToDevice,
                                        im->stream));
         /* outputs: written into this ticket's mapped staging (the tokens also into
-         * sample_out, for feed_tokens), or into sample_out and copied down */
+         * sample_out, for upload_ints' feed), or into sample_out and copied down */
         const int mapped = im->sample_out_mapped;
         char *dout = mapped ? im->host_stage_dev[t] : im->sample_out;
         const SampleOutputs out = {
@@ -209,15 +209,27 @@ Status cuda_sample(Backend *b, const void *logits, DType logits_dtype, int ld, i
     return s ? s : cuda_sample_wait(b, ticket, out, err);
 }
 
-Status cuda_feed_tokens(Backend *b, int32_t *ids, const int32_t *idx, const int32_t *rows, int n,
-                        Error *err)
+Status cuda_upload_ints(Backend *b, int32_t *dst, const int32_t *src, int n, int ids_off,
+                        int feed_idx_off, int feed_row_off, int n_feeds, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
-    if (n <= 0) return GPT2_OK;
-    if (!im->sample_out)
-        return error_set(err, GPT2_ERR_INTERNAL, "feed_tokens: nothing was sampled yet");
+    if (n_feeds > 0 && !im->sample_out)
+        return error_set(err, GPT2_ERR_INTERNAL, "upload_ints: nothing was sampled yet to feed");
+    const int32_t *tokens = (const int32_t *)im->sample_out;
     CUDA_CHECK(cuda_use_device(b));
-    CUDA_CHECK(feed_tokens_cuda(ids, idx, rows, (const int32_t *)im->sample_out, n, im->stream));
+    if (im->upload_param && n <= UPLOAD_INLINE_INTS) {     /* one launch, no copy */
+        UploadInts in;
+        memcpy(in.v, src, (size_t)GPT2_MAX(n, 0) * sizeof *src);
+        CUDA_CHECK(upload_ints_cuda(dst, &in, n, ids_off, feed_idx_off, feed_row_off, n_feeds,
+                                    tokens, im->stream));
+        return GPT2_OK;
+    }
+    if (n > 0)
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof *src, cudaMemcpyHostToDevice,
+                                   im->stream));
+    if (n_feeds > 0)
+        CUDA_CHECK(feed_tokens_cuda(dst + ids_off, dst + feed_idx_off, dst + feed_row_off,
+                                    tokens, n_feeds, im->stream));
     return GPT2_OK;
 fail:
     return err ? err->code : GPT2_ERR_DEVICE;
