@@ -218,7 +218,10 @@ def test_layernorm_matmul(device, dtype, flags, with_bias, M, K, N, rng):
                                          (1, 6400, 1600, MATMUL_ACCUMULATE),   # 6 K splits
                                          (1, 1600, 4000, MATMUL_W_NK),         # nk, M = 1
                                          (4, 2048, 1024, 0),    # 32 KB staged: smem opt-in
-                                         (3, 96, 192, MATMUL_ACCUMULATE)])     # 3 splits
+                                         (3, 96, 192, MATMUL_ACCUMULATE),      # 3 splits
+                                         (1, 768, 1000, MATMUL_W_NK),          # nk, M = 1
+                                         (1, 768, 50264, MATMUL_W_NK),         # the lm_head
+                                         (1, 64, 77, MATMUL_W_NK)])            # odd N
 def test_gemv_matches_cublas(dtype, M, K, N, flags, rng, monkeypatch):
     """The small-batch GEMV and cuBLASLt (GPT2_ENGINE_GEMV=0) agree on decode shapes,
     with and without the layernorm folded in."""
