@@ -76,7 +76,7 @@ def short(name):
 def print_timeline(prof):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         prof.export_chrome_trace(f.name)
-        trace = json.load(open(f.name))
+        trace = json.load(f)
     ops = sorted((e for e in trace["traceEvents"]
                   if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
                  key=lambda e: e["ts"])
@@ -91,7 +91,7 @@ def print_timeline(prof):
     if not steps:
         print("timeline: no two steps ran the same operations")
         return
-    med = lambda xs: statistics.median(xs)
+    med = statistics.median
     period = med([b[0]["ts"] - a[0]["ts"] for a, b in zip(steps, steps[1:])] or [0.0])
     print(f"\ntimeline: {len(steps)} steps of {n} operations, period {period:.1f} us "
           f"(median; us from the step's first operation)")

@@ -213,20 +213,20 @@ Status cuda_upload_ints(Backend *b, int32_t *dst, const int32_t *src, int n, int
                         int feed_idx_off, int feed_row_off, int n_feeds, Error *err)
 {
     CudaImpl *im = cuda_impl(b);
+    if (n <= 0) return GPT2_OK;                 /* the feed lists are among the ints */
     if (n_feeds > 0 && !im->sample_out)
         return error_set(err, GPT2_ERR_INTERNAL, "upload_ints: nothing was sampled yet to feed");
     const int32_t *tokens = (const int32_t *)im->sample_out;
     CUDA_CHECK(cuda_use_device(b));
     if (im->upload_param && n <= UPLOAD_INLINE_INTS) {     /* one launch, no copy */
         UploadInts in;
-        memcpy(in.v, src, (size_t)GPT2_MAX(n, 0) * sizeof *src);
+        memcpy(in.v, src, (size_t)n * sizeof *src);
         CUDA_CHECK(upload_ints_cuda(dst, &in, n, ids_off, feed_idx_off, feed_row_off, n_feeds,
                                     tokens, im->stream));
         return GPT2_OK;
     }
-    if (n > 0)
-        CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof *src, cudaMemcpyHostToDevice,
-                                   im->stream));
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof *src, cudaMemcpyHostToDevice,
+                               im->stream));
     if (n_feeds > 0)
         CUDA_CHECK(feed_tokens_cuda(dst + ids_off, dst + feed_idx_off, dst + feed_row_off,
                                     tokens, n_feeds, im->stream));
