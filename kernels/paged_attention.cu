@@ -12,7 +12,9 @@
  *            the grid would not fill the chip) write a
  *            normalised partial output + (max, sum) of their logits, and the
  *            last partition of a (head, sequence) to finish merges them through
- *            their log-sum-exp (a ticket per (sequence, head); no second kernel).
+ *            their log-sum-exp (a ticket per (sequence, head); no second kernel),
+ *            from shared memory filled in one round trip. A v2 block reads its
+ *            partition's block-table entries together with seq_lens.
  *            Every loop is bounded by the device seq_lens, so a graph captured
  *            with a grid sized from max_model_len replays correctly.
  *   prefill  causal attention for query chunks that attend to cached context:
@@ -55,6 +57,19 @@ constexpr int kV1MaxLen = 8192;          /* vLLM: v1 only up to this context */
 #ifndef PAGED_DECODE_TOKENS
 #define PAGED_DECODE_TOKENS 4
 #endif
+/* PAGED_DECODE_STAGE_BT: v2 blocks load their partition's block-table entries into
+ * shared memory together with seq_lens (1), instead of after it (0): one dependent
+ * round trip fewer before the first K/V load. PAGED_DECODE_MERGE: the last partition
+ * reads every partial (outputs, maxima, sums) into shared memory in one round trip
+ * and merges there (1), or takes three passes over global memory (0). */
+#ifndef PAGED_DECODE_STAGE_BT
+#define PAGED_DECODE_STAGE_BT 1
+#endif
+#ifndef PAGED_DECODE_MERGE
+#define PAGED_DECODE_MERGE 1
+#endif
+/* the one-round-trip merge stages max_parts x (D + 2) floats; above this it falls back */
+constexpr size_t kMergeSmemMax = 8 * 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 
 /* ---- element conversions ---- */
@@ -175,12 +190,58 @@ __device__ __forceinline__ void decode_reduce_last(T *__restrict__ out,
     }
 }
 
+/* decode_reduce_last in one round trip: the last block copies the n partial outputs
+ * (n x D), maxima and sums into shared memory together, then each thread merges its
+ * output dimensions from there (every thread recomputes the n weights: n is small).
+ * Dynamic shared memory: max_parts x (D + 2) floats. */
+template <typename T, int D>
+__device__ __forceinline__ void decode_reduce_last_staged(T *__restrict__ out,
+                                                          const float *__restrict__ part_out,
+                                                          const float *__restrict__ part_max,
+                                                          const float *__restrict__ part_sum,
+                                                          int *__restrict__ tickets, int64_t tok_q,
+                                                          int H, int h, int s, int n,
+                                                          int max_parts)
+{
+    extern __shared__ float sw[];
+    const int tid = threadIdx.x;
+    if (!last_block_of(tickets + (int64_t)s * H + h, n)) return;
+    const int64_t base = ((int64_t)s * H + h) * max_parts;
+    float *so = sw, *sm = sw + (size_t)n * D, *sl = sm + n;
+    static_assert(D % 4 == 0, "float4 copies");
+    const float4 *src = reinterpret_cast<const float4 *>(part_out + base * D);
+    float4 *dst = reinterpret_cast<float4 *>(so);
+#pragma unroll 4
+    for (int i = tid; i < n * (D / 4); i += kThreads) dst[i] = __ldcg(src + i);
+    for (int i = tid; i < n; i += kThreads) {
+        sm[i] = __ldcg(part_max + base + i);
+        sl[i] = __ldcg(part_sum + base + i);
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int i = 0; i < n; i++) M = fmaxf(M, sm[i]);
+    T *orow = out + tok_q * ((int64_t)H * D) + (int64_t)h * D;
+    for (int d = tid; d < D; d += kThreads) {
+        float v = 0.f, Ls = 0.f;
+        for (int i = 0; i < n; i++) {
+            const float w = sm[i] == -INFINITY ? 0.f : sl[i] * exp2f(sm[i] - M);
+            Ls += w;
+            v = fmaf(w, so[i * D + d], v);
+        }
+        from_f(orow + d, Ls > 0.f ? v / Ls : 0.f);
+    }
+}
+
 /* One (head, sequence, partition) per block. partition_size == 0: v1. PREFETCH: the
  * K/V of the next group of tokens are loaded while the current group's are used (two
  * register buffers, so each thread keeps loads in flight through the math, at the
  * cost of registers = resident blocks per SM). */
+/* 8 blocks per SM = at most 64 registers: what the default geometry (4 tokens in flight,
+ * no prefetch) fits in at power-of-two head sizes; the block-table staging would
+ * otherwise take D=128 to 72 (7 blocks per SM) */
 template <typename T, int D, bool PREFETCH>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, !PREFETCH && PAGED_DECODE_TOKENS <= 4 &&
+                                                    (D & (D - 1)) == 0 ? 8 : 1)
 paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
                               float *__restrict__ part_max, float *__restrict__ part_sum,
                               int *__restrict__ tickets,
@@ -189,7 +250,8 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
                               const int32_t *__restrict__ block_tables, int bt_stride,
                               const int32_t *__restrict__ seq_lens,
                               const int32_t *__restrict__ query_start_loc, int H, int bs_log2,
-                              float scale_log2, int partition_size, int max_parts)
+                              float scale_log2, int partition_size, int max_parts,
+                              int merge_staged)
 {
     using S = DecodeShape<T, D>;
     constexpr int STEP = S::NGROUPS * S::U;      /* tokens per iteration of the block */
@@ -199,6 +261,22 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
     pdl_wait();
 
     const int h = blockIdx.x, s = blockIdx.y, p = blockIdx.z;
+    const int tid = threadIdx.x, g = tid / S::G, r = tid % S::G;
+    const int lane = tid & 31, warp = tid >> 5;
+    const int bs_mask = (1 << bs_log2) - 1;
+    const int32_t *bt = block_tables + (int64_t)s * bt_stride;
+    /* v2 with PAGED_DECODE_STAGE_BT: the partition's entries [b0, b0 + nbt) of the
+     * block table, read before the context length is known (bounded by the row's
+     * width, bt_stride; entries past the sequence's end are loaded, never used). */
+    __shared__ int32_t s_bt[PAGED_DECODE_STAGE_BT ? kPartition : 1];
+    const bool staged = PAGED_DECODE_STAGE_BT && partition_size > 0 &&
+                        partition_size <= kPartition;
+    const int b0 = staged ? (p * partition_size) >> bs_log2 : 0;
+    if (staged) {
+        const int nbt = max(1, partition_size >> bs_log2);
+        for (int i = tid; i < nbt; i += kThreads)
+            s_bt[i] = b0 + i < bt_stride ? __ldg(bt + b0 + i) : 0;
+    }
     const int L = seq_lens[s];
     int start = 0, end = L;
     if (partition_size > 0) {
@@ -206,11 +284,8 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
         if (start >= L) return;           /* graph replay with a shorter context */
         end = min(L, start + partition_size);
     }
-    const int tid = threadIdx.x, g = tid / S::G, r = tid % S::G;
-    const int lane = tid & 31, warp = tid >> 5;
     const int64_t tok_q = query_start_loc[s];
-    const int bs_mask = (1 << bs_log2) - 1;
-    const int32_t *bt = block_tables + (int64_t)s * bt_stride;
+    if (staged) __syncthreads();
 
     /* K/V chunks of this thread for the U tokens of group g at `base` */
     auto load = [&](int base, uint4 (&kr)[S::U][S::NV], uint4 (&vr)[S::U][S::NV]) {
@@ -218,7 +293,7 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
         for (int u = 0; u < S::U; u++) {
             const int tok = base + g + u * S::NGROUPS;
             if (tok < end) {
-                const int64_t phys = bt[tok >> bs_log2];
+                const int64_t phys = staged ? s_bt[(tok >> bs_log2) - b0] : bt[tok >> bs_log2];
                 const int64_t row = ((phys * H + h) << bs_log2) + (tok & bs_mask);
                 const T *kp = k_cache + row * D, *vp = v_cache + row * D;
 #pragma unroll
@@ -349,8 +424,12 @@ paged_attention_decode_kernel(T *__restrict__ out, float *__restrict__ part_out,
         }
         if (tid == 0) { part_max[idx] = M; part_sum[idx] = Ls; }
         const int n = min(max_parts, (L + partition_size - 1) / partition_size);
-        decode_reduce_last<T, D>(out, part_out, part_max, part_sum, tickets, tok_q, H, h, s, n,
-                                 max_parts);
+        if (merge_staged)
+            decode_reduce_last_staged<T, D>(out, part_out, part_max, part_sum, tickets, tok_q, H,
+                                            h, s, n, max_parts);
+        else
+            decode_reduce_last<T, D>(out, part_out, part_max, part_sum, tickets, tok_q, H, h, s,
+                                     n, max_parts);
     }
 }
 
@@ -557,10 +636,12 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
                              (int *)nullptr, (const T *)a->q, a->q_stride,
                              (const T *)a->k_cache, (const T *)a->v_cache, a->block_tables,
                              a->block_table_stride, a->seq_lens, a->query_start_loc,
-                             a->num_heads, bs_log2, sl2, 0, 1);
+                             a->num_heads, bs_log2, sl2, 0, 1, 0);
     }
     const size_t rows = (size_t)num_decodes * a->num_heads * (size_t)max_parts;
-    const size_t smem = reduce_smem_bytes(max_parts);
+    const size_t staged_smem = (size_t)max_parts * (D + 2) * sizeof(float);
+    const int merge_staged = PAGED_DECODE_MERGE && staged_smem <= kMergeSmemMax;
+    const size_t smem = merge_staged ? staged_smem : reduce_smem_bytes(max_parts);
     if (max_parts < 1 || !ws || !tickets || rows * (D + 2) > ws_floats || smem > 48 * 1024)
         return cudaErrorInvalidValue;
     float *part_out = ws, *part_max = ws + rows * D, *part_sum = part_max + rows;
@@ -570,7 +651,7 @@ cudaError_t decode_launch(const PagedAttnArgs *a, int num_decodes, int max_seq_l
                          (const T *)a->q, a->q_stride, (const T *)a->k_cache,
                          (const T *)a->v_cache, a->block_tables, a->block_table_stride,
                          a->seq_lens, a->query_start_loc, a->num_heads, bs_log2, sl2, P,
-                         max_parts);
+                         max_parts, merge_staged);
 }
 
 template <typename T, int D>

@@ -258,7 +258,9 @@ def test_paged_mixed_batch(dtype, D):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("BS", [8, 16, 32])
 def test_paged_decode_paths(dtype, BS):
-    # v2: few sequences, contexts past one partition (1024, 2048 and odd lengths)
+    # v2: few sequences, contexts past one partition (1024, 2048 and odd lengths); 16
+    # partitions of 128, so the last one merges from shared memory (PAGED_DECODE_MERGE),
+    # and each block's block-table entries are staged (PAGED_DECODE_STAGE_BT)
     run_and_check("PAGED", dtype, 4, 64, BS, [1] * 5, [1, 1024, 2048, 1999, 333], seed=BS)
     # v1: num_decodes * H > 512 (37 sequences x 16 heads)
     rng = np.random.default_rng(BS)
@@ -270,6 +272,8 @@ def test_paged_decode_paths(dtype, BS):
 
 @gpu
 def test_paged_decode_beyond_8192_uses_v2():
+    # 71 partitions: too many to stage (the merge's three passes over global memory), and
+    # the last partition's block-table entries run past the table's width (not loaded)
     run_and_check("PAGED", "float16", 2, 64, 16, [1, 1, 1], [9000, 8193, 7], seed=11)
 
 
