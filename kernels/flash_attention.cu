@@ -516,17 +516,22 @@ __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
     const int n = decode_split_count(p.seq_lens[s], p.splits, KT);
     if (!last_block_of(p.tickets + (size_t)s * p.groups + group, n)) return;
     /* weights: warp hh for head hh (kDecWarps == kDecMaxHeads) */
-    if (warp < nh) {
+    if (warp < nh) {   /* lane i holds splits i and i + 32: one read of the lse values */
         const float *lse = p.partial_lse + ((size_t)s * p.H + h0 + warp) * p.splits;
+        float li[kDecMaxSplits / 32];
+#pragma unroll
+        for (int j = 0; j < kDecMaxSplits / 32; j++)
+            li[j] = lane + 32 * j < n ? __ldcg(lse + lane + 32 * j) : -INFINITY;
         float m = -INFINITY;
-        for (int i = lane; i < n; i += 32) m = fmaxf(m, __ldcg(lse + i));
+#pragma unroll
+        for (int j = 0; j < kDecMaxSplits / 32; j++) m = fmaxf(m, li[j]);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
         float den = 0.f;
-        for (int i = lane; i < n; i += 32) {
-            const float li = __ldcg(lse + i);
-            const float w = li == -INFINITY ? 0.f : exp2f(li - m);
-            s_w[warp][i] = w;
+#pragma unroll
+        for (int j = 0; j < kDecMaxSplits / 32; j++) {
+            const float w = li[j] == -INFINITY ? 0.f : exp2f(li[j] - m);
+            if (lane + 32 * j < n) s_w[warp][lane + 32 * j] = w;
             den += w;
         }
 #pragma unroll
@@ -538,7 +543,7 @@ __device__ __forceinline__ void decode_merge_last(const DecodeParams &p) {
         const int hh = idx / D, d = idx - hh * D;
         const float *po = p.partial_o + ((size_t)s * p.H + h0 + hh) * p.splits * D + d;
         float acc = 0.f;
-#pragma unroll 4
+#pragma unroll 8   /* a merge of up to 8 splits: one round trip */
         for (int i = 0; i < n; i++) acc = fmaf(s_w[hh][i], __ldcg(po + (size_t)i * D), acc);
         T *orow = reinterpret_cast<T *>(p.out) + (size_t)p.query_start_loc[s] * p.H * D +
                   (size_t)(h0 + hh) * D;
