@@ -78,6 +78,17 @@ __device__ __forceinline__ float act_apply(float v, int act)
     }
 }
 
+/* One element of the token + position embedding, summed in fp32 and rounded to T
+ * (embed.cu; the first decode layer builds its x the same way). */
+template <typename T> __device__ __forceinline__ T embed_sum(T wte, T wpe)
+{
+    return from_f32<T>(to_f32(wte) + to_f32(wpe));
+}
+
+/* The id fed to the next step for a sampled token: a masked row's -1 becomes 0, an
+ * id the embedding can read (that row's step is discarded by the host anyway). */
+__device__ __forceinline__ int32_t fed_id(int32_t token) { return token > 0 ? token : 0; }
+
 /* 1 when every pointer is 16-byte aligned (vectorized paths). */
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 

@@ -312,11 +312,11 @@ __device__ void residual_layernorm(const LayerDecodeArgs &a, const Vecs<T> &vec,
             if (store && rank == 0) res_out[c] = r[c];
         }
         __syncthreads();
-    } else {                     /* the embedding of token emb.x at position emb.y (embed.cu) */
+    } else {                     /* the embedding of token emb.x at position emb.y */
         const T *e = reinterpret_cast<const T *>(a.wte) + (size_t)emb.x * C;
         const T *p = reinterpret_cast<const T *>(a.wpe) + (size_t)emb.y * C;
         for (int c = threadIdx.x; c < C; c += LD_THREADS) {
-            const T v = from_f32<T>(to_f32(e[c]) + to_f32(p[c]));
+            const T v = embed_sum(e[c], p[c]);
             xs[c] = to_f32(v);
             if (store && rank == 0) res_out[c] = v;
         }

@@ -15,12 +15,12 @@ __global__ void embed_kernel(T *out, const int32_t *ids, const int32_t *pos, con
         for (int i = threadIdx.x; i < C / P::N; i += blockDim.x) {
             P x = ((const P *)a)[i], y = ((const P *)p)[i], z;
 #pragma unroll
-            for (int j = 0; j < P::N; j++) z.v[j] = from_f32<T>(to_f32(x.v[j]) + to_f32(y.v[j]));
+            for (int j = 0; j < P::N; j++) z.v[j] = embed_sum(x.v[j], y.v[j]);
             ((P *)o)[i] = z;
         }
     } else {
         for (int c = threadIdx.x; c < C; c += blockDim.x)
-            o[c] = from_f32<T>(to_f32(a[c]) + to_f32(p[c]));
+            o[c] = embed_sum(a[c], p[c]);
     }
 }
 

@@ -35,13 +35,12 @@ extern "C" cudaError_t gather_rows_cuda(void *out, const void *in, const int32_t
                          (uint16_t *)out, (const uint16_t *)in, rows, C);
 }
 
-/* ids[idx[i]] = tokens[rows[i]] (a masked row's -1 becomes 0, an id the
- * embedding can read: that row's step is discarded by the host anyway) */
+/* ids[idx[i]] = fed_id(tokens[rows[i]]) (common.cuh) */
 __global__ void feed_tokens_kernel(int32_t *ids, const int32_t *idx, const int32_t *rows,
                                    const int32_t *tokens, int n)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) ids[idx[i]] = max(tokens[rows[i]], 0);
+    if (i < n) ids[idx[i]] = fed_id(tokens[rows[i]]);
 }
 
 extern "C" cudaError_t feed_tokens_cuda(int32_t *ids, const int32_t *idx, const int32_t *rows,
@@ -62,7 +61,7 @@ upload_ints_kernel(int32_t *dst, const __grid_constant__ UploadInts in, int n, i
     for (int i = threadIdx.x; i < n; i += UPLOAD_THREADS) dst[i] = in.v[i];
     __syncthreads();
     for (int i = threadIdx.x; i < n_feeds; i += UPLOAD_THREADS)
-        dst[ids_off + in.v[feed_idx_off + i]] = max(tokens[in.v[feed_row_off + i]], 0);
+        dst[ids_off + in.v[feed_idx_off + i]] = fed_id(tokens[in.v[feed_row_off + i]]);
 }
 
 extern "C" cudaError_t upload_ints_cuda(int32_t *dst, const UploadInts *in, int n, int ids_off,
