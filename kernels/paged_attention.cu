@@ -235,10 +235,10 @@ __device__ __forceinline__ void decode_reduce_last_staged(T *__restrict__ out,
 /* One (head, sequence, partition) per block. partition_size == 0: v1. PREFETCH: the
  * K/V of the next group of tokens are loaded while the current group's are used (two
  * register buffers, so each thread keeps loads in flight through the math, at the
- * cost of registers = resident blocks per SM). */
-/* 8 blocks per SM = at most 64 registers: what the default geometry (4 tokens in flight,
- * no prefetch) fits in at power-of-two head sizes; the block-table staging would
- * otherwise take D=128 to 72 (7 blocks per SM) */
+ * cost of registers = resident blocks per SM). The launch bound's 8 blocks per SM = at
+ * most 64 registers: what the default geometry (4 tokens in flight, no prefetch) fits
+ * in at power-of-two head sizes; the block-table staging would otherwise take D=128 to
+ * 72 (7 blocks per SM). */
 template <typename T, int D, bool PREFETCH>
 __global__ void __launch_bounds__(kThreads, !PREFETCH && PAGED_DECODE_TOKENS <= 4 &&
                                                     (D & (D - 1)) == 0 ? 8 : 1)
